@@ -1,0 +1,756 @@
+//! The configuration file: its TOML shape, its validation, and the validated types the rest
+//! of the daemon uses.
+//!
+//! Parsing happens in two stages. Serde structs with `deny_unknown_fields` and spans
+//! (`Raw*`) take the file apart; `validate` turns them into [`Config`], whose types cannot
+//! hold an invalid value, and collects every problem it finds (not just the first) as a
+//! [`Problem`] with line and column so `--check` can list them all.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Longest IDLE we allow: RFC 2177 says servers may log a client off after 30 minutes.
+const MAX_IDLE_REFRESH_SECS: u64 = 29 * 60;
+const DEFAULT_IDLE_REFRESH_SECS: u64 = 25 * 60;
+const DEFAULT_POLL_INTERVAL_SECS: u64 = 120;
+
+/// A validated configuration. Cheap to share: accounts sit behind `Arc`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub accounts: Vec<Arc<Account>>,
+    pub notifications: Notifications,
+    pub syslog: SyslogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub secret: Secret,
+    /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap.rs`.
+    pub mailboxes: Vec<String>,
+    pub idle_refresh: Duration,
+    pub poll_interval: Duration,
+    /// With `tls = "none"`, whether the user explicitly accepted sending the password in
+    /// the clear to a host that is not loopback.
+    pub allow_plaintext_auth: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    Implicit,
+    Starttls,
+    None,
+}
+
+impl TlsMode {
+    fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Implicit => 993,
+            TlsMode::Starttls | TlsMode::None => 143,
+        }
+    }
+}
+
+/// Where the password comes from. The password itself never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    /// argv run without a shell at every connect; stdout (trailing newline trimmed) is the
+    /// password.
+    Command(Vec<String>),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(<redacted>)"),
+            Secret::Command(argv) => f.debug_tuple("Command").field(argv).finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifications {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyslogConfig {
+    pub enabled: bool,
+    pub address: SyslogAddress,
+    pub facility: syslog::Facility,
+}
+
+// `syslog::Facility` has no `PartialEq`; compare its numeric code.
+impl PartialEq for SyslogConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.enabled == other.enabled
+            && self.address == other.address
+            && self.facility as u32 == other.facility as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogAddress {
+    Unix(PathBuf),
+    /// `host:port`, resolved when the socket is opened.
+    Udp(String),
+}
+
+impl fmt::Display for SyslogAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SyslogAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+            SyslogAddress::Udp(a) => write!(f, "udp:{a}"),
+        }
+    }
+}
+
+/// One thing wrong with a config file, positioned for `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Why a config file could not be used. Display gives one `file:line:column: message` line
+/// per problem, which is what `--check` prints and what the daemon logs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config file: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", format_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// Parses and validates config text. Relative `ca_file` paths are taken relative to
+/// `base_dir` (the config file's directory), so a config means the same wherever the daemon
+/// is started from.
+pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        vec![problem_at(text, &span, e.message().trim().to_owned())]
+    })?;
+    Validator {
+        text,
+        base_dir,
+        problems: Vec::new(),
+    }
+    .run(raw)
+}
+
+// ---- stage one: the file's shape ------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    accounts: Option<Spanned<Vec<Spanned<RawAccount>>>>,
+    #[serde(default)]
+    notifications: Option<RawNotifications>,
+    #[serde(default)]
+    syslog: Option<RawSyslog>,
+}
+
+// Required keys are `Option` here so that a missing one becomes a validation problem that
+// is reported together with all the others, rather than serde's first-error-wins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    tls: Option<Spanned<TlsMode>>,
+    ca_file: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    password_command: Option<Spanned<Vec<String>>>,
+    mailboxes: Option<Spanned<Vec<Spanned<String>>>>,
+    idle_refresh_secs: Option<Spanned<i64>>,
+    poll_interval_secs: Option<Spanned<i64>>,
+    allow_plaintext_auth: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifications {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyslog {
+    enabled: Option<bool>,
+    address: Option<Spanned<String>>,
+    facility: Option<Spanned<String>>,
+}
+
+// ---- stage two: validation --------------------------------------------------------------
+
+struct Validator<'a> {
+    text: &'a str,
+    base_dir: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn report(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        self.problems
+            .push(problem_at(self.text, span, message.into()));
+    }
+
+    fn run(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let mut accounts = Vec::new();
+        match raw.accounts {
+            None => self.report(&(0..0), "no [[accounts]] configured: nothing to watch"),
+            Some(list) if list.get_ref().is_empty() => {
+                self.report(&list.span(), "accounts is empty: nothing to watch")
+            }
+            Some(list) => {
+                for acct in list.into_inner() {
+                    let span = acct.span();
+                    if let Some(a) = self.account(acct.into_inner(), &span) {
+                        if accounts.iter().any(|b: &Account| b.name == a.name) {
+                            self.report(
+                                &span,
+                                format!(
+                                    "duplicate account name {:?}: names must be unique",
+                                    a.name
+                                ),
+                            );
+                        } else {
+                            accounts.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        let notifications = Notifications {
+            enabled: raw.notifications.and_then(|n| n.enabled).unwrap_or(true),
+        };
+        let syslog = self.syslog(raw.syslog);
+        if self.problems.is_empty() {
+            Ok(Config {
+                accounts: accounts.into_iter().map(Arc::new).collect(),
+                notifications,
+                syslog,
+            })
+        } else {
+            self.problems.sort_by_key(|p| (p.line, p.column));
+            Err(self.problems)
+        }
+    }
+
+    fn required(
+        &mut self,
+        value: Option<Spanned<String>>,
+        key: &str,
+        table: &Range<usize>,
+    ) -> Option<String> {
+        match value {
+            None => {
+                self.report(table, format!("account is missing required key `{key}`"));
+                None
+            }
+            Some(v) if v.get_ref().trim().is_empty() => {
+                self.report(&v.span(), format!("`{key}` must not be empty"));
+                None
+            }
+            Some(v) => Some(v.into_inner()),
+        }
+    }
+
+    fn secs(
+        &mut self,
+        value: Option<Spanned<i64>>,
+        key: &str,
+        default: u64,
+        range: Range<u64>,
+    ) -> Duration {
+        let Some(v) = value else {
+            return Duration::from_secs(default);
+        };
+        match u64::try_from(*v.get_ref()) {
+            Ok(n) if range.contains(&n) => Duration::from_secs(n),
+            _ => {
+                self.report(
+                    &v.span(),
+                    format!(
+                        "`{key}` must be between {} and {} seconds",
+                        range.start,
+                        range.end - 1
+                    ),
+                );
+                Duration::from_secs(default)
+            }
+        }
+    }
+
+    fn account(&mut self, raw: RawAccount, span: &Range<usize>) -> Option<Account> {
+        let before = self.problems.len();
+        let name = self.required(raw.name, "name", span);
+        let host = self.required(raw.host, "host", span);
+        let username = self.required(raw.username, "username", span);
+        let tls = raw
+            .tls
+            .map(Spanned::into_inner)
+            .unwrap_or(TlsMode::Implicit);
+
+        let port = match raw.port {
+            None => tls.default_port(),
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(n) if n != 0 => n,
+                _ => {
+                    self.report(&p.span(), "`port` must be between 1 and 65535");
+                    0
+                }
+            },
+        };
+
+        let ca_file = raw.ca_file.and_then(|c| {
+            let path = self.base_dir.join(c.get_ref());
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => Some(path),
+                Ok(_) => {
+                    self.report(
+                        &c.span(),
+                        format!("ca_file {} is not a file", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.report(
+                        &c.span(),
+                        format!("ca_file {} cannot be read: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        });
+
+        let secret = match (raw.password, raw.password_command) {
+            (Some(_), Some(cmd)) => {
+                self.report(
+                    &cmd.span(),
+                    "set either `password` or `password_command`, not both",
+                );
+                None
+            }
+            (Some(p), None) => Some(Secret::Password(p.into_inner())),
+            (None, Some(cmd)) => {
+                if cmd.get_ref().first().is_none_or(|c| c.is_empty()) {
+                    self.report(
+                        &cmd.span(),
+                        "`password_command` must name a program: [\"pass\", \"show\", \"mail\"]",
+                    );
+                    None
+                } else {
+                    Some(Secret::Command(cmd.into_inner()))
+                }
+            }
+            (None, None) => {
+                self.report(
+                    span,
+                    "account needs `password` or `password_command` (an argv list run without a shell)",
+                );
+                None
+            }
+        };
+
+        let mailboxes = match raw.mailboxes {
+            None => vec!["INBOX".to_owned()],
+            Some(list) => {
+                let list_span = list.span();
+                let mut names: Vec<String> = Vec::new();
+                for mb in list.into_inner() {
+                    let mb_span = mb.span();
+                    let mb = mb.into_inner();
+                    if mb.is_empty() {
+                        self.report(&mb_span, "mailbox name must not be empty");
+                    } else if mb.contains(['\r', '\n', '\0']) {
+                        self.report(&mb_span, "mailbox name must not contain line breaks or NUL");
+                    } else if names.contains(&mb) {
+                        self.report(&mb_span, format!("mailbox {mb:?} is listed twice"));
+                    } else {
+                        names.push(mb);
+                    }
+                }
+                if names.is_empty() && self.problems.len() == before {
+                    self.report(&list_span, "`mailboxes` must list at least one mailbox");
+                }
+                names
+            }
+        };
+
+        let idle_refresh = self.secs(
+            raw.idle_refresh_secs,
+            "idle_refresh_secs",
+            DEFAULT_IDLE_REFRESH_SECS,
+            10..MAX_IDLE_REFRESH_SECS + 1,
+        );
+        let poll_interval = self.secs(
+            raw.poll_interval_secs,
+            "poll_interval_secs",
+            DEFAULT_POLL_INTERVAL_SECS,
+            1..86_400 + 1,
+        );
+        let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
+
+        if tls == TlsMode::None && !allow_plaintext_auth {
+            if let Some(h) = host.as_deref() {
+                if !is_loopback(h) {
+                    self.report(
+                        span,
+                        format!(
+                            "tls = \"none\" would send the password to {h} in the clear; use \
+                             tls = \"implicit\" or \"starttls\", or set allow_plaintext_auth = true"
+                        ),
+                    );
+                }
+            }
+        }
+
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Account {
+            name: name?,
+            host: host?,
+            port,
+            tls,
+            ca_file,
+            username: username?,
+            secret: secret?,
+            mailboxes,
+            idle_refresh,
+            poll_interval,
+            allow_plaintext_auth,
+        })
+    }
+
+    fn syslog(&mut self, raw: Option<RawSyslog>) -> SyslogConfig {
+        let raw = raw.unwrap_or(RawSyslog {
+            enabled: None,
+            address: None,
+            facility: None,
+        });
+        let address = match raw.address {
+            None => SyslogAddress::Unix(PathBuf::from("/dev/log")),
+            Some(a) => match parse_syslog_address(a.get_ref()) {
+                Ok(addr) => addr,
+                Err(msg) => {
+                    self.report(&a.span(), msg);
+                    SyslogAddress::Unix(PathBuf::from("/dev/log"))
+                }
+            },
+        };
+        let facility = match raw.facility {
+            None => syslog::Facility::LOG_MAIL,
+            Some(f) => match f.get_ref().parse::<syslog::Facility>() {
+                Ok(fac) => fac,
+                Err(()) => {
+                    self.report(
+                        &f.span(),
+                        format!(
+                            "unknown syslog facility {:?} (try \"mail\", \"user\", \"daemon\" or \"local0\"..\"local7\")",
+                            f.get_ref()
+                        ),
+                    );
+                    syslog::Facility::LOG_MAIL
+                }
+            },
+        };
+        SyslogConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            address,
+            facility,
+        }
+    }
+}
+
+fn parse_syslog_address(s: &str) -> Result<SyslogAddress, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.starts_with('/') {
+            return Ok(SyslogAddress::Unix(PathBuf::from(path)));
+        }
+        return Err(format!(
+            "syslog address {s:?}: the unix socket path must be absolute"
+        ));
+    }
+    if let Some(hostport) = s.strip_prefix("udp:") {
+        let ok = hostport
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if ok {
+            return Ok(SyslogAddress::Udp(hostport.to_owned()));
+        }
+        return Err(format!("syslog address {s:?}: expected udp:HOST:PORT"));
+    }
+    Err(format!(
+        "syslog address {s:?}: expected \"unix:/path/to/socket\" or \"udp:HOST:PORT\""
+    ))
+}
+
+/// Whether `host` names this machine, where plaintext cannot be sniffed on a network.
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// 1-based line and column (in characters) of byte offset `span.start` in `text`.
+fn problem_at(text: &str, span: &Range<usize>, message: String) -> Problem {
+    let offset = span.start.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    Problem {
+        line,
+        column,
+        message,
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[accounts]]
+name = "work"
+host = "imap.example.com"
+username = "me@example.com"
+password = "hunter2"
+
+[[accounts]]
+name = "home"
+host = "127.0.0.1"
+port = 1143
+tls = "none"
+username = "me"
+password_command = ["pass", "show", "mail/home"]
+mailboxes = ["INBOX", "其他文件夹/工作"]
+idle_refresh_secs = 600
+poll_interval_secs = 30
+
+[notifications]
+enabled = false
+
+[syslog]
+address = "udp:127.0.0.1:514"
+facility = "local3"
+"#;
+
+    fn parse_ok(text: &str) -> Config {
+        parse(text, Path::new("/")).expect("valid config")
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        parse(text, Path::new("/")).expect_err("invalid config")
+    }
+
+    #[test]
+    fn good_config_with_defaults() {
+        let c = parse_ok(GOOD);
+        assert_eq!(c.accounts.len(), 2);
+        let w = &c.accounts[0];
+        assert_eq!(w.port, 993);
+        assert_eq!(w.tls, TlsMode::Implicit);
+        assert_eq!(w.mailboxes, vec!["INBOX"]);
+        assert_eq!(w.idle_refresh, Duration::from_secs(1500));
+        assert_eq!(w.poll_interval, Duration::from_secs(120));
+        let h = &c.accounts[1];
+        assert_eq!(h.port, 1143);
+        assert_eq!(h.mailboxes[1], "其他文件夹/工作");
+        assert_eq!(
+            h.secret,
+            Secret::Command(vec!["pass".into(), "show".into(), "mail/home".into()])
+        );
+        assert!(!c.notifications.enabled);
+        assert!(c.syslog.enabled);
+        assert_eq!(c.syslog.address, SyslogAddress::Udp("127.0.0.1:514".into()));
+        assert_eq!(
+            c.syslog.facility as u32,
+            syslog::Facility::LOG_LOCAL3 as u32
+        );
+    }
+
+    #[test]
+    fn starttls_defaults_to_143_and_syslog_to_dev_log() {
+        let c = parse_ok(
+            "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\ntls='starttls'\n",
+        );
+        assert_eq!(c.accounts[0].port, 143);
+        assert_eq!(
+            c.syslog.address,
+            SyslogAddress::Unix(PathBuf::from("/dev/log"))
+        );
+        assert_eq!(c.syslog.facility as u32, syslog::Facility::LOG_MAIL as u32);
+        assert!(c.notifications.enabled);
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let p = problems("[[accounts]]\nname = \"work\nhost = 'x'\n");
+        assert_eq!(p.len(), 1);
+        // toml points at where the string should have ended: line 2, after its last character.
+        assert_eq!((p[0].line, p[0].column), (2, 13), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_at_its_position() {
+        let p = problems(
+            "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n  pasword = 'x'\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (6, 3));
+        assert!(p[0].message.contains("pasword"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"[[accounts]]
+name = "a"
+host = ""
+port = 70000
+username = "u"
+password = "p"
+password_command = ["x"]
+idle_refresh_secs = 3600
+
+[[accounts]]
+name = "a"
+host = "h"
+username = "u"
+password = "p"
+mailboxes = ["INBOX", "INBOX"]
+
+[syslog]
+address = "tcp:foo"
+facility = "nope"
+"#;
+        let p = problems(text);
+        let lines: Vec<_> = p.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![3, 4, 7, 8, 15, 18, 19], "{p:#?}");
+        assert!(p[0].message.contains("`host` must not be empty"));
+        assert!(p[1].message.contains("port"));
+        assert!(p[2].message.contains("not both"));
+        assert!(p[3].message.contains("idle_refresh_secs"));
+        assert!(p[4].message.contains("listed twice"));
+        assert!(p[5].message.contains("udp:HOST:PORT"));
+        assert!(p[6].message.contains("facility"));
+    }
+
+    #[test]
+    fn duplicate_account_names() {
+        let one = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
+        let p = problems(&format!("{one}{one}"));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].line, 6);
+        assert!(p[0].message.contains("duplicate account name"));
+    }
+
+    #[test]
+    fn missing_keys_and_no_accounts() {
+        let p = problems("[[accounts]]\nname='a'\n");
+        let msgs: Vec<_> = p.iter().map(|p| p.message.as_str()).collect();
+        assert!(msgs.iter().any(|m| m.contains("`host`")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.contains("`username`")));
+        assert!(msgs.iter().any(|m| m.contains("password")));
+        let p = problems("[notifications]\nenabled = true\n");
+        assert!(p[0].message.contains("no [[accounts]]"));
+    }
+
+    #[test]
+    fn plaintext_password_needs_loopback_or_consent() {
+        let base = "[[accounts]]\nname='a'\nusername='u'\npassword='p'\ntls='none'\n";
+        assert!(parse(&format!("{base}host='localhost'\n"), Path::new("/")).is_ok());
+        assert!(parse(&format!("{base}host='::1'\n"), Path::new("/")).is_ok());
+        let p = problems(&format!("{base}host='mail.example.com'\n"));
+        assert!(p[0].message.contains("in the clear"), "{p:?}");
+        assert!(parse(
+            &format!("{base}host='mail.example.com'\nallow_plaintext_auth=true\n"),
+            Path::new("/")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn ca_file_must_exist_relative_to_config_dir() {
+        let text =
+            "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\nca_file='nope.pem'\n";
+        let p = parse(text, Path::new("/nonexistent-dir")).unwrap_err();
+        assert_eq!(p[0].line, 6);
+        assert!(p[0].message.contains("/nonexistent-dir/nope.pem"), "{p:?}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let c = parse_ok(GOOD);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn error_display_is_file_line_column() {
+        let err = ConfigError::Invalid {
+            path: PathBuf::from("/etc/x.toml"),
+            problems: vec![Problem {
+                line: 3,
+                column: 7,
+                message: "bad".into(),
+            }],
+        };
+        assert_eq!(err.to_string(), "/etc/x.toml:3:7: bad");
+    }
+}

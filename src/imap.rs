@@ -1,0 +1,543 @@
+//! One IMAP connection to one mailbox: TCP with timeouts and keepalive, TLS (implicit or
+//! STARTTLS, never silently skipped), ID, login, EXAMINE, UID FETCH, IDLE, NOOP, LOGOUT.
+//!
+//! This is the only module that uses the `imap` crate; its pitfalls (see shared/DESIGN.md)
+//! are handled here so the watcher sees a small, honest API: every wait returns a [`Wake`],
+//! every failure an [`ImapError`].
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use imap::extensions::idle::{SetReadTimeout, WaitOutcome};
+use imap::types::{Flag, UnsolicitedResponse};
+use socket2::{SockRef, TcpKeepalive};
+
+use crate::config::{Account, TlsMode};
+
+/// How long a TCP connect may take per resolved address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long any single read or write may block outside IDLE (greeting, TLS handshake,
+/// commands). A server slower than this is treated as gone.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// TCP keepalive: first probe after this much silence...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// ...then one probe every interval, and the kernel gives up after this many unanswered, so
+/// a link that died silently (NAT timeout, suspended laptop, Wi-Fi change) errors out of a
+/// blocked IDLE read within about 60 + 6 * 10 = 120 seconds.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 6;
+/// Longest line accepted in the hand-written STARTTLS negotiation.
+const MAX_PRE_TLS_LINE: usize = 8192;
+
+/// Why a connection failed. `Auth` is kept apart because retrying it every second would
+/// only lock the account.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("TLS with {host} failed: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("{host} does not offer STARTTLS; refusing to log in without TLS")]
+    NoStartTls { host: String },
+    #[error("login failed: {0}")]
+    Auth(String),
+    #[error("cannot open mailbox {mailbox:?}: {reason}")]
+    Mailbox { mailbox: String, reason: String },
+    #[error("server closed the connection: {0}")]
+    Bye(String),
+    #[error("{context}: {source}")]
+    Protocol {
+        context: &'static str,
+        // Boxed: imap::Error is large and this travels through every Result here.
+        #[source]
+        source: Box<imap::Error>,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ImapError {
+    fn protocol(context: &'static str) -> impl FnOnce(imap::Error) -> ImapError {
+        move |source| match source {
+            imap::Error::Bye(b) => ImapError::Bye(b.information),
+            source => ImapError::Protocol {
+                context,
+                source: Box::new(source),
+            },
+        }
+    }
+
+    /// A failure the user has to fix (credentials), as opposed to one that heals by itself.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ImapError::Auth(_))
+    }
+}
+
+/// A clone of the connection's socket, held by the supervisor: shutting it down is the only
+/// way to wake a thread blocked in IDLE (a read timeout set from another thread does not
+/// affect a read already in progress).
+#[derive(Debug)]
+pub struct Interrupter(TcpStream);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// Plain TCP or TLS over TCP, so one `imap::Session` type serves all three `tls` modes.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<native_tls::TlsStream<TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl SetReadTimeout for Stream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        };
+        tcp.set_read_timeout(timeout).map_err(imap::Error::Io)
+    }
+}
+
+/// What the server supports that changes how we watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub idle: bool,
+    pub id: bool,
+}
+
+/// EXAMINE's answer, reduced to what the new-mail logic needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub exists: u32,
+    pub uid_validity: Option<u32>,
+    pub uid_next: Option<u32>,
+}
+
+/// A sender address as the ENVELOPE gives it: raw, still RFC 2047 encoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawAddress {
+    pub name: Option<Vec<u8>>,
+    pub mailbox: Option<Vec<u8>>,
+    pub host: Option<Vec<u8>>,
+}
+
+/// One message from `UID FETCH ... (UID FLAGS ENVELOPE)`, owned so the session can move on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub uid: u32,
+    pub seen: bool,
+    pub subject: Option<Vec<u8>>,
+    pub from: Option<RawAddress>,
+}
+
+/// Why an IDLE (or poll sleep) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// EXISTS: something may have arrived.
+    Changed,
+    /// The refresh interval passed without news; IDLE is re-issued.
+    Refresh,
+    /// An untagged line the crate does not know (`* NO [ALERT] ...`): the session is still
+    /// usable, but anything after it in the same burst was discarded, so re-query.
+    Unexpected(String),
+}
+
+/// An authenticated session with one mailbox examined (read-only).
+pub struct Connection {
+    session: imap::Session<Stream>,
+    /// The same socket as inside `session`, for setting timeouts while a `Handle` borrows it.
+    socket: TcpStream,
+    pub capabilities: Capabilities,
+}
+
+/// Connects, secures, identifies and logs in. `register` receives the socket's interrupter
+/// as soon as the TCP connection exists, so even a hanging TLS handshake can be cut short.
+pub fn connect(
+    account: &Account,
+    password: &str,
+    register: impl FnOnce(Interrupter),
+) -> Result<Connection, ImapError> {
+    let tcp = tcp_connect(&account.host, account.port)?;
+    let io_err = |context| move |source| ImapError::Io { context, source };
+    register(Interrupter(
+        tcp.try_clone().map_err(io_err("clone socket"))?,
+    ));
+    let socket = tcp.try_clone().map_err(io_err("clone socket"))?;
+
+    let stream = match account.tls {
+        TlsMode::Implicit => Stream::Tls(Box::new(tls_wrap(account, tcp)?)),
+        TlsMode::Starttls => {
+            let mut tcp = tcp;
+            starttls_negotiate(&mut tcp, &account.host)?;
+            Stream::Tls(Box::new(tls_wrap(account, tcp)?))
+        }
+        TlsMode::None => Stream::Plain(tcp),
+    };
+
+    let mut client = imap::Client::new(stream);
+    if account.tls != TlsMode::Starttls {
+        // After STARTTLS there is no second greeting; it was read before the upgrade.
+        let greeting = client
+            .read_greeting()
+            .map_err(ImapError::protocol("reading greeting"))?;
+        if greeting.starts_with(b"* BYE") {
+            return Err(ImapError::Bye(
+                String::from_utf8_lossy(&greeting).trim_end().to_owned(),
+            ));
+        }
+    }
+
+    let mut session = client
+        .login(&account.username, password)
+        .map_err(|(e, _)| match e {
+            imap::Error::No(no) => ImapError::Auth(no.information),
+            imap::Error::Bad(bad) => ImapError::Auth(bad.information),
+            e => ImapError::protocol("logging in")(e),
+        })?;
+
+    let caps = session
+        .capabilities()
+        .map_err(ImapError::protocol("reading capabilities"))?;
+    let capabilities = Capabilities {
+        idle: caps.has_str("IDLE"),
+        id: caps.has_str("ID"),
+    };
+    drop(caps);
+
+    if capabilities.id {
+        // NetEase (163/126/yeah) answers SELECT/EXAMINE with "Unsafe Login" unless the
+        // client identifies itself first (RFC 2971). Harmless everywhere else.
+        let id = format!(
+            "ID (\"name\" \"mailpushd\" \"version\" \"{}\" \"vendor\" \"mailpushd\")",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Err(e) = session.run_command_and_check_ok(id) {
+            log::debug!("{}: ID command refused: {e}", account.name);
+        }
+    }
+
+    Ok(Connection {
+        session,
+        socket,
+        capabilities,
+    })
+}
+
+fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, ImapError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| ImapError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
+            Ok(tcp) => {
+                configure_socket(&tcp).map_err(|source| ImapError::Io {
+                    context: "configuring socket",
+                    source,
+                })?;
+                return Ok(tcp);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(ImapError::Connect {
+        addr: format!("{host}:{port}"),
+        source: last,
+    })
+}
+
+fn configure_socket(tcp: &TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    tcp.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    SockRef::from(tcp).set_tcp_keepalive(&keepalive)
+}
+
+fn tls_wrap(
+    account: &Account,
+    tcp: TcpStream,
+) -> Result<native_tls::TlsStream<TcpStream>, ImapError> {
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(path) = &account.ca_file {
+        let ca_err = |reason: String| ImapError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
+        builder.add_root_certificate(cert);
+    }
+    let tls_err = |reason: String| ImapError::Tls {
+        host: account.host.clone(),
+        reason,
+    };
+    let connector = builder.build().map_err(|e| tls_err(e.to_string()))?;
+    // Brackets around an IPv6 literal are URL syntax, not part of the name to verify.
+    let domain = account.host.trim_start_matches('[').trim_end_matches(']');
+    connector.connect(domain, tcp).map_err(|e| match e {
+        native_tls::HandshakeError::Failure(e) => tls_err(e.to_string()),
+        native_tls::HandshakeError::WouldBlock(_) => tls_err("handshake timed out".to_owned()),
+    })
+}
+
+/// The plaintext part of STARTTLS (RFC 3501 §6.2.1), done by hand because the crate's
+/// `Client` has no public way to send a raw command before login. Fails, rather than
+/// continuing in the clear, if the server does not advertise STARTTLS or refuses it.
+fn starttls_negotiate(tcp: &mut TcpStream, host: &str) -> Result<(), ImapError> {
+    let greeting = read_line(tcp)?;
+    if !greeting.starts_with("* OK") {
+        return Err(ImapError::Bye(greeting));
+    }
+    let mut advertised = capability_has_starttls(&greeting);
+    if !advertised {
+        write_all(tcp, b"S1 CAPABILITY\r\n")?;
+        loop {
+            let line = read_line(tcp)?;
+            if line.starts_with("* ") {
+                advertised |= capability_has_starttls(&line);
+            } else if line.starts_with("S1 ") {
+                break;
+            }
+        }
+    }
+    if !advertised {
+        return Err(ImapError::NoStartTls {
+            host: host.to_owned(),
+        });
+    }
+    write_all(tcp, b"S2 STARTTLS\r\n")?;
+    loop {
+        let line = read_line(tcp)?;
+        if let Some(rest) = line.strip_prefix("S2 ") {
+            if rest.to_ascii_uppercase().starts_with("OK") {
+                return Ok(());
+            }
+            return Err(ImapError::Tls {
+                host: host.to_owned(),
+                reason: format!("server refused STARTTLS: {rest}"),
+            });
+        }
+    }
+}
+
+fn capability_has_starttls(line: &str) -> bool {
+    let upper = line.to_ascii_uppercase();
+    upper.contains("CAPABILITY")
+        && upper
+            .split(|c: char| c.is_whitespace() || c == '[' || c == ']')
+            .any(|w| w == "STARTTLS")
+}
+
+fn read_line(tcp: &mut TcpStream) -> Result<String, ImapError> {
+    // One byte at a time: nothing after the server's STARTTLS answer may be consumed, as the
+    // TLS handshake starts right there. These are a handful of short lines.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tcp.read(&mut byte).map_err(|source| ImapError::Io {
+            context: "reading before STARTTLS",
+            source,
+        })?;
+        if n == 0 {
+            return Err(ImapError::Bye("connection closed before STARTTLS".into()));
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+        if line.len() > MAX_PRE_TLS_LINE {
+            return Err(ImapError::Bye("overlong line before STARTTLS".into()));
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).trim_end().to_owned())
+}
+
+fn write_all(tcp: &mut TcpStream, bytes: &[u8]) -> Result<(), ImapError> {
+    tcp.write_all(bytes).map_err(|source| ImapError::Io {
+        context: "writing before STARTTLS",
+        source,
+    })
+}
+
+impl Connection {
+    /// EXAMINE (read-only SELECT): the daemon never changes a flag on its own.
+    pub fn examine(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
+        let mb = self.session.examine(wire_name).map_err(|e| match e {
+            imap::Error::No(no) => ImapError::Mailbox {
+                mailbox: display.to_owned(),
+                reason: no.information,
+            },
+            e => ImapError::protocol("EXAMINE")(e),
+        })?;
+        self.drain_unsolicited()?;
+        Ok(MailboxStatus {
+            exists: mb.exists,
+            uid_validity: mb.uid_validity,
+            uid_next: mb.uid_next,
+        })
+    }
+
+    /// `UID FETCH <set> (UID FLAGS ENVELOPE)`: what a notification needs and no more.
+    pub fn fetch(&mut self, uid_set: &str) -> Result<Vec<Message>, ImapError> {
+        let fetches = self
+            .session
+            .uid_fetch(uid_set, "(UID FLAGS ENVELOPE)")
+            .map_err(ImapError::protocol("UID FETCH"))?;
+        let messages = fetches
+            .iter()
+            .filter_map(|f| {
+                let uid = f.uid?;
+                let seen = f.flags().contains(&Flag::Seen);
+                let env = f.envelope();
+                let subject = env.and_then(|e| e.subject.as_ref()).map(|s| s.to_vec());
+                let from = env
+                    .and_then(|e| e.from.as_ref())
+                    .and_then(|v| v.first())
+                    .map(|a| RawAddress {
+                        name: a.name.as_ref().map(|x| x.to_vec()),
+                        mailbox: a.mailbox.as_ref().map(|x| x.to_vec()),
+                        host: a.host.as_ref().map(|x| x.to_vec()),
+                    });
+                Some(Message {
+                    uid,
+                    seen,
+                    subject,
+                    from,
+                })
+            })
+            .collect();
+        drop(fetches);
+        self.drain_unsolicited()?;
+        Ok(messages)
+    }
+
+    /// NOOP: lets the server report changes; used when polling a server without IDLE.
+    pub fn noop(&mut self) -> Result<(), ImapError> {
+        self.session.noop().map_err(ImapError::protocol("NOOP"))?;
+        self.drain_unsolicited()
+    }
+
+    /// IDLE until the server reports a change or `refresh` passes without a line.
+    ///
+    /// `keepalive(false)`: the crate's own refresh recurses and overflows the stack after a
+    /// few hundred rounds, so the caller loops instead. The timeout restarts on every line
+    /// received, so it bounds silence, not total time; TCP keepalive covers dead links.
+    pub fn idle(&mut self, refresh: Duration) -> Result<Wake, ImapError> {
+        let mut bye: Option<String> = None;
+        let outcome = {
+            let mut handle = self.session.idle();
+            handle.timeout(refresh).keepalive(false);
+            let outcome = handle.wait_while(|resp| match resp {
+                UnsolicitedResponse::Exists(_) => false,
+                UnsolicitedResponse::Bye { information, .. } => {
+                    bye = Some(information.unwrap_or_default());
+                    false
+                }
+                // EXPUNGE, FETCH (flag changes), RECENT: nothing to announce.
+                _ => true,
+            });
+            // wait_while leaves the socket without a read timeout, and dropping the handle
+            // sends DONE and waits for the answer: restore the timeout first so a dead link
+            // cannot block that wait forever.
+            let _ = self.socket.set_read_timeout(Some(COMMAND_TIMEOUT));
+            outcome
+        };
+        if let Some(info) = bye {
+            return Err(ImapError::Bye(info));
+        }
+        match outcome {
+            Ok(WaitOutcome::MailboxChanged) => Ok(Wake::Changed),
+            Ok(WaitOutcome::TimedOut) => Ok(Wake::Refresh),
+            Err(imap::Error::Unexpected(resp)) => Ok(Wake::Unexpected(format!("{resp:?}"))),
+            Err(e) => Err(ImapError::protocol("IDLE")(e)),
+        }
+    }
+
+    /// LOGOUT, best effort: the connection is being dropped either way.
+    pub fn logout(mut self) {
+        let _ = self.session.logout();
+    }
+
+    /// Unsolicited responses pile up in the session between commands; the UID FETCH after
+    /// each wake already covers what they say, so drop them (bounded memory on a session
+    /// that lives for weeks), except BYE, which ends the session.
+    fn drain_unsolicited(&mut self) -> Result<(), ImapError> {
+        for resp in self.session.take_all_unsolicited() {
+            if let UnsolicitedResponse::Bye { information, .. } = resp {
+                return Err(ImapError::Bye(information.unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starttls_capability_detection() {
+        assert!(capability_has_starttls(
+            "* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ready"
+        ));
+        assert!(capability_has_starttls("* CAPABILITY IMAP4rev1 starttls"));
+        assert!(!capability_has_starttls(
+            "* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] ready"
+        ));
+        assert!(!capability_has_starttls("* OK STARTTLS is great"));
+        assert!(!capability_has_starttls("* CAPABILITY IMAP4rev1 XSTARTTLS"));
+    }
+}

@@ -1,0 +1,63 @@
+//! mailpushd: push mail for Linux desktops. Watches IMAP mailboxes with IDLE (or polling
+//! where a server has none) and announces each new message once, as a desktop notification
+//! and a syslog line.
+//!
+//! The binary is a thin wrapper around [`run`]; see shared/DESIGN.md for the architecture.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod decode;
+pub mod imap;
+pub mod logging;
+pub mod mutf7;
+pub mod newmail;
+pub mod notify;
+pub mod outputs;
+pub mod signals;
+pub mod supervisor;
+pub mod syslog;
+pub mod watcher;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+/// sysexits.h EX_CONFIG: the configuration is unusable. systemd's unit does not restart on it.
+pub const EX_CONFIG: u8 = 78;
+
+/// Runs the command line: `--check`, or the daemon in the foreground.
+pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    logging::init(cli.level());
+    let path = cli.config_path();
+
+    if cli.check {
+        return Ok(match config::load(&path) {
+            Ok(cfg) => {
+                let mailboxes: usize = cfg.accounts.iter().map(|a| a.mailboxes.len()).sum();
+                println!(
+                    "{}: ok ({} account(s), {} mailbox(es))",
+                    path.display(),
+                    cfg.accounts.len(),
+                    mailboxes
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::from(EX_CONFIG)
+            }
+        });
+    }
+
+    let cfg = match config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log::error!("{e}");
+            return Ok(ExitCode::from(EX_CONFIG));
+        }
+    };
+    supervisor::run(cfg).context("starting the supervisor")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! The one `log` backend: lines on stderr.
+//!
+//! Under systemd (`JOURNAL_STREAM` set) each line starts with a `<N>` syslog priority so
+//! journalctl shows levels and the journal adds its own timestamps; otherwise lines carry a
+//! UTC time and the level in plain text. Syslog proper is an output, not a log backend
+//! (see `syslog.rs`).
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct StderrLogger {
+    journal: bool,
+    /// Most verbose level shown for other crates' messages.
+    others: LevelFilter,
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        if metadata.target().starts_with("mailpushd") {
+            metadata.level() <= log::max_level()
+        } else {
+            metadata.level() <= self.others
+        }
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        // Our own crate logs with bare messages; others (zbus, native-tls) are named so
+        // their lines can be told apart.
+        let target = record.target();
+        let origin = if target.starts_with("mailpushd") {
+            String::new()
+        } else {
+            format!("{target}: ")
+        };
+        let line = if self.journal {
+            format!("<{}>{origin}{}\n", priority(record.level()), record.args())
+        } else {
+            format!(
+                "{} {:5} {origin}{}\n",
+                utc_time(),
+                record.level(),
+                record.args()
+            )
+        };
+        // One write per line so lines from different threads do not interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+fn utc_time() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Installs the logger. `level` is the most verbose level shown for our own messages; other
+/// crates are held one step quieter unless trace is asked for, as their debug output is
+/// rarely what a user needs.
+pub fn init(level: LevelFilter) {
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let others = match level {
+        LevelFilter::Trace => LevelFilter::Trace,
+        LevelFilter::Debug => LevelFilter::Info,
+        l => l.min(LevelFilter::Warn),
+    };
+    if log::set_boxed_logger(Box::new(StderrLogger { journal, others })).is_ok() {
+        log::set_max_level(level);
+    }
+}

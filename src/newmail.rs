@@ -1,0 +1,227 @@
+//! Which messages are new: the pure decision behind "never miss a message, never show one
+//! twice".
+//!
+//! A watcher keeps a [`Cursor`] per mailbox: the UIDVALIDITY it was taken under and the
+//! lowest UID not yet considered. Every wake-up (EXISTS, IDLE refresh, poll) fetches
+//! `UID FETCH <next_uid>:*` and hands the result to [`Cursor::advance`], which says what to
+//! announce. Working by UID rather than by counting EXISTS is what keeps an EXPUNGE and a new
+//! message in the same wake from cancelling each other out.
+
+/// Where a watcher stands in one mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub uid_validity: u32,
+    /// Every UID below this has been considered (announced or deliberately skipped).
+    pub next_uid: u32,
+}
+
+/// What the server says about one message in a `UID FETCH` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub uid: u32,
+    /// Already read (`\Seen`), e.g. filed by a client or a filter: not announced.
+    pub seen: bool,
+}
+
+/// What to do after EXAMINE on a (re)connect, given the cursor we had (if any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Continue from the existing cursor: what arrived since will be announced.
+    Resume(Cursor),
+    /// First look at this mailbox, or UIDVALIDITY changed (the UIDs we knew mean nothing
+    /// now): mail already there is not announced.
+    Baseline {
+        cursor: Cursor,
+        validity_changed: bool,
+    },
+}
+
+impl Start {
+    pub fn cursor(self) -> Cursor {
+        match self {
+            Start::Resume(c) | Start::Baseline { cursor: c, .. } => c,
+        }
+    }
+}
+
+/// Decides how to start on a mailbox: `previous` is what we knew, `uid_validity` and
+/// `uid_next` are what EXAMINE reported.
+pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32) -> Start {
+    let fresh = Cursor {
+        uid_validity,
+        next_uid: uid_next.max(1),
+    };
+    match previous {
+        Some(prev) if prev.uid_validity == uid_validity => Start::Resume(prev),
+        Some(_) => Start::Baseline {
+            cursor: fresh,
+            validity_changed: true,
+        },
+        None => Start::Baseline {
+            cursor: fresh,
+            validity_changed: false,
+        },
+    }
+}
+
+impl Cursor {
+    /// The UID set to fetch on a wake-up.
+    pub fn fetch_range(&self) -> String {
+        format!("{}:*", self.next_uid)
+    }
+
+    /// Takes a `UID FETCH next:*` answer and returns the UIDs to announce, in ascending
+    /// order, moving the cursor past everything it saw.
+    ///
+    /// `N:*` always includes the highest UID in the mailbox even when it is below N (RFC 3501
+    /// §6.4.8: `*` is the largest UID in use), so anything below the cursor is old news and is
+    /// dropped. A message already `\Seen` advances the cursor but is not announced. Duplicates
+    /// in one answer are announced once.
+    pub fn advance(&mut self, fetched: &[Seen]) -> Vec<u32> {
+        let mut fresh: Vec<Seen> = fetched
+            .iter()
+            .copied()
+            .filter(|m| m.uid >= self.next_uid)
+            .collect();
+        fresh.sort_by_key(|m| m.uid);
+        fresh.dedup_by_key(|m| m.uid);
+        if let Some(last) = fresh.last() {
+            self.next_uid = last.uid.saturating_add(1);
+        }
+        fresh
+            .into_iter()
+            .filter(|m| !m.seen)
+            .map(|m| m.uid)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unseen(uid: u32) -> Seen {
+        Seen { uid, seen: false }
+    }
+
+    #[test]
+    fn first_start_baselines_without_announcing() {
+        let s = start(None, 7, 42);
+        assert_eq!(
+            s,
+            Start::Baseline {
+                cursor: Cursor {
+                    uid_validity: 7,
+                    next_uid: 42
+                },
+                validity_changed: false
+            }
+        );
+    }
+
+    #[test]
+    fn reconnect_resumes_from_the_old_cursor() {
+        let prev = Cursor {
+            uid_validity: 7,
+            next_uid: 40,
+        };
+        // Two messages arrived while disconnected: UIDNEXT moved to 42 but we resume at 40,
+        // so they get fetched and announced.
+        assert_eq!(start(Some(prev), 7, 42), Start::Resume(prev));
+    }
+
+    #[test]
+    fn changed_uidvalidity_rebaselines() {
+        let prev = Cursor {
+            uid_validity: 7,
+            next_uid: 40,
+        };
+        let s = start(Some(prev), 8, 3);
+        assert_eq!(
+            s,
+            Start::Baseline {
+                cursor: Cursor {
+                    uid_validity: 8,
+                    next_uid: 3
+                },
+                validity_changed: true
+            }
+        );
+    }
+
+    #[test]
+    fn empty_mailbox_without_uidnext_starts_at_one() {
+        assert_eq!(start(None, 1, 0).cursor().next_uid, 1);
+    }
+
+    #[test]
+    fn star_returns_last_old_message_which_is_dropped() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: 11,
+        };
+        assert_eq!(c.advance(&[unseen(10)]), Vec::<u32>::new());
+        assert_eq!(c.next_uid, 11);
+        assert_eq!(c.fetch_range(), "11:*");
+    }
+
+    #[test]
+    fn new_messages_are_announced_once_in_order() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: 11,
+        };
+        assert_eq!(
+            c.advance(&[unseen(12), unseen(11), unseen(12)]),
+            vec![11, 12]
+        );
+        assert_eq!(c.next_uid, 13);
+        // The same answer again (a spurious wake) announces nothing.
+        assert_eq!(c.advance(&[unseen(11), unseen(12)]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn seen_messages_advance_but_are_not_announced() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: 5,
+        };
+        let got = c.advance(&[
+            Seen { uid: 5, seen: true },
+            unseen(6),
+            Seen { uid: 7, seen: true },
+        ]);
+        assert_eq!(got, vec![6]);
+        assert_eq!(c.next_uid, 8);
+    }
+
+    #[test]
+    fn expunge_and_new_mail_in_one_wake_still_announces() {
+        // EXISTS stayed at 3 (one expunged, one arrived): counting would miss it, UIDs do not.
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: 4,
+        };
+        assert_eq!(c.advance(&[unseen(4)]), vec![4]);
+    }
+
+    #[test]
+    fn gaps_in_uids_are_fine() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: 4,
+        };
+        assert_eq!(c.advance(&[unseen(9), unseen(20)]), vec![9, 20]);
+        assert_eq!(c.next_uid, 21);
+    }
+
+    #[test]
+    fn max_uid_does_not_overflow() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: u32::MAX,
+        };
+        assert_eq!(c.advance(&[unseen(u32::MAX)]), vec![u32::MAX]);
+        assert_eq!(c.next_uid, u32::MAX);
+    }
+}

@@ -1,0 +1,30 @@
+//! Turns process signals into supervisor events on a dedicated thread.
+//!
+//! signal-hook's iterator blocks on a self-pipe, so the thread costs nothing while idle and
+//! no work happens inside a signal handler.
+
+use std::sync::mpsc::Sender;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::supervisor::Event;
+
+/// Starts the signal thread. It lives as long as the process.
+pub fn spawn(events: Sender<Event>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let event = match sig {
+                    SIGHUP => Event::Reload,
+                    _ => Event::Terminate,
+                };
+                if events.send(event).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! End to end through the real binary: a real Dovecot on 127.0.0.1, a private D-Bus session
+//! bus with a recording notification server, and a unix datagram socket standing in for
+//! /dev/log. Every wait has a deadline; every process started here is stopped on drop.
+
+mod support;
+
+use std::time::Duration;
+
+use support::daemon::Daemon;
+use support::dbus::{NotificationServer, SessionBus};
+use support::dovecot::{message, Dovecot, DovecotOptions};
+use support::syslog::SyslogRecorder;
+use support::with_timeout;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A full rig: server, bus, notification recorder, syslog recorder.
+struct Rig {
+    dovecot: Dovecot,
+    bus: SessionBus,
+    notifications: NotificationServer,
+    syslog: SyslogRecorder,
+}
+
+impl Rig {
+    fn start(options: DovecotOptions) -> Rig {
+        let dovecot = Dovecot::start(options);
+        let bus = SessionBus::start();
+        let notifications = NotificationServer::start(&bus);
+        let syslog = SyslogRecorder::start();
+        Rig {
+            dovecot,
+            bus,
+            notifications,
+            syslog,
+        }
+    }
+
+    fn config(&self, accounts: &str) -> String {
+        format!(
+            "{accounts}\n[notifications]\nenabled = true\n\n{}",
+            self.syslog.config_toml()
+        )
+    }
+
+    /// Starts the daemon and waits until every listed watcher reports it is watching.
+    fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
+        let d = Daemon::start(&self.config(accounts), Some(&self.bus));
+        for w in watching {
+            d.wait_for_output(WAIT, &format!("watching {w} "));
+        }
+        d
+    }
+
+    fn new_mail_lines(&self) -> Vec<String> {
+        self.syslog
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("new mail "))
+            .collect()
+    }
+}
+
+/// "测试邮件" as GBK, base64: the kind of subject Chinese mail clients send.
+const GBK_SUBJECT: &str = "=?GBK?B?suLK1NPKvP4=?=";
+/// "张三" as UTF-8, base64.
+const UTF8_NAME: &str = "=?UTF-8?B?5byg5LiJ?=";
+
+#[test]
+fn new_mail_is_announced_once_with_decoded_escaped_text() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot
+            .append("INBOX", &message("old news", "Old <old@example.com>"));
+        let daemon = rig.daemon(&rig.dovecot.account_toml("main", "implicit"), &["main/INBOX"]);
+
+        rig.dovecot.append(
+            "INBOX",
+            &message(GBK_SUBJECT, &format!("{UTF8_NAME} <z@example.com>")),
+        );
+        rig.dovecot
+            .append("INBOX", &message("<b>&</b>", "Mallory <m@example.com>"));
+        rig.dovecot
+            .append("INBOX", &message("plain hello", "bob@example.com"));
+        // A fourth message as a sentinel: once it is announced, anything duplicated or
+        // announced from before the start would already be in the record.
+        rig.dovecot
+            .append("INBOX", &message("sentinel", "s@example.com"));
+
+        let notes = rig.notifications.wait_for_count(4, WAIT);
+        rig.syslog.wait_for(WAIT, "4 new-mail lines", |lines| {
+            lines.iter().filter(|l| l.contains("new mail ")).count() >= 4
+        });
+        daemon.wait_for_output(WAIT, "subject=\"sentinel\"");
+
+        assert_eq!(notes.len(), 4, "{notes:#?}");
+        for n in &notes {
+            assert_eq!(n.app_name, "mailpushd");
+            assert_eq!(n.category.as_deref(), Some("email.arrived"));
+            assert!(n.body.contains("main/INBOX"), "{}", n.body);
+        }
+        assert_eq!(notes[0].summary, "张三");
+        assert!(notes[0].body.starts_with("测试邮件\n"), "{}", notes[0].body);
+        // The server advertises body-markup, so markup in a subject must arrive escaped.
+        assert_eq!(notes[1].summary, "Mallory");
+        assert!(
+            notes[1].body.starts_with("&lt;b&gt;&amp;&lt;/b&gt;\n"),
+            "{}",
+            notes[1].body
+        );
+        assert_eq!(notes[2].summary, "bob@example.com");
+        assert!(notes.iter().all(|n| !n.body.contains("old news")));
+
+        let lines = rig.new_mail_lines();
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].contains(
+                "new mail account=main mailbox=INBOX uid=2 from=\"张三 <z@example.com>\" subject=\"测试邮件\""
+            ),
+            "{}",
+            lines[0]
+        );
+        // RFC 3164 framing: facility mail (2) * 8 + info (6) = 22.
+        assert!(lines[0].starts_with("<22>"), "{}", lines[0]);
+        assert!(lines[1].contains("subject=\"<b>&</b>\""), "{}", lines[1]);
+        assert!(lines.iter().all(|l| !l.contains("old news")));
+        assert_eq!(daemon.count_output("new mail account="), 4);
+    });
+}
+
+#[test]
+fn starttls_works_and_a_chinese_mailbox_name_is_watched() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let wire = mailpushd::mutf7::encode("工作");
+        rig.dovecot.create_mailbox(&wire);
+        let accounts = rig
+            .dovecot
+            .account_toml("home", "starttls")
+            .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"INBOX\", \"工作\"]");
+        let _daemon = rig.daemon(&accounts, &["home/INBOX", "home/工作"]);
+
+        rig.dovecot
+            .append(&wire, &message("filed at work", "boss@example.com"));
+        let line = rig.syslog.wait_for_line(WAIT, "new mail ");
+        assert!(
+            line.contains("account=home mailbox=工作 uid=1 from=\"boss@example.com\" subject=\"filed at work\""),
+            "{line}"
+        );
+        let notes = rig.notifications.wait_for_count(1, WAIT);
+        assert!(notes[0].body.contains("home/工作"), "{}", notes[0].body);
+        // The server log shows the login happened over TLS (Dovecot marks it "TLS").
+        assert!(
+            rig.dovecot
+                .log()
+                .lines()
+                .any(|l| l.contains("Login: user=<alice>") && l.contains("TLS")),
+            "{}",
+            rig.dovecot.log()
+        );
+    });
+}
+
+#[test]
+fn a_server_without_idle_is_polled() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            idle: false,
+            ..DovecotOptions::default()
+        });
+        let accounts = format!(
+            "{}poll_interval_secs = 1\n",
+            rig.dovecot.account_toml("netease", "implicit")
+        );
+        let daemon = rig.daemon(&accounts, &["netease/INBOX"]);
+        assert!(
+            daemon.output().contains("watching netease/INBOX (no IDLE on this server, polling every 1s)"),
+            "{}",
+            daemon.output()
+        );
+        rig.dovecot
+            .append("INBOX", &message("polled", "p@example.com"));
+        rig.dovecot
+            .append("INBOX", &message("polled again", "p@example.com"));
+        let notes = rig.notifications.wait_for_count(2, WAIT);
+        assert!(notes[0].body.starts_with("polled\n"));
+        assert!(notes[1].body.starts_with("polled again\n"));
+        rig.syslog.wait_for(WAIT, "2 new-mail lines", |lines| {
+            lines.iter().filter(|l| l.contains("new mail ")).count() == 2
+        });
+    });
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_other_accounts_keep_working() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let good = rig.dovecot.account_toml("good", "implicit");
+        let bad = rig
+            .dovecot
+            .account_toml("bad", "implicit")
+            .replace(&rig.dovecot.password, "wrong-password-7f3a");
+        let daemon = rig.daemon(&format!("{bad}\n{good}"), &["good/INBOX"]);
+        daemon.wait_for_output(WAIT, "bad/INBOX: login failed");
+
+        rig.dovecot
+            .append("INBOX", &message("still here", "a@example.com"));
+        let line = rig.syslog.wait_for_line(WAIT, "new mail ");
+        assert!(line.contains("account=good"), "{line}");
+        // The failure also went to syslog, at warning level or worse (mail.err = 19,
+        // mail.warning = 20), and the password never appears anywhere.
+        let lines = rig.syslog.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| (l.starts_with("<19>") || l.starts_with("<20>")) && l.contains("login failed")),
+            "{lines:#?}"
+        );
+        assert!(daemon.try_wait().is_none(), "daemon exited");
+        assert!(!daemon.output().contains("wrong-password-7f3a"));
+        assert!(!lines.iter().any(|l| l.contains("wrong-password-7f3a")));
+    });
+}
+
+#[test]
+fn sigterm_stops_idling_watchers_and_exits_zero_quickly() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let accounts = format!(
+            "{}\n{}",
+            rig.dovecot.account_toml("one", "implicit"),
+            rig.dovecot.account_toml("two", "starttls")
+        );
+        let mut daemon = rig.daemon(&accounts, &["one/INBOX", "two/INBOX"]);
+        let (status, took) = daemon.terminate();
+        assert!(status.success(), "{status:?}\n{}", daemon.output());
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(daemon.output().contains("stopped"), "{}", daemon.output());
+    });
+}
+
+#[test]
+fn without_a_notification_server_syslog_still_gets_the_line() {
+    with_timeout(LIMIT, || {
+        let dovecot = Dovecot::start_default();
+        let syslog = SyslogRecorder::start();
+        let config = format!(
+            "{}\n{}",
+            dovecot.account_toml("main", "implicit"),
+            syslog.config_toml()
+        );
+        let daemon = Daemon::start(&config, None);
+        daemon.wait_for_output(WAIT, "watching main/INBOX ");
+        dovecot.append("INBOX", &message("nobody watching", "a@example.com"));
+        dovecot.append("INBOX", &message("still nobody", "a@example.com"));
+        syslog.wait_for(WAIT, "2 new-mail lines", |lines| {
+            lines.iter().filter(|l| l.contains("new mail ")).count() == 2
+        });
+        daemon.wait_for_output(WAIT, "subject=\"still nobody\"");
+        // Said once, not once per message.
+        assert_eq!(
+            daemon.count_output("cannot show desktop notification"),
+            1,
+            "{}",
+            daemon.output()
+        );
+        assert!(daemon.try_wait().is_none());
+    });
+}
+
+#[test]
+fn a_missing_syslog_socket_is_reported_once_and_popups_continue() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let config = format!(
+            "{}\n[syslog]\naddress = \"unix:/nonexistent/mailpushd-test/log\"\n",
+            rig.dovecot.account_toml("main", "implicit")
+        );
+        let daemon = Daemon::start(&config, Some(&rig.bus));
+        daemon.wait_for_output(WAIT, "watching main/INBOX ");
+        rig.dovecot
+            .append("INBOX", &message("one", "a@example.com"));
+        rig.dovecot
+            .append("INBOX", &message("two", "a@example.com"));
+        rig.notifications.wait_for_count(2, WAIT);
+        daemon.wait_for_output(WAIT, "subject=\"two\"");
+        assert_eq!(
+            daemon.count_output("syslog at unix:/nonexistent/mailpushd-test/log is unavailable"),
+            1,
+            "{}",
+            daemon.output()
+        );
+    });
+}
+
+#[test]
+fn check_reports_every_problem_with_position_and_exits_78() {
+    with_timeout(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[accounts]]\nname = \"a\"\nhost = \"\"\nusername = \"u\"\npassword = \"p\"\nport = 0\ncolour = \"red\"\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+            .args(["--check", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Unknown keys stop serde before validation, so this file reports that first...
+        assert!(
+            text.contains(&format!("{}:7:1: unknown field `colour`", bad.display())),
+            "{text}"
+        );
+        // ...and once fixed, every validation problem is listed together.
+        std::fs::write(
+            &bad,
+            "[[accounts]]\nname = \"a\"\nhost = \"\"\nusername = \"u\"\npassword = \"p\"\nport = 0\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+            .args(["--check", "--config"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let expected = format!(
+            "{p}:3:8: `host` must not be empty\n{p}:6:8: `port` must be between 1 and 65535\n",
+            p = bad.display()
+        );
+        assert_eq!(text, expected);
+
+        let good = dir.path().join("good.toml");
+        std::fs::write(
+            &good,
+            "[[accounts]]\nname = \"a\"\nhost = \"imap.example.com\"\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+            .args(["--check", "--config"])
+            .arg(&good)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+        // The daemon itself refuses a bad config with the same code, without connecting.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+            .arg("--config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(":3:8: `host` must not be empty"));
+    });
+}

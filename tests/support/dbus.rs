@@ -1,0 +1,503 @@
+//! A private D-Bus session bus per test, and a notification server on it that records every
+//! call instead of showing anything.
+//!
+//! Owns: the `dbus-daemon` process and its generated config and socket (in a TempDir), and
+//! the zbus connection serving `org.freedesktop.Notifications` on its own thread.
+//!
+//! zbus 6 is async only. The server thread runs one `zbus::block_on` for its whole life: it
+//! builds the connection (which requests the well-known name before returning), reports
+//! readiness over a std channel, then awaits commands (emit a signal, shut down) from a tiny
+//! hand-written async mailbox, so that everything touching the connection happens on the
+//! thread whose runtime drives it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use zbus::{interface, OwnedVariant, Variant};
+
+use super::{lock, spawn_tracked, wait_until, TrackedChild};
+
+pub const NOTIFICATIONS_NAME: &str = "org.freedesktop.Notifications";
+pub const NOTIFICATIONS_PATH: &str = "/org/freedesktop/Notifications";
+pub const NOTIFICATIONS_INTERFACE: &str = "org.freedesktop.Notifications";
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `dbus-daemon` listening on `unix:path=<tempdir>/bus`, killed on drop.
+pub struct SessionBus {
+    /// The bus address, for `DBUS_SESSION_BUS_ADDRESS` or `Builder::address`.
+    pub address: String,
+    pub socket: PathBuf,
+    // Stop the daemon before its directory goes.
+    process: TrackedChild,
+    dir: TempDir,
+}
+
+impl SessionBus {
+    pub fn start() -> SessionBus {
+        let dir = tempfile::Builder::new()
+            .prefix("mailpushd-dbus.")
+            .tempdir()
+            .expect("create dbus temp dir");
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("session.conf");
+        // A minimal session bus: only our socket, no service activation, and a policy that
+        // allows everything (the bus is private to this test).
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                xml_escape(&socket.to_string_lossy())
+            ),
+        )
+        .expect("write dbus session config");
+
+        // stderr goes to a file: as root dbus-daemon warns on every start that it cannot raise
+        // its fd limit, which is noise in test output. `SessionBus::log` has it.
+        let log_path = dir.path().join("dbus-daemon.log");
+        let log_file = std::fs::File::create(&log_path).expect("create dbus-daemon log");
+        let mut process = spawn_tracked(
+            "dbus-daemon",
+            Command::new("dbus-daemon")
+                .arg("--nofork")
+                .arg("--nopidfile")
+                .arg(format!("--config-file={}", config.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log_file),
+        )
+        .expect("spawn dbus-daemon");
+        process.set_grace(Duration::from_secs(5));
+
+        wait_until(START_TIMEOUT, "dbus-daemon to accept connections", || {
+            if let Some(status) = process.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("dbus-daemon exited during startup with {status}:\n{log}");
+            }
+            // The socket file appears at bind(), before listen(): connecting is the test.
+            UnixStream::connect(&socket).ok().map(|_| ())
+        });
+
+        SessionBus {
+            address: format!("unix:path={}", socket.display()),
+            socket,
+            process,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// What dbus-daemon wrote to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dbus-daemon.log")).unwrap_or_default()
+    }
+}
+
+/// One recorded `Notify` call.
+#[derive(Clone, Debug)]
+pub struct Notify {
+    pub app_name: String,
+    pub replaces_id: u32,
+    pub app_icon: String,
+    pub summary: String,
+    pub body: String,
+    /// Flat list as on the wire: key, label, key, label, ...
+    pub actions: Vec<String>,
+    /// The "category" hint, e.g. "email.arrived".
+    pub category: Option<String>,
+    /// The "urgency" hint (0 low, 1 normal, 2 critical).
+    pub urgency: Option<u8>,
+    /// All hints, sorted by key, rendered with `{:?}`, for assertions on anything else.
+    pub hints_debug: String,
+    pub expire_timeout: i32,
+    /// The id the server returned.
+    pub id: u32,
+    /// When the call arrived.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Recorded {
+    notifications: Vec<Notify>,
+    closed: Vec<u32>,
+    next_id: u32,
+}
+
+/// The served object. Methods only record; nothing is displayed.
+struct Server {
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+#[interface(name = "org.freedesktop.Notifications")]
+impl Server {
+    fn get_capabilities(&self) -> Vec<String> {
+        ["body", "body-markup", "actions", "persistence"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[zbus(out_args("name", "vendor", "version", "spec_version"))]
+    fn get_server_information(&self) -> (String, String, String, String) {
+        (
+            "mailpushd-test".into(),
+            "mailpushd".into(),
+            "1".into(),
+            "1.2".into(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // the D-Bus method's signature
+    fn notify(
+        &self,
+        app_name: String,
+        replaces_id: u32,
+        app_icon: String,
+        summary: String,
+        body: String,
+        actions: Vec<String>,
+        hints: HashMap<String, OwnedVariant>,
+        expire_timeout: i32,
+    ) -> u32 {
+        let at = Instant::now();
+        let category = hints.get("category").and_then(variant_string);
+        let urgency = hints.get("urgency").and_then(variant_u8);
+        let sorted: BTreeMap<&String, &OwnedVariant> = hints.iter().collect();
+        let mut hints_debug = String::new();
+        for (k, v) in sorted {
+            let _ = write!(hints_debug, "{k}={:?}; ", &**v);
+        }
+        let mut rec = lock(&self.recorded);
+        let id = if replaces_id != 0 {
+            replaces_id
+        } else {
+            rec.next_id += 1;
+            rec.next_id
+        };
+        rec.notifications.push(Notify {
+            app_name,
+            replaces_id,
+            app_icon,
+            summary,
+            body,
+            actions,
+            category,
+            urgency,
+            hints_debug,
+            expire_timeout,
+            id,
+            at,
+        });
+        id
+    }
+
+    fn close_notification(&self, id: u32) {
+        lock(&self.recorded).closed.push(id);
+    }
+}
+
+fn variant_string(v: &OwnedVariant) -> Option<String> {
+    match &**v {
+        Variant::Variant(inner) => String::try_from(&**inner).ok(),
+        other => String::try_from(other).ok(),
+    }
+}
+
+/// Urgency is a byte per the spec, but be lenient with senders that use another integer.
+fn variant_u8(v: &OwnedVariant) -> Option<u8> {
+    match &**v {
+        Variant::U8(b) => Some(*b),
+        Variant::I32(i) => u8::try_from(*i).ok(),
+        Variant::U32(u) => u8::try_from(*u).ok(),
+        Variant::I16(i) => u8::try_from(*i).ok(),
+        Variant::U16(u) => u8::try_from(*u).ok(),
+        Variant::I64(i) => u8::try_from(*i).ok(),
+        Variant::U64(u) => u8::try_from(*u).ok(),
+        _ => None,
+    }
+}
+
+enum ServerCommand {
+    Emit {
+        signal: &'static str,
+        id: u32,
+        arg: SignalArg,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    Shutdown,
+}
+
+enum SignalArg {
+    Str(String),
+    U32(u32),
+}
+
+/// A command queue the async server loop can await without any runtime-specific channel.
+#[derive(Default)]
+struct Mailbox {
+    queue: VecDeque<ServerCommand>,
+    waker: Option<Waker>,
+}
+
+fn post(mailbox: &Mutex<Mailbox>, cmd: ServerCommand) {
+    let waker = {
+        let mut m = lock(mailbox);
+        m.queue.push_back(cmd);
+        m.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+struct NextCommand<'a>(&'a Mutex<Mailbox>);
+
+impl Future for NextCommand<'_> {
+    type Output = ServerCommand;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ServerCommand> {
+        let mut m = lock(self.0);
+        match m.queue.pop_front() {
+            Some(cmd) => Poll::Ready(cmd),
+            None => {
+                m.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Owns `org.freedesktop.Notifications` on a [`SessionBus`] and records every call.
+pub struct NotificationServer {
+    recorded: Arc<Mutex<Recorded>>,
+    mailbox: Arc<Mutex<Mailbox>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NotificationServer {
+    /// Connects, serves the interface and owns the name; returns once the name is owned.
+    pub fn start(bus: &SessionBus) -> NotificationServer {
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let mailbox = Arc::new(Mutex::new(Mailbox::default()));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let address = bus.address.clone();
+        let server = Server {
+            recorded: Arc::clone(&recorded),
+        };
+        let thread_mailbox = Arc::clone(&mailbox);
+        let thread = thread::Builder::new()
+            .name("notification-server".into())
+            .spawn(move || {
+                zbus::block_on(serve(address, server, thread_mailbox, ready_tx));
+            })
+            .expect("spawn notification server thread");
+
+        match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("notification server failed to start: {e}"),
+            Err(e) => panic!("notification server did not start within {START_TIMEOUT:?}: {e}"),
+        }
+        NotificationServer {
+            recorded,
+            mailbox,
+            thread: Some(thread),
+        }
+    }
+
+    /// All `Notify` calls so far, in arrival order.
+    pub fn notifications(&self) -> Vec<Notify> {
+        lock(&self.recorded).notifications.clone()
+    }
+
+    /// Ids passed to `CloseNotification`, in order.
+    pub fn closed(&self) -> Vec<u32> {
+        lock(&self.recorded).closed.clone()
+    }
+
+    /// Waits until at least `n` notifications were recorded; returns all of them.
+    pub fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<Notify> {
+        wait_until(timeout, &format!("{n} desktop notifications"), || {
+            let all = self.notifications();
+            (all.len() >= n).then_some(all)
+        })
+    }
+
+    /// Emits `ActionInvoked(id, action_key)`, as a server does when the user clicks an action.
+    pub fn emit_action_invoked(&self, id: u32, action_key: &str) {
+        self.emit("ActionInvoked", id, SignalArg::Str(action_key.to_owned()));
+    }
+
+    /// Emits `NotificationClosed(id, reason)` (1 expired, 2 dismissed, 3 closed by call).
+    pub fn emit_notification_closed(&self, id: u32, reason: u32) {
+        self.emit("NotificationClosed", id, SignalArg::U32(reason));
+    }
+
+    fn emit(&self, signal: &'static str, id: u32, arg: SignalArg) {
+        let (reply, result) = mpsc::channel();
+        post(
+            &self.mailbox,
+            ServerCommand::Emit {
+                signal,
+                id,
+                arg,
+                reply,
+            },
+        );
+        match result.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("emit {signal}: {e}"),
+            Err(e) => panic!("emit {signal}: no answer from server thread: {e}"),
+        }
+    }
+}
+
+impl Drop for NotificationServer {
+    fn drop(&mut self) {
+        post(&self.mailbox, ServerCommand::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            // Bounded: if the thread is stuck (e.g. the bus died mid-call), leave it rather
+            // than hang the test in a destructor.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !thread.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+async fn serve(
+    address: String,
+    server: Server,
+    mailbox: Arc<Mutex<Mailbox>>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let built = zbus::connection::Builder::address(address.as_str())
+        .serve_at(NOTIFICATIONS_PATH, server)
+        .name(NOTIFICATIONS_NAME)
+        .build()
+        .await;
+    let conn = match built {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = ready.send(Err(format!("connect to {address}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    loop {
+        match NextCommand(&mailbox).await {
+            ServerCommand::Shutdown => break,
+            ServerCommand::Emit {
+                signal,
+                id,
+                arg,
+                reply,
+            } => {
+                let sent = match arg {
+                    SignalArg::Str(s) => {
+                        conn.emit_signal(
+                            None::<&str>,
+                            NOTIFICATIONS_PATH,
+                            NOTIFICATIONS_INTERFACE,
+                            signal,
+                            &(id, s.as_str()),
+                        )
+                        .await
+                    }
+                    SignalArg::U32(u) => {
+                        conn.emit_signal(
+                            None::<&str>,
+                            NOTIFICATIONS_PATH,
+                            NOTIFICATIONS_INTERFACE,
+                            signal,
+                            &(id, u),
+                        )
+                        .await
+                    }
+                };
+                let _ = reply.send(sent.map_err(|e| e.to_string()));
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Calls `Notify` on `bus` from a fresh zbus connection, as a client would; returns the id.
+/// For tests of the server itself and of code that inspects what was recorded.
+pub fn send_notify(bus: &SessionBus, app_name: &str, summary: &str, body: &str) -> u32 {
+    let address = bus.address.clone();
+    let (app_name, summary, body) = (app_name.to_owned(), summary.to_owned(), body.to_owned());
+    // Own thread: zbus::block_on panics if the caller is already inside a zbus runtime.
+    thread::spawn(move || {
+        zbus::block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .expect("client connect to private bus");
+            let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
+            hints.insert("category", Variant::from("email.arrived"));
+            hints.insert("urgency", Variant::from(1u8));
+            let reply = conn
+                .call_method(
+                    Some(NOTIFICATIONS_NAME),
+                    NOTIFICATIONS_PATH,
+                    Some(NOTIFICATIONS_INTERFACE),
+                    "Notify",
+                    &(
+                        app_name.as_str(),
+                        0u32,
+                        "mail-unread",
+                        summary.as_str(),
+                        body.as_str(),
+                        vec!["default", "Open"],
+                        hints,
+                        -1i32,
+                    ),
+                )
+                .await
+                .expect("call Notify");
+            let id: u32 = reply.body().deserialize().expect("Notify reply is u32");
+            id
+        })
+    })
+    .join()
+    .expect("notify client thread")
+}
