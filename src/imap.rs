@@ -8,12 +8,14 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+use std::time::Instant;
 
-use imap::extensions::idle::{SetReadTimeout, WaitOutcome};
+use imap::extensions::idle::WaitOutcome;
 use imap::types::{Flag, UnsolicitedResponse};
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::{Account, TlsMode};
+use crate::stream::{Stream, Transport};
 
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -102,46 +104,6 @@ impl Interrupter {
     }
 }
 
-/// Plain TCP or TLS over TCP, so one `imap::Session` type serves all three `tls` modes.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-impl SetReadTimeout for Stream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
-        let tcp = match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
-        };
-        tcp.set_read_timeout(timeout).map_err(imap::Error::Io)
-    }
-}
-
 /// What the server supports that changes how we watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -177,8 +139,9 @@ pub struct Message {
 /// Why an IDLE (or poll sleep) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
-    /// EXISTS: something may have arrived.
-    Changed,
+    /// EXISTS: something may have arrived. `at` is when the line was read, for latency
+    /// figures.
+    Changed { at: Instant },
     /// The refresh interval passed without news; IDLE is re-issued.
     Refresh,
     /// An untagged line the crate does not know (`* NO [ALERT] ...`): the session is still
@@ -189,8 +152,6 @@ pub enum Wake {
 /// An authenticated session with one mailbox examined (read-only).
 pub struct Connection {
     session: imap::Session<Stream>,
-    /// The same socket as inside `session`, for setting timeouts while a `Handle` borrows it.
-    socket: TcpStream,
     pub capabilities: Capabilities,
 }
 
@@ -206,17 +167,17 @@ pub fn connect(
     register(Interrupter(
         tcp.try_clone().map_err(io_err("clone socket"))?,
     ));
-    let socket = tcp.try_clone().map_err(io_err("clone socket"))?;
 
-    let stream = match account.tls {
-        TlsMode::Implicit => Stream::Tls(Box::new(tls_wrap(account, tcp)?)),
+    let transport = match account.tls {
+        TlsMode::Implicit => Transport::Tls(Box::new(tls_wrap(account, tcp)?)),
         TlsMode::Starttls => {
             let mut tcp = tcp;
             starttls_negotiate(&mut tcp, &account.host)?;
-            Stream::Tls(Box::new(tls_wrap(account, tcp)?))
+            Transport::Tls(Box::new(tls_wrap(account, tcp)?))
         }
-        TlsMode::None => Stream::Plain(tcp),
+        TlsMode::None => Transport::Plain(tcp),
     };
+    let stream = Stream::new(transport, COMMAND_TIMEOUT);
 
     let mut client = imap::Client::new(stream);
     if account.tls != TlsMode::Starttls {
@@ -262,7 +223,6 @@ pub fn connect(
 
     Ok(Connection {
         session,
-        socket,
         capabilities,
     })
 }
@@ -470,36 +430,39 @@ impl Connection {
         self.drain_unsolicited()
     }
 
-    /// IDLE until the server reports a change or `refresh` passes without a line.
+    /// IDLE until the server reports a change or `refresh` has passed.
     ///
     /// `keepalive(false)`: the crate's own refresh recurses and overflows the stack after a
-    /// few hundred rounds, so the caller loops instead. The timeout restarts on every line
-    /// received, so it bounds silence, not total time; TCP keepalive covers dead links.
+    /// few hundred rounds, so the caller loops instead. `refresh` is a real deadline (see
+    /// `stream.rs`), not a silence timeout; TCP keepalive finds dead links sooner. After
+    /// `wait_while` the stream is back on the command timeout, so the DONE that dropping
+    /// the handle sends cannot wait forever either.
     pub fn idle(&mut self, refresh: Duration) -> Result<Wake, ImapError> {
         let mut bye: Option<String> = None;
+        let mut changed_at: Option<Instant> = None;
         let outcome = {
             let mut handle = self.session.idle();
             handle.timeout(refresh).keepalive(false);
-            let outcome = handle.wait_while(|resp| match resp {
-                UnsolicitedResponse::Exists(_) => false,
+            handle.wait_while(|resp| match resp {
+                UnsolicitedResponse::Exists(_) => {
+                    changed_at = Some(Instant::now());
+                    false
+                }
                 UnsolicitedResponse::Bye { information, .. } => {
                     bye = Some(information.unwrap_or_default());
                     false
                 }
                 // EXPUNGE, FETCH (flag changes), RECENT: nothing to announce.
                 _ => true,
-            });
-            // wait_while leaves the socket without a read timeout, and dropping the handle
-            // sends DONE and waits for the answer: restore the timeout first so a dead link
-            // cannot block that wait forever.
-            let _ = self.socket.set_read_timeout(Some(COMMAND_TIMEOUT));
-            outcome
+            })
         };
         if let Some(info) = bye {
             return Err(ImapError::Bye(info));
         }
         match outcome {
-            Ok(WaitOutcome::MailboxChanged) => Ok(Wake::Changed),
+            Ok(WaitOutcome::MailboxChanged) => Ok(Wake::Changed {
+                at: changed_at.unwrap_or_else(Instant::now),
+            }),
             Ok(WaitOutcome::TimedOut) => Ok(Wake::Refresh),
             Err(imap::Error::Unexpected(resp)) => Ok(Wake::Unexpected(format!("{resp:?}"))),
             Err(e) => Err(ImapError::protocol("IDLE")(e)),

@@ -16,6 +16,7 @@ pub mod newmail;
 pub mod notify;
 pub mod outputs;
 pub mod signals;
+pub mod stream;
 pub mod supervisor;
 pub mod syslog;
 pub mod watcher;

@@ -204,17 +204,23 @@ impl Watcher {
                 return Ok(());
             }
             let woke = if conn.capabilities.idle {
-                let wake = conn.idle(self.account.idle_refresh)?;
-                let woke = Instant::now();
-                match wake {
-                    Wake::Changed => log::debug!("{key}: woken by the server"),
-                    Wake::Refresh => log::debug!("{key}: refreshing IDLE"),
-                    Wake::Unexpected(line) => log::warn!(
-                        "{key}: unexpected server response during IDLE: {}",
-                        decode::one_line(&line)
-                    ),
+                match conn.idle(self.account.idle_refresh)? {
+                    Wake::Changed { at } => {
+                        log::debug!("{key}: woken by the server");
+                        at
+                    }
+                    Wake::Refresh => {
+                        log::debug!("{key}: refreshing IDLE");
+                        Instant::now()
+                    }
+                    Wake::Unexpected(line) => {
+                        log::warn!(
+                            "{key}: unexpected server response during IDLE: {}",
+                            decode::one_line(&line)
+                        );
+                        Instant::now()
+                    }
                 }
-                woke
             } else {
                 if self.control.sleep(self.account.poll_interval) {
                     conn.logout();

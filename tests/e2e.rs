@@ -73,7 +73,10 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
         let rig = Rig::start(DovecotOptions::default());
         rig.dovecot
             .append("INBOX", &message("old news", "Old <old@example.com>"));
-        let daemon = rig.daemon(&rig.dovecot.account_toml("main", "implicit"), &["main/INBOX"]);
+        let daemon = rig.daemon(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &["main/INBOX"],
+        );
 
         rig.dovecot.append(
             "INBOX",
@@ -135,10 +138,10 @@ fn starttls_works_and_a_chinese_mailbox_name_is_watched() {
         let rig = Rig::start(DovecotOptions::default());
         let wire = mailpushd::mutf7::encode("工作");
         rig.dovecot.create_mailbox(&wire);
-        let accounts = rig
-            .dovecot
-            .account_toml("home", "starttls")
-            .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"INBOX\", \"工作\"]");
+        let accounts = rig.dovecot.account_toml("home", "starttls").replace(
+            "mailboxes = [\"INBOX\"]",
+            "mailboxes = [\"INBOX\", \"工作\"]",
+        );
         let _daemon = rig.daemon(&accounts, &["home/INBOX", "home/工作"]);
 
         rig.dovecot
@@ -175,7 +178,9 @@ fn a_server_without_idle_is_polled() {
         );
         let daemon = rig.daemon(&accounts, &["netease/INBOX"]);
         assert!(
-            daemon.output().contains("watching netease/INBOX (no IDLE on this server, polling every 1s)"),
+            daemon
+                .output()
+                .contains("watching netease/INBOX (no IDLE on this server, polling every 1s)"),
             "{}",
             daemon.output()
         );
@@ -214,7 +219,8 @@ fn a_wrong_password_is_reported_and_other_accounts_keep_working() {
         assert!(
             lines
                 .iter()
-                .any(|l| (l.starts_with("<19>") || l.starts_with("<20>")) && l.contains("login failed")),
+                .any(|l| (l.starts_with("<19>") || l.starts_with("<20>"))
+                    && l.contains("login failed")),
             "{lines:#?}"
         );
         assert!(daemon.try_wait().is_none(), "daemon exited");
@@ -356,5 +362,31 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             .unwrap();
         assert_eq!(out.status.code(), Some(78));
         assert!(String::from_utf8_lossy(&out.stderr).contains(":3:8: `host` must not be empty"));
+    });
+}
+
+#[test]
+fn idle_is_refreshed_on_time_even_while_the_server_sends_keepalives() {
+    with_timeout(LIMIT, || {
+        // Keepalives every 2 s would restart a plain socket timeout forever; the refresh
+        // (10 s, the minimum) must still happen, and the session must keep working after.
+        let rig = Rig::start(DovecotOptions {
+            idle_notify_interval: Duration::from_secs(2),
+            ..DovecotOptions::default()
+        });
+        let accounts = format!(
+            "{}idle_refresh_secs = 10\n",
+            rig.dovecot.account_toml("main", "implicit")
+        );
+        let daemon = rig.daemon(&accounts, &["main/INBOX"]);
+        daemon.wait_for_output(Duration::from_secs(30), "main/INBOX: refreshing IDLE");
+        rig.dovecot
+            .append("INBOX", &message("after refresh", "a@example.com"));
+        let line = rig.syslog.wait_for_line(WAIT, "new mail ");
+        assert!(line.contains("subject=\"after refresh\""), "{line}");
+        // Two logins, the daemon's and the APPEND's: the refresh re-issued IDLE on the
+        // same connection rather than reconnecting.
+        rig.dovecot.wait_for_logins(2, WAIT);
+        assert_eq!(rig.dovecot.login_count(), 2, "{}", rig.dovecot.log());
     });
 }
