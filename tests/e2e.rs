@@ -86,6 +86,12 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
             .append("INBOX", &message("<b>&</b>", "Mallory <m@example.com>"));
         rig.dovecot
             .append("INBOX", &message("plain hello", "bob@example.com"));
+        // Already read (filed by another client): new, but not worth a popup.
+        rig.dovecot.append_with_flags(
+            "INBOX",
+            &message("read elsewhere", "c@example.com"),
+            &["\\Seen"],
+        );
         // A fourth message as a sentinel: once it is announced, anything duplicated or
         // announced from before the start would already be in the record.
         rig.dovecot
@@ -113,7 +119,9 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
             notes[1].body
         );
         assert_eq!(notes[2].summary, "bob@example.com");
-        assert!(notes.iter().all(|n| !n.body.contains("old news")));
+        assert!(notes
+            .iter()
+            .all(|n| !n.body.contains("old news") && !n.body.contains("read elsewhere")));
 
         let lines = rig.new_mail_lines();
         assert_eq!(lines.len(), 4, "{lines:#?}");
@@ -127,8 +135,18 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
         // RFC 3164 framing: facility mail (2) * 8 + info (6) = 22.
         assert!(lines[0].starts_with("<22>"), "{}", lines[0]);
         assert!(lines[1].contains("subject=\"<b>&</b>\""), "{}", lines[1]);
-        assert!(lines.iter().all(|l| !l.contains("old news")));
+        assert!(lines
+            .iter()
+            .all(|l| !l.contains("old news") && !l.contains("read elsewhere")));
+        // The sentinel got UID 6: the \Seen message (UID 5) was skipped, not lost track of.
+        assert!(lines[3].contains("uid=6 "), "{}", lines[3]);
         assert_eq!(daemon.count_output("new mail account="), 4);
+        // ID was sent (Dovecot advertises it): what NetEase needs before EXAMINE.
+        assert!(
+            rig.dovecot.log().contains("ID sent: name=mailpushd"),
+            "{}",
+            rig.dovecot.log()
+        );
     });
 }
 

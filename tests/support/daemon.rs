@@ -58,7 +58,12 @@ impl Daemon {
             None => format!("unix:path={}", dir.path().join("no-bus").display()),
         };
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailpushd"));
+        // `option_env!`, not `env!`: Cargo defines this for integration tests only, and
+        // examples/demo.rs compiles this module too (it never starts a `Daemon`).
+        let Some(binary) = option_env!("CARGO_BIN_EXE_mailpushd") else {
+            panic!("CARGO_BIN_EXE_mailpushd is set by Cargo for integration tests only");
+        };
+        let mut cmd = Command::new(binary);
         let config_str = config_path.to_string_lossy();
         let args = DAEMON_ARGS
             .iter()

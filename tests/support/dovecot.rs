@@ -539,6 +539,8 @@ fn render_config(
          # missed by inotify is still noticed within a second.\n\
          imap_idle_notify_interval = {notify} secs\n\
          mailbox_idle_check_interval = 1 secs\n\
+         # Log what clients send with ID (RFC 2971), so tests can see that it was sent.\n\
+         imap_id_log = *\n\
          namespace inbox {{\n\
          \x20 inbox = yes\n\
          \x20 separator = /\n\

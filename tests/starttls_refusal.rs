@@ -1,0 +1,107 @@
+//! STARTTLS is never silently skipped: against a scripted server (Dovecot always offers
+//! STARTTLS, so it cannot play this part) that does not advertise it, or refuses it, the
+//! connection fails and no credentials are ever sent.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use support::with_timeout;
+
+/// Serves one client with `script(line) -> reply` after `greeting`; returns every line the
+/// client sent.
+fn scripted_server(
+    greeting: &'static str,
+    script: fn(&str) -> Option<String>,
+) -> (u16, mpsc::Receiver<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(greeting.as_bytes()).unwrap();
+        let mut reader = BufReader::new(sock.try_clone().unwrap());
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            seen.push(line.trim_end().to_owned());
+            match script(line.trim_end()) {
+                Some(reply) => sock.write_all(reply.as_bytes()).unwrap(),
+                None => break,
+            }
+            line.clear();
+        }
+        tx.send(seen).unwrap();
+    });
+    (port, rx)
+}
+
+fn account(port: u16) -> std::sync::Arc<mailpushd::config::Account> {
+    let text = format!(
+        "[[accounts]]\nname = \"a\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\n\
+         username = \"alice\"\npassword = \"never-on-the-wire\"\n"
+    );
+    let cfg = mailpushd::config::parse(&text, Path::new("/")).unwrap();
+    cfg.accounts[0].clone()
+}
+
+fn tag(line: &str) -> &str {
+    line.split(' ').next().unwrap_or("")
+}
+
+#[test]
+fn no_starttls_in_capabilities_means_no_login() {
+    with_timeout(Duration::from_secs(30), || {
+        let (port, rx) = scripted_server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n", |l| {
+            if l.contains("CAPABILITY") {
+                Some(format!(
+                    "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n{} OK done\r\n",
+                    tag(l)
+                ))
+            } else {
+                Some(format!("{} OK sure\r\n", tag(l)))
+            }
+        });
+        let err = mailpushd::imap::connect(&account(port), "never-on-the-wire", |_| {})
+            .err()
+            .expect("connect must fail");
+        assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
+        let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            seen.iter()
+                .all(|l| !l.to_ascii_uppercase().contains("LOGIN")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter().all(|l| !l.contains("never-on-the-wire")),
+            "{seen:?}"
+        );
+    });
+}
+
+#[test]
+fn a_refused_starttls_means_no_login() {
+    with_timeout(Duration::from_secs(30), || {
+        let (port, rx) = scripted_server("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", |l| {
+            Some(format!("{} NO not today\r\n", tag(l)))
+        });
+        let err = mailpushd::imap::connect(&account(port), "never-on-the-wire", |_| {})
+            .err()
+            .expect("connect must fail");
+        assert!(
+            err.to_string().contains("refused STARTTLS: NO not today"),
+            "{err}"
+        );
+        drop(err);
+        let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].ends_with("STARTTLS"), "{seen:?}");
+    });
+}
