@@ -12,7 +12,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,17 +91,21 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     ));
 
     let mut demo = Demo::start(&args.mailpushd, &config_path, stop)?;
-    let code = demo.script(&dovecot, args.linger);
+    // Errors are reported before the cleanup, so they sit right below the log they are about.
+    let mut code = demo.script(&dovecot, args.linger).unwrap_or_else(|e| {
+        say(&format!("error: {e:#}"));
+        ExitCode::FAILURE
+    });
     // mailpushd first: stopping Dovecot under it would make it log a reconnect warning.
-    let stopped = demo.shut_down();
+    if let Err(e) = demo.shut_down() {
+        say(&format!("error: {e:#}"));
+        code = ExitCode::FAILURE;
+    }
     say("stopping Dovecot");
     drop(dovecot);
     drop(dir);
     say("done; temporary files removed");
-    match (code, stopped) {
-        (Ok(code), Ok(())) => Ok(code),
-        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-    }
+    Ok(code)
 }
 
 /// Fails early, with what to do about it, when a prerequisite is missing: better than a
@@ -195,6 +199,8 @@ struct Demo {
     reader: Option<thread::JoinHandle<()>>,
     seen: Seen,
     stop: Arc<AtomicBool>,
+    /// mailpushd's unexpected exit has been reported; stopping it has nothing to add.
+    exit_reported: bool,
 }
 
 impl Demo {
@@ -227,6 +233,7 @@ impl Demo {
             reader: Some(reader),
             seen: Seen::default(),
             stop,
+            exit_reported: false,
         })
     }
 
@@ -251,6 +258,9 @@ impl Demo {
             return self.fail(why, "three `new mail` lines");
         }
 
+        // Typed lines become more messages while lingering, but only from a terminal: a
+        // pipe or /dev/null on stdin (scripts, CI) just lingers.
+        let typed = std::io::stdin().is_terminal().then(read_typed_lines);
         say(&format!(
             "3 messages delivered, {} announced; press Ctrl-C to stop, or wait {linger} seconds",
             self.seen.announced
@@ -258,25 +268,55 @@ impl Demo {
         if self.seen.notify_failed {
             say(
                 "mailpushd could not show desktop notifications (see its warning above): no \
-                 notification server on this session bus. The log lines are what it announced.",
+                 session bus, or no notification server on it. The log lines above are what \
+                 it announced.",
             );
         }
-        if linger > 0 {
-            say(&format!(
-                "to deliver one more while it runs, from another terminal (use --linger 600 \
-                 for more time):\n  printf 'From: You <you@localhost>\\r\\nSubject: Hello from \
-                 curl\\r\\n\\r\\nHi!\\r\\n' | curl -sS --cacert {ca} --user {user} -T - \
-                 imaps://localhost:{port}/INBOX",
-                ca = shell_quote(&dovecot.ca_file.to_string_lossy()),
-                user = shell_quote(&format!("{}:{}", dovecot.user, dovecot.password)),
-                port = dovecot.imaps_port,
-            ));
+        if typed.is_some() && linger > 0 {
+            say(
+                "meanwhile, type a subject and press Enter to deliver another message (each one \
+                 restarts the wait)",
+            );
         }
-        let before = self.seen.announced;
-        let lingered = self.wait(Duration::from_secs(linger), |_| false);
-        let more = self.seen.announced - before;
-        if more > 0 {
-            say(&format!("{more} more message(s) announced while lingering"));
+        let linger = Duration::from_secs(linger);
+        let mut deadline = Instant::now() + linger;
+        let mut extra = 0;
+        let lingered = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(Interrupted::TimedOut);
+            }
+            match self.wait(left.min(TICK * 4), |_| false) {
+                Err(Interrupted::TimedOut) => {}
+                other => break other,
+            }
+            while let Some(subject) = typed.as_ref().and_then(|t| t.try_recv().ok()) {
+                extra += 1;
+                let subject = match subject.trim() {
+                    "" => format!("Message #{} from the demo", 3 + extra),
+                    s => s.to_owned(),
+                };
+                say(&format!("delivering {}: {subject:?}", 3 + extra));
+                dovecot.append(
+                    "INBOX",
+                    &message_with_body(
+                        &encode_header(&subject),
+                        "You <you@localhost>",
+                        "Typed into the mailpushd demo.\n",
+                    ),
+                );
+                deadline = Instant::now() + linger;
+            }
+        };
+        if extra > 0 {
+            // The last ones may still be on their way: a short grace rather than a
+            // guarantee, since the user asked to stop.
+            let _ = self.wait(Duration::from_secs(3), |s| s.announced >= 3 + extra);
+            say(&format!(
+                "{} delivered, {} announced in all",
+                3 + extra,
+                self.seen.announced
+            ));
         }
         match lingered {
             // Ctrl-C is how the summary told the user to stop, so it is a success here.
@@ -296,6 +336,7 @@ impl Demo {
             Interrupted::Exited(status) => {
                 // Its log is complete once the reader has hit end of file.
                 self.join_reader();
+                self.exit_reported = true;
                 bail!("mailpushd exited with {status} before {waiting_for}; its log is above")
             }
             Interrupted::TimedOut => bail!(
@@ -340,6 +381,12 @@ impl Demo {
 
     /// SIGTERM, the way systemd stops it, and a check that it exits cleanly.
     fn shut_down(&mut self) -> anyhow::Result<()> {
+        // A Ctrl-C in the terminal reached mailpushd as well (same process group), and it
+        // is already stopping: a SIGTERM now would be its "second stop signal", which skips
+        // the orderly logout. Give it a moment first.
+        if self.stop.load(Ordering::SeqCst) {
+            self.mailpushd.wait_timeout(Duration::from_secs(1));
+        }
         let status = match self.mailpushd.try_wait() {
             Some(status) => status,
             None => {
@@ -348,7 +395,9 @@ impl Demo {
             }
         };
         self.join_reader();
-        if status.success() {
+        if self.exit_reported {
+            Ok(())
+        } else if status.success() {
             say("mailpushd exited cleanly");
             Ok(())
         } else {
@@ -454,9 +503,45 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Single-quotes `s` for a POSIX shell, for the copy-and-paste command above.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Lines typed on stdin, read on their own thread (it blocks in `read`, and is simply left
+/// behind when the demo exits).
+fn read_typed_lines() -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        say(&format!(
+            "cannot read the terminal, typed subjects are ignored: {e}"
+        ));
+    }
+    rx
+}
+
+/// A header value as RFC 2047 UTF-8 encoded words when it is not plain ASCII, split so each
+/// word stays within the RFC's 75 characters without cutting a character in two.
+fn encode_header(value: &str) -> String {
+    if value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return value.to_owned();
+    }
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in value.chars() {
+        // 45 bytes of UTF-8 are 60 characters of base64, plus 12 for "=?UTF-8?B?" "?=".
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    words.push(format!("=?UTF-8?B?{}?=", base64(chunk.as_bytes())));
+    // Folded: whitespace between encoded words is not part of the text.
+    words.join("\r\n ")
 }
 
 fn say(message: &str) {

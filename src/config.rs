@@ -20,6 +20,9 @@ use toml::Spanned;
 const MAX_IDLE_REFRESH_SECS: u64 = 29 * 60;
 const DEFAULT_IDLE_REFRESH_SECS: u64 = 25 * 60;
 const DEFAULT_POLL_INTERVAL_SECS: u64 = 120;
+const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_CATCH_UP_MAX: u32 = 10;
 
 /// A validated configuration. Cheap to share: accounts sit behind `Arc`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,13 @@ pub struct Account {
     pub mailboxes: Vec<String>,
     pub idle_refresh: Duration,
     pub poll_interval: Duration,
+    /// Longest wait between reconnect attempts (the backoff cap).
+    pub reconnect_max: Duration,
+    /// How long the server may take to answer a command (and to answer DONE at the end of
+    /// each IDLE cycle, which is what finds a connection that froze without FIN or RST).
+    pub timeout: Duration,
+    /// More new messages than this after a (re)connect become one summary popup.
+    pub catch_up_max: u32,
     /// With `tls = "none"`, whether the user explicitly accepted sending the password in
     /// the clear to a host that is not loopback.
     pub allow_plaintext_auth: bool,
@@ -210,6 +220,9 @@ struct RawAccount {
     mailboxes: Option<Spanned<Vec<Spanned<String>>>>,
     idle_refresh_secs: Option<Spanned<i64>>,
     poll_interval_secs: Option<Spanned<i64>>,
+    reconnect_max_secs: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    catch_up_max: Option<Spanned<i64>>,
     allow_plaintext_auth: Option<bool>,
 }
 
@@ -436,6 +449,28 @@ impl Validator<'_> {
             DEFAULT_POLL_INTERVAL_SECS,
             1..86_400 + 1,
         );
+        let reconnect_max = self.secs(
+            raw.reconnect_max_secs,
+            "reconnect_max_secs",
+            DEFAULT_RECONNECT_MAX_SECS,
+            1..86_400 + 1,
+        );
+        let timeout = self.secs(
+            raw.timeout_secs,
+            "timeout_secs",
+            DEFAULT_TIMEOUT_SECS,
+            1..600 + 1,
+        );
+        let catch_up_max = match raw.catch_up_max {
+            None => DEFAULT_CATCH_UP_MAX,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.report(&v.span(), "`catch_up_max` must be 0 or more");
+                    DEFAULT_CATCH_UP_MAX
+                }
+            },
+        };
         let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
 
         if tls == TlsMode::None && !allow_plaintext_auth {
@@ -466,6 +501,9 @@ impl Validator<'_> {
             mailboxes,
             idle_refresh,
             poll_interval,
+            reconnect_max,
+            timeout,
+            catch_up_max,
             allow_plaintext_auth,
         })
     }
@@ -581,6 +619,9 @@ password_command = ["pass", "show", "mail/home"]
 mailboxes = ["INBOX", "其他文件夹/工作"]
 idle_refresh_secs = 600
 poll_interval_secs = 30
+reconnect_max_secs = 20
+timeout_secs = 5
+catch_up_max = 0
 
 [notifications]
 enabled = false
@@ -608,9 +649,15 @@ facility = "local3"
         assert_eq!(w.mailboxes, vec!["INBOX"]);
         assert_eq!(w.idle_refresh, Duration::from_secs(1500));
         assert_eq!(w.poll_interval, Duration::from_secs(120));
+        assert_eq!(w.reconnect_max, Duration::from_secs(300));
+        assert_eq!(w.timeout, Duration::from_secs(30));
+        assert_eq!(w.catch_up_max, 10);
         let h = &c.accounts[1];
         assert_eq!(h.port, 1143);
         assert_eq!(h.mailboxes[1], "其他文件夹/工作");
+        assert_eq!(h.reconnect_max, Duration::from_secs(20));
+        assert_eq!(h.timeout, Duration::from_secs(5));
+        assert_eq!(h.catch_up_max, 0);
         assert_eq!(
             h.secret,
             Secret::Command(vec!["pass".into(), "show".into(), "mail/home".into()])

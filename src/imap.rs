@@ -19,9 +19,6 @@ use crate::stream::{Stream, Transport};
 
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long any single read or write may block outside IDLE (greeting, TLS handshake,
-/// commands). A server slower than this is treated as gone.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// TCP keepalive: first probe after this much silence...
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// ...then one probe every interval, and the kernel gives up after this many unanswered, so
@@ -162,7 +159,7 @@ pub fn connect(
     password: &str,
     register: impl FnOnce(Interrupter),
 ) -> Result<Connection, ImapError> {
-    let tcp = tcp_connect(&account.host, account.port)?;
+    let tcp = tcp_connect(&account.host, account.port, account.timeout)?;
     let io_err = |context| move |source| ImapError::Io { context, source };
     register(Interrupter(
         tcp.try_clone().map_err(io_err("clone socket"))?,
@@ -177,7 +174,7 @@ pub fn connect(
         }
         TlsMode::None => Transport::Plain(tcp),
     };
-    let stream = Stream::new(transport, COMMAND_TIMEOUT);
+    let stream = Stream::new(transport, account.timeout);
 
     let mut client = imap::Client::new(stream);
     if account.tls != TlsMode::Starttls {
@@ -227,7 +224,9 @@ pub fn connect(
     })
 }
 
-fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, ImapError> {
+/// `timeout` bounds every read and write outside IDLE (greeting, TLS handshake, commands):
+/// a server slower than that is treated as gone.
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ImapError> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|source| ImapError::Resolve {
@@ -239,7 +238,7 @@ fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, ImapError> {
     for addr in &addrs {
         match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
             Ok(tcp) => {
-                configure_socket(&tcp).map_err(|source| ImapError::Io {
+                configure_socket(&tcp, timeout).map_err(|source| ImapError::Io {
                     context: "configuring socket",
                     source,
                 })?;
@@ -254,10 +253,10 @@ fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, ImapError> {
     })
 }
 
-fn configure_socket(tcp: &TcpStream) -> io::Result<()> {
+fn configure_socket(tcp: &TcpStream, timeout: Duration) -> io::Result<()> {
     tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-    tcp.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
     let keepalive = TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)

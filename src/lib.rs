@@ -16,8 +16,10 @@ pub mod newmail;
 pub mod notify;
 pub mod outputs;
 pub mod signals;
+pub mod state;
 pub mod stream;
 pub mod supervisor;
+pub mod suspend;
 pub mod syslog;
 pub mod watcher;
 
@@ -59,6 +61,11 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_CONFIG));
         }
     };
-    supervisor::run(cfg).context("starting the supervisor")?;
+    let store = state::StateStore::new(state::StateStore::default_dir(
+        std::env::var_os("XDG_STATE_HOME").map(Into::into),
+        std::env::var_os("HOME").map(Into::into),
+    ));
+    log::debug!("state directory: {}", store.dir().display());
+    supervisor::run(cfg, store).context("starting the supervisor")?;
     Ok(ExitCode::SUCCESS)
 }

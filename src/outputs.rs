@@ -5,6 +5,7 @@
 //! the side effects. The lock is held while a popup is sent over D-Bus (local, fast, and it
 //! keeps popups in order) but never across IMAP network I/O.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -64,9 +65,40 @@ pub fn popup(a: &Announcement) -> Popup {
     }
 }
 
+/// How many senders and subjects a summary popup lists before "and N more".
+const SUMMARY_LINES: usize = 3;
+
+/// One popup for many messages that arrived while the watcher could not see them.
+pub fn catch_up_popup(account: &str, mailbox: &str, mails: &[Announcement]) -> Popup {
+    let mut body: Vec<String> = mails
+        .iter()
+        .take(SUMMARY_LINES)
+        .map(|a| {
+            format!(
+                "{}: {}",
+                a.sender.short(),
+                decode::truncate_chars(&a.subject, 80)
+            )
+        })
+        .collect();
+    if mails.len() > SUMMARY_LINES {
+        body.push(format!("and {} more", mails.len() - SUMMARY_LINES));
+    }
+    Popup {
+        summary: format!(
+            "{} new messages in {account}/{mailbox} while disconnected",
+            mails.len()
+        ),
+        body: body.join("\n"),
+    }
+}
+
 pub struct Outputs {
     notifier: Option<DesktopNotifier>,
     syslog: Option<SyslogSink>,
+    /// Accounts whose login currently fails: one popup when it starts, one log line when it
+    /// ends, however many watchers and retries are involved.
+    login_failing: BTreeSet<String>,
 }
 
 /// The shared lock of the design: every watcher announces through it.
@@ -81,19 +113,28 @@ impl Outputs {
                 .syslog
                 .enabled
                 .then(|| SyslogSink::new(config.syslog.clone())),
+            login_failing: BTreeSet::new(),
         }
     }
 
-    /// Syslog line first (it is the record), then the popup.
-    pub fn announce(&mut self, a: &Announcement, woke_at: Instant) {
+    fn record(&mut self, a: &Announcement) {
         let line = syslog_line(a);
         log::info!("{line}");
         if let Some(s) = self.syslog.as_mut() {
             s.send(Severity::Info, &line);
         }
+    }
+
+    fn show(&mut self, popup: &Popup) {
         if let Some(n) = self.notifier.as_mut() {
-            n.show(&popup(a));
+            n.show(popup);
         }
+    }
+
+    /// Syslog line first (it is the record), then the popup.
+    pub fn announce(&mut self, a: &Announcement, woke_at: Instant) {
+        self.record(a);
+        self.show(&popup(a));
         // For latency measurements (docs and bench): wake-up to popup sent, in-process.
         log::debug!(
             "announced {}/{} uid={} {:.3} ms after wake",
@@ -102,6 +143,41 @@ impl Outputs {
             a.uid,
             woke_at.elapsed().as_secs_f64() * 1e3
         );
+    }
+
+    /// Many messages at once after a (re)connect: every syslog line, one popup.
+    pub fn announce_catch_up(&mut self, account: &str, mailbox: &str, mails: &[Announcement]) {
+        for a in mails {
+            self.record(a);
+        }
+        self.show(&catch_up_popup(account, mailbox, mails));
+    }
+
+    /// A login failed. Error level in the log and syslog every time the caller reports it
+    /// (the watcher does so once per change of state); one popup per account until it
+    /// recovers.
+    pub fn login_failed(&mut self, account: &str, message: &str, reason: &str) {
+        log::error!("{message}");
+        if let Some(s) = self.syslog.as_mut() {
+            s.send(Severity::Error, &decode::one_line(message));
+        }
+        if self.login_failing.insert(account.to_owned()) {
+            self.show(&Popup {
+                summary: format!("{account}: login failed"),
+                body: reason.to_owned(),
+            });
+        }
+    }
+
+    /// A login worked: if the account had been failing, say once that it recovered.
+    pub fn login_ok(&mut self, account: &str) {
+        if self.login_failing.remove(account) {
+            let line = format!("{account}: login works again");
+            log::info!("{line}");
+            if let Some(s) = self.syslog.as_mut() {
+                s.send(Severity::Info, &line);
+            }
+        }
     }
 
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).
@@ -159,6 +235,20 @@ mod tests {
         assert!(
             line.contains("subject=\"a\\r\\nfake: line\\x1b[2J \\\"quoted\\\"\""),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn catch_up_popup_lists_a_few_and_counts_the_rest() {
+        let mails: Vec<_> = (0..23).map(|i| mail(&format!("s{i}"))).collect();
+        let p = catch_up_popup("work", "INBOX", &mails);
+        assert_eq!(
+            p.summary,
+            "23 new messages in work/INBOX while disconnected"
+        );
+        assert_eq!(
+            p.body,
+            "Zhang San: s0\nZhang San: s1\nZhang San: s2\nand 20 more"
         );
     }
 

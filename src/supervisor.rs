@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Account, Config};
 use crate::outputs::{Outputs, SharedOutputs};
-use crate::signals;
+use crate::state::StateStore;
 use crate::watcher::{Control, Watcher};
+use crate::{signals, suspend};
 
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
@@ -25,6 +26,8 @@ pub enum Event {
     Terminate,
     /// SIGHUP.
     Reload,
+    /// The machine woke from suspend after sleeping this long.
+    Resumed(Duration),
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
     WatcherExited(String),
 }
@@ -38,15 +41,18 @@ struct Running {
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the watchers have stopped (or the
 /// grace period ran out).
-pub fn run(config: Config) -> std::io::Result<()> {
+pub fn run(config: Config, store: StateStore) -> std::io::Result<()> {
     let outputs = SharedOutputs::new(Outputs::new(&config));
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
+    if let Err(e) = suspend::spawn(tx.clone()) {
+        log::warn!("cannot watch for resume from suspend ({e}); relying on TCP keepalive");
+    }
 
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for account in &config.accounts {
         for mailbox in &account.mailboxes {
-            let r = start(account, mailbox, &outputs, &tx)?;
+            let r = start(account, mailbox, &outputs, &store, &tx)?;
             running.insert(format!("{}/{}", account.name, mailbox), r);
         }
     }
@@ -63,6 +69,15 @@ pub fn run(config: Config) -> std::io::Result<()> {
             Event::Reload => log::warn!(
                 "SIGHUP: reloading the configuration is not supported yet; restart mailpushd to apply changes"
             ),
+            Event::Resumed(slept) => {
+                log::info!(
+                    "resumed after {:.0}s of suspend: reconnecting every watcher",
+                    slept.as_secs_f64()
+                );
+                for r in running.values() {
+                    r.control.reconnect();
+                }
+            }
             Event::WatcherExited(key) => {
                 // Watchers only return when stopped, and nothing stops them outside
                 // shutdown: an exit here is a bug escaping the watcher's own panic guard.
@@ -72,7 +87,7 @@ pub fn run(config: Config) -> std::io::Result<()> {
                         Err(_) => "panicked".to_owned(),
                     };
                     log::error!("{key}: watcher thread {reason}; restarting it");
-                    let r = start(&dead.account, &dead.mailbox, &outputs, &tx)?;
+                    let r = start(&dead.account, &dead.mailbox, &outputs, &store, &tx)?;
                     running.insert(key, r);
                 }
             }
@@ -86,6 +101,7 @@ fn start(
     account: &Arc<Account>,
     mailbox: &str,
     outputs: &SharedOutputs,
+    store: &StateStore,
     events: &Sender<Event>,
 ) -> std::io::Result<Running> {
     let control = Arc::new(Control::default());
@@ -94,6 +110,7 @@ fn start(
         mailbox.to_owned(),
         outputs.clone(),
         Arc::clone(&control),
+        store.clone(),
     );
     let key = watcher.key();
     let events = events.clone();
@@ -140,7 +157,7 @@ fn shutdown(mut running: BTreeMap<String, Running>, rx: &mpsc::Receiver<Event>) 
                 log::warn!("second stop signal: exiting now");
                 return;
             }
-            Ok(Event::Reload) => {}
+            Ok(Event::Reload) | Ok(Event::Resumed(_)) => {}
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
                 log::warn!(
                     "{} watcher(s) did not stop in time: {}",

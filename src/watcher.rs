@@ -2,11 +2,13 @@
 //! announces, and reconnects after any failure, forever, until told to stop.
 //!
 //! Each watcher runs on its own thread named `account/mailbox` and owns its connection. The
-//! supervisor holds a [`Control`] to stop it: a flag, a condition variable for the sleeps,
-//! and the socket's interrupter for a thread blocked in IDLE.
+//! supervisor holds a [`Control`] to stop it or to make it reconnect at once (after a
+//! resume from suspend): flags, a condition variable for the sleeps, and the socket's
+//! interrupter for a thread blocked in IDLE. Progress is persisted through [`StateStore`]
+//! after every announcement, so neither a reconnect nor a restart misses or repeats mail.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,31 +20,42 @@ use crate::imap::{self, Connection, ImapError, Interrupter, Message, Wake};
 use crate::mutf7;
 use crate::newmail::{self, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
+use crate::state::{Loaded, StateStore};
 
-/// First reconnect delay and its cap (the cap becomes configurable with the reconnect work).
+/// First reconnect delay; the cap is the account's `reconnect_max_secs`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// A connection that stayed up this long counts as healthy: the next failure starts the
 /// backoff from the beginning again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
+#[derive(Debug, Default)]
+struct Flags {
+    stop: bool,
+    reconnect: bool,
+}
+
 /// The supervisor's handle on a running watcher.
 #[derive(Debug, Default)]
 pub struct Control {
-    stop: AtomicBool,
-    /// Guarded flag + condvar: wakes a watcher sleeping between polls or reconnects.
-    wake: (Mutex<bool>, Condvar),
+    flags: Mutex<Flags>,
+    wake: Condvar,
     socket: Mutex<Option<Interrupter>>,
 }
 
+/// Why a [`Control::sleep`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Sleep {
+    Elapsed,
+    Stop,
+    Reconnect,
+}
+
 impl Control {
-    /// Asks the watcher to stop: ends any sleep at once and shuts down its socket, which
-    /// ends a blocked IDLE read.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let (lock, cv) = &self.wake;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cv.notify_all();
+    fn flags(&self) -> std::sync::MutexGuard<'_, Flags> {
+        self.flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn interrupt(&self) {
         if let Some(s) = self
             .socket
             .lock()
@@ -53,18 +66,45 @@ impl Control {
         }
     }
 
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+    /// Asks the watcher to stop: ends any sleep at once and shuts down its socket, which
+    /// ends a blocked IDLE read.
+    pub fn stop(&self) {
+        self.flags().stop = true;
+        self.wake.notify_all();
+        self.interrupt();
     }
 
-    /// Sleeps for `d` unless stopped first; returns whether the watcher should stop.
-    fn sleep(&self, d: Duration) -> bool {
-        let (lock, cv) = &self.wake;
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = cv
-            .wait_timeout_while(guard, d, |woken| !*woken)
+    /// Asks the watcher to drop its connection and reconnect now, skipping any backoff
+    /// (the machine just woke up: the old connection is most likely dead).
+    pub fn reconnect(&self) {
+        self.flags().reconnect = true;
+        self.wake.notify_all();
+        self.interrupt();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.flags().stop
+    }
+
+    /// Takes a pending reconnect request.
+    fn take_reconnect(&self) -> bool {
+        std::mem::take(&mut self.flags().reconnect)
+    }
+
+    /// Sleeps for `d` unless stopped or asked to reconnect first.
+    fn sleep(&self, d: Duration) -> Sleep {
+        let guard = self.flags();
+        let (mut flags, _) = self
+            .wake
+            .wait_timeout_while(guard, d, |f| !f.stop && !f.reconnect)
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        if flags.stop {
+            Sleep::Stop
+        } else if std::mem::take(&mut flags.reconnect) {
+            Sleep::Reconnect
+        } else {
+            Sleep::Elapsed
+        }
     }
 
     fn register(&self, interrupter: Interrupter) {
@@ -83,6 +123,30 @@ enum WatchError {
     Imap(#[from] ImapError),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    #[error("asked to reconnect (resume from suspend)")]
+    Reconnect,
+}
+
+/// How a failure is handled: how soon to retry and how loudly to say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Network trouble and the like: backoff from 1 s.
+    Transient,
+    /// Wrong credentials: straight to the backoff cap (retrying every second would only
+    /// lock the account), error level, one popup per account.
+    Login,
+    /// The mailbox is gone or renamed: straight to the cap, logged once.
+    Mailbox,
+}
+
+impl WatchError {
+    fn failure(&self) -> Failure {
+        match self {
+            WatchError::Imap(ImapError::Auth(_)) => Failure::Login,
+            WatchError::Imap(ImapError::Mailbox { .. }) => Failure::Mailbox,
+            _ => Failure::Transient,
+        }
+    }
 }
 
 pub struct Watcher {
@@ -93,8 +157,16 @@ pub struct Watcher {
     wire_mailbox: String,
     outputs: SharedOutputs,
     control: Arc<Control>,
+    store: StateStore,
+    state_path: PathBuf,
+    /// `None` until the saved state has been read (on the first connect).
     cursor: Option<Cursor>,
+    state_loaded: bool,
     backoff: Backoff,
+    /// The last failure reported, so a repeat of the same one is not logged again at
+    /// full volume, and how many times it has happened in a row.
+    last_failure: Option<String>,
+    failures_in_a_row: u32,
 }
 
 impl Watcher {
@@ -103,15 +175,22 @@ impl Watcher {
         mailbox: String,
         outputs: SharedOutputs,
         control: Arc<Control>,
+        store: StateStore,
     ) -> Self {
+        let state_path = store.path(&account.username, &account.host, &mailbox);
         Watcher {
             wire_mailbox: mutf7::encode(&mailbox),
+            backoff: Backoff::new(BACKOFF_FIRST, account.reconnect_max),
             account,
             mailbox,
             outputs,
             control,
+            store,
+            state_path,
             cursor: None,
-            backoff: Backoff::new(BACKOFF_FIRST, BACKOFF_CAP),
+            state_loaded: false,
+            last_failure: None,
+            failures_in_a_row: 0,
         }
     }
 
@@ -133,30 +212,125 @@ impl Watcher {
             if started.elapsed() >= HEALTHY_AFTER {
                 self.backoff.reset();
             }
-            let delay = self.backoff.next_delay();
-            let (message, auth) = match outcome {
+            let (message, failure) = match outcome {
                 Ok(Ok(())) => break,
-                Ok(Err(e)) => (
-                    format!("{key}: {e}"),
-                    matches!(&e, WatchError::Imap(e) if e.is_auth()),
-                ),
+                Ok(Err(WatchError::Reconnect)) => (None, Failure::Transient),
+                Ok(Err(e)) => (Some(format!("{key}: {e}")), e.failure()),
                 Err(panic) => (
-                    format!("{key}: internal error: {}", panic_message(&*panic)),
-                    false,
+                    Some(format!("{key}: internal error: {}", panic_message(&*panic))),
+                    Failure::Transient,
                 ),
             };
-            let full = format!("{message}; reconnecting in {:.1}s", delay.as_secs_f64());
-            if auth {
-                log::error!("{full}");
+            // A resume makes every watcher reconnect at once, without backoff.
+            let delay = if self.control.take_reconnect() || message.is_none() {
+                self.backoff.reset();
+                log::info!("{key}: reconnecting after resume from suspend");
+                Duration::ZERO
+            } else if failure == Failure::Transient {
+                self.backoff.next_delay()
             } else {
-                log::warn!("{full}");
+                self.account.reconnect_max
+            };
+            if let Some(message) = message {
+                self.report_failure(&message, failure, delay);
             }
-            self.outputs.lock().warning(&full);
-            if self.control.sleep(delay) {
+            if self.control.sleep(delay) == Sleep::Stop {
                 break;
             }
         }
         log::debug!("{key}: stopped");
+    }
+
+    /// Logs a failure: in full the first time and whenever it changes, then at doubling
+    /// intervals (2nd, 4th, 8th... repeat) so a long outage does not flood the journal.
+    fn report_failure(&mut self, message: &str, failure: Failure, delay: Duration) {
+        let same = self.last_failure.as_deref() == Some(message);
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        if !same {
+            self.last_failure = Some(message.to_owned());
+        }
+        let retry = format!("retrying in {:.1}s", delay.as_secs_f64());
+        let mut outputs = self.outputs.lock();
+        match failure {
+            Failure::Login if !same => {
+                let reason = match message.split_once("login failed: ") {
+                    Some((_, r)) => r,
+                    None => message,
+                };
+                outputs.login_failed(&self.account.name, &format!("{message}; {retry}"), reason);
+            }
+            _ if !same => {
+                log::warn!("{message}; {retry}");
+                outputs.warning(&format!("{message}; {retry}"));
+            }
+            Failure::Transient if self.failures_in_a_row.is_power_of_two() => {
+                let line = format!(
+                    "{message} (still failing, {} attempts); {retry}",
+                    self.failures_in_a_row
+                );
+                log::warn!("{line}");
+                outputs.warning(&line);
+            }
+            _ => log::debug!("{message}; {retry}"),
+        }
+    }
+
+    /// The connection works: forget failures, say so once if there were any.
+    fn report_recovery(&mut self) {
+        if self.last_failure.take().is_some() {
+            log::info!(
+                "{}: connected again after {} failed attempt(s)",
+                self.key(),
+                self.failures_in_a_row
+            );
+        }
+        self.failures_in_a_row = 0;
+    }
+
+    /// The cursor saved by an earlier run, read once per watcher.
+    fn saved_cursor(&mut self) -> Option<Cursor> {
+        if std::mem::replace(&mut self.state_loaded, true) {
+            return self.cursor;
+        }
+        let key = self.key();
+        match self.store.load(&self.state_path) {
+            Loaded::Missing => None,
+            Loaded::Found(c) => Some(c),
+            Loaded::Corrupt { reason, set_aside } => {
+                let where_to = set_aside.map_or_else(
+                    || "could not be moved aside".to_owned(),
+                    |p| format!("moved to {}", p.display()),
+                );
+                log::warn!(
+                    "{key}: state file {} is corrupt ({reason}); {where_to}; starting afresh",
+                    self.state_path.display()
+                );
+                None
+            }
+            Loaded::Unreadable(e) => {
+                log::warn!(
+                    "{key}: cannot read state file {}: {e}; starting afresh",
+                    self.state_path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn save(&self) {
+        let Some(cursor) = self.cursor else { return };
+        let description = format!(
+            "{} on {}, mailbox {}",
+            self.account.username, self.account.host, self.mailbox
+        );
+        if let Err(e) = self.store.save(&self.state_path, cursor, &description) {
+            // Not fatal: in memory the cursor is right; only a restart could repeat mail.
+            log::warn!(
+                "{}: cannot save state to {}: {e}",
+                self.key(),
+                self.state_path.display()
+            );
+        }
     }
 
     /// One connection, from connect to failure (Err) or stop (Ok).
@@ -166,8 +340,10 @@ impl Watcher {
         let control = Arc::clone(&self.control);
         let mut conn = imap::connect(&self.account, &password, |i| control.register(i))?;
         drop(password);
+        self.outputs.lock().login_ok(&self.account.name);
 
         let status = conn.examine(&self.wire_mailbox, &self.mailbox)?;
+        self.report_recovery();
         // UIDVALIDITY is mandatory (RFC 3501); a server that omits it gets a constant, which
         // still lets a reconnect resume.
         let uid_validity = status.uid_validity.unwrap_or(0);
@@ -176,7 +352,8 @@ impl Watcher {
             None if status.exists == 0 => 1,
             None => highest_uid(&mut conn)?.map_or(1, |u| u.saturating_add(1)),
         };
-        let start = newmail::start(self.cursor, uid_validity, uid_next);
+        let previous = self.saved_cursor();
+        let start = newmail::start(previous, uid_validity, uid_next);
         self.cursor = Some(start.cursor());
         let mode = if conn.capabilities.idle {
             "IDLE".to_owned()
@@ -188,22 +365,26 @@ impl Watcher {
         };
         match start {
             Start::Baseline {
-                validity_changed: true,
-                ..
+                validity_changed, ..
             } => {
-                log::warn!("{key}: UIDVALIDITY changed; mail already there is not announced again")
+                if validity_changed {
+                    log::warn!(
+                        "{key}: UIDVALIDITY changed ({} -> {uid_validity}); mail already there is not announced again",
+                        previous.map_or(0, |c| c.uid_validity)
+                    );
+                }
+                self.save();
             }
-            Start::Resume(_) => self.check(&mut conn, Instant::now())?,
-            Start::Baseline { .. } => {}
+            Start::Resume(_) => self.check(&mut conn, Instant::now(), true)?,
         }
         log::info!("watching {key} ({mode})");
 
         loop {
-            if self.control.stopping() {
-                conn.logout();
-                return Ok(());
-            }
             let woke = if conn.capabilities.idle {
+                if self.control.stopping() {
+                    conn.logout();
+                    return Ok(());
+                }
                 match conn.idle(self.account.idle_refresh)? {
                     Wake::Changed { at } => {
                         log::debug!("{key}: woken by the server");
@@ -222,24 +403,36 @@ impl Watcher {
                     }
                 }
             } else {
-                if self.control.sleep(self.account.poll_interval) {
-                    conn.logout();
-                    return Ok(());
+                match self.control.sleep(self.account.poll_interval) {
+                    Sleep::Stop => {
+                        conn.logout();
+                        return Ok(());
+                    }
+                    Sleep::Reconnect => return Err(WatchError::Reconnect),
+                    Sleep::Elapsed => {}
                 }
                 conn.noop()?;
                 Instant::now()
             };
             // Any wake-up is only a hint: responses after the one that woke us were
             // discarded by the crate, so ask the server what is new since the cursor.
-            self.check(&mut conn, woke)?;
+            self.check(&mut conn, woke, false)?;
         }
     }
 
-    /// Fetches everything from the cursor on and announces what is new and unread.
-    fn check(&mut self, conn: &mut Connection, woke: Instant) -> Result<(), ImapError> {
+    /// Fetches everything from the cursor on, announces what is new and unread, and saves
+    /// the new position. Right after a (re)connect (`catching_up`), more than
+    /// `catch_up_max` messages become one summary popup (every syslog line still goes out).
+    fn check(
+        &mut self,
+        conn: &mut Connection,
+        woke: Instant,
+        catching_up: bool,
+    ) -> Result<(), ImapError> {
         let Some(cursor) = self.cursor.as_mut() else {
             return Ok(());
         };
+        let before = *cursor;
         let messages = conn.fetch(&cursor.fetch_range())?;
         let seen: Vec<Seen> = messages
             .iter()
@@ -249,17 +442,25 @@ impl Watcher {
             })
             .collect();
         let fresh = cursor.advance(&seen);
-        if fresh.is_empty() {
-            return Ok(());
-        }
+        let moved = *cursor != before;
         let announcements: Vec<Announcement> = fresh
             .iter()
             .filter_map(|uid| messages.iter().find(|m| m.uid == *uid))
             .map(|m| self.announcement(m))
             .collect();
-        let mut outputs = self.outputs.lock();
-        for a in &announcements {
-            outputs.announce(a, woke);
+        if !announcements.is_empty() {
+            let mut outputs = self.outputs.lock();
+            if catching_up && announcements.len() > self.account.catch_up_max as usize {
+                outputs.announce_catch_up(&self.account.name, &self.mailbox, &announcements);
+            } else {
+                for a in &announcements {
+                    outputs.announce(a, woke);
+                }
+            }
+        }
+        // Saved after announcing: a crash in between repeats a popup rather than losing one.
+        if moved {
+            self.save();
         }
         Ok(())
     }

@@ -1,0 +1,285 @@
+//! Persisted progress per mailbox: the UIDVALIDITY and the next UID not yet announced, so
+//! that "never miss, never repeat" holds across daemon restarts as well as reconnects.
+//!
+//! One small TOML file per mailbox in `$XDG_STATE_HOME/mailpushd/` (else
+//! `~/.local/state/mailpushd/`), named after user, host and mailbox, not the account's
+//! display name, so renaming an account keeps its state while pointing it at another server
+//! does not. Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash
+//! mid-write leaves the old state. A file that does not parse is renamed aside and reported,
+//! never fatal.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::newmail::Cursor;
+
+/// Longest file-name stem before it is shortened with a hash (file names max out at 255).
+const MAX_STEM: usize = 180;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    uid_validity: u32,
+    next_uid: u32,
+}
+
+/// What was found on disk for one mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Loaded {
+    Missing,
+    Found(Cursor),
+    /// The file did not parse; it was renamed to `set_aside` (or could not be, if `None`).
+    Corrupt {
+        reason: String,
+        set_aside: Option<PathBuf>,
+    },
+    /// The file exists but could not be read (permissions, I/O error); left alone.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// A store in `dir`, created (mode 0700) if needed on the first save.
+    pub fn new(dir: PathBuf) -> Self {
+        StateStore { dir }
+    }
+
+    /// `$XDG_STATE_HOME/mailpushd`, else `~/.local/state/mailpushd`.
+    pub fn default_dir(xdg_state_home: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
+        xdg_state_home
+            .filter(|p| p.is_absolute())
+            .or_else(|| home.map(|h| h.join(".local").join("state")))
+            .unwrap_or_else(|| PathBuf::from(".local/state"))
+            .join("mailpushd")
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds the state of `mailbox` for `username` on `host`.
+    pub fn path(&self, username: &str, host: &str, mailbox: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.toml", file_stem(username, host, mailbox)))
+    }
+
+    pub fn load(&self, path: &Path) -> Loaded {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Missing,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return self.set_aside(path, "not UTF-8 text".to_owned())
+            }
+            Err(e) => return Loaded::Unreadable(e.to_string()),
+        };
+        match toml::from_str::<Saved>(&text) {
+            Ok(s) if s.next_uid >= 1 => Loaded::Found(Cursor {
+                uid_validity: s.uid_validity,
+                next_uid: s.next_uid,
+            }),
+            Ok(_) => self.set_aside(path, "next_uid must be at least 1".to_owned()),
+            Err(e) => self.set_aside(path, e.message().trim().to_owned()),
+        }
+    }
+
+    fn set_aside(&self, path: &Path, reason: String) -> Loaded {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let aside = path.with_extension(format!("toml.corrupt-{stamp}"));
+        let set_aside = fs::rename(path, &aside).ok().map(|()| aside);
+        Loaded::Corrupt { reason, set_aside }
+    }
+
+    /// Atomically replaces the state file at `path` with `cursor`.
+    pub fn save(&self, path: &Path, cursor: Cursor, description: &str) -> io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)?;
+        let text = format!(
+            "# mailpushd: what has been announced for {description}.\n\
+             # Deleting this file makes mailpushd start afresh (mail already there is not announced).\n\
+             {}",
+            toml::to_string(&Saved {
+                uid_validity: cursor.uid_validity,
+                next_uid: cursor.next_uid,
+            })
+            .expect("two integers serialize")
+        );
+        let tmp = path.with_extension(format!("toml.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)?;
+            // The rename itself must reach the disk too.
+            File::open(&self.dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// `user@host/mailbox`, with every byte outside `[A-Za-z0-9._@-]` percent-encoded so the
+/// name is safe and unambiguous; very long names are cut and suffixed with a hash.
+fn file_stem(username: &str, host: &str, mailbox: &str) -> String {
+    let raw = format!("{username}@{}/{mailbox}", host.to_ascii_lowercase());
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"._@-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > MAX_STEM {
+        out.truncate(MAX_STEM);
+        out.push_str(&format!("~{:016x}", fnv1a(raw.as_bytes())));
+    }
+    // A leading dot would hide the file; encode it.
+    if let Some(rest) = out.strip_prefix('.') {
+        out = format!("%2E{rest}");
+    }
+    out
+}
+
+/// FNV-1a: a fixed, version-independent hash (std's hasher may change between releases,
+/// which would orphan state files).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().join("mailpushd"));
+        (dir, store)
+    }
+
+    const C: Cursor = Cursor {
+        uid_validity: 1_700_000_000,
+        next_uid: 42,
+    };
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let (_d, s) = store();
+        let p = s.path("me@example.com", "IMAP.example.com", "INBOX");
+        assert_eq!(s.load(&p), Loaded::Missing);
+        s.save(&p, C, "me@example.com on imap.example.com, INBOX")
+            .unwrap();
+        assert_eq!(s.load(&p), Loaded::Found(C));
+        let next = Cursor { next_uid: 43, ..C };
+        s.save(&p, next, "x").unwrap();
+        assert_eq!(s.load(&p), Loaded::Found(next));
+        // No temp files left behind; private permissions.
+        let names: Vec<_> = fs::read_dir(s.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(s.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn a_crash_before_rename_leaves_the_old_state() {
+        let (_d, s) = store();
+        let p = s.path("u", "h", "INBOX");
+        s.save(&p, C, "x").unwrap();
+        // What a crash mid-write leaves: a half-written temp file beside the real one.
+        fs::write(p.with_extension("toml.tmp-999"), "uid_valid").unwrap();
+        assert_eq!(s.load(&p), Loaded::Found(C));
+    }
+
+    #[test]
+    fn corrupt_files_are_set_aside_not_fatal() {
+        let (_d, s) = store();
+        let p = s.path("u", "h", "INBOX");
+        fs::create_dir_all(s.dir()).unwrap();
+        for junk in [
+            &b"uid_validity = \"x\"\n"[..],
+            b"\xff\xfe garbage",
+            b"next_uid = 0\nuid_validity = 1\n",
+            b"",
+        ] {
+            fs::write(&p, junk).unwrap();
+            match s.load(&p) {
+                Loaded::Corrupt {
+                    set_aside: Some(aside),
+                    reason,
+                } => {
+                    assert!(!reason.is_empty());
+                    assert!(aside.exists());
+                    assert!(!p.exists());
+                    fs::remove_file(aside).unwrap();
+                }
+                other => panic!("{junk:?}: {other:?}"),
+            }
+            assert_eq!(s.load(&p), Loaded::Missing);
+        }
+    }
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        let a = file_stem("me@example.com", "Imap.Example.com", "其他/工作");
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._@-%".contains(&b)),
+            "{a}"
+        );
+        assert_ne!(a, file_stem("me@example.com", "imap.example.com", "INBOX"));
+        // Host names are case-insensitive.
+        assert_eq!(
+            a,
+            file_stem("me@example.com", "imap.example.com", "其他/工作")
+        );
+        assert_ne!(file_stem("a/b", "h", "c"), file_stem("a", "h", "b/c"));
+        assert!(!file_stem(".hidden", "h", "x").starts_with('.'));
+        let long = file_stem("u", "h", &"x".repeat(1000));
+        assert!(long.len() < 220, "{}", long.len());
+        assert_ne!(long, file_stem("u", "h", &"x".repeat(999)));
+    }
+
+    #[test]
+    fn default_dir_follows_xdg() {
+        assert_eq!(
+            StateStore::default_dir(Some("/s".into()), Some("/home/u".into())),
+            PathBuf::from("/s/mailpushd")
+        );
+        assert_eq!(
+            StateStore::default_dir(None, Some("/home/u".into())),
+            PathBuf::from("/home/u/.local/state/mailpushd")
+        );
+    }
+}
