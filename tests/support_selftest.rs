@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use support::dbus::{NotificationServer, SessionBus};
 use support::dovecot::{self, Dovecot, DovecotOptions};
+use support::proxy::FaultProxy;
 use support::syslog::SyslogRecorder;
 use support::{spawn_tracked, wait_until, with_timeout};
 
@@ -751,5 +752,522 @@ fn session_bus_and_server_stop_on_drop() {
         let t = std::time::Instant::now();
         drop(again);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    });
+}
+
+/// A tiny line server standing in for Dovecot in the proxy self-tests: greets with
+/// "* OK ready", then echoes every line back. "SPLIT" is answered with one line written in
+/// two parts 20 ms apart. Records how each connection ended.
+struct LineServer {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// "eof" or "error: <kind>" per finished connection.
+    endings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LineServer {
+    fn start() -> LineServer {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let endings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (connections, endings, stopping) =
+                (connections.clone(), endings.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let endings = endings.clone();
+                    std::thread::spawn(move || {
+                        let ending = match serve_lines(stream) {
+                            Ok(()) => "eof".to_owned(),
+                            Err(e) => format!("error: {:?}", e.kind()),
+                        };
+                        support::lock(&endings).push(ending);
+                    });
+                }
+            })
+        };
+        LineServer {
+            port,
+            connections,
+            endings,
+            stopping,
+            thread: Some(thread),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn endings(&self) -> Vec<String> {
+        support::lock(&self.endings).clone()
+    }
+}
+
+impl Drop for LineServer {
+    fn drop(&mut self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn serve_lines(stream: std::net::TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    writer.write_all(b"* OK ready\r\n")?;
+    loop {
+        let mut line = Vec::new();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line == b"SPLIT\r\n" {
+            writer.write_all(b"* first half")?;
+            std::thread::sleep(Duration::from_millis(20));
+            writer.write_all(b" second half\r\n")?;
+        } else {
+            writer.write_all(&line)?;
+        }
+    }
+}
+
+/// A client connection with 10 s timeouts: (reader, writer) over one socket.
+fn proxy_client(port: u16) -> (BufReader<std::net::TcpStream>, std::net::TcpStream) {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (BufReader::new(stream.try_clone().unwrap()), stream)
+}
+
+fn read_text_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read line");
+    line
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+#[test]
+fn proxy_forwards_both_ways_and_closes_cleanly() {
+    use std::io::Read;
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        assert_ne!(proxy.port, upstream.port);
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        writer.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_text_line(&mut reader), "a1 NOOP\r\n");
+        assert_eq!((proxy.accepted(), proxy.open_connections()), (1, 1));
+        assert_eq!(upstream.connections(), 1);
+
+        // A megabyte of arbitrary bytes both ways, written while reading (no deadlock on
+        // full buffers), then a half-close that must reach the server as EOF.
+        let payload: Vec<u8> = (0..1_048_576u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let sender = {
+            let payload = payload.clone();
+            let mut writer = writer.try_clone().unwrap();
+            std::thread::spawn(move || {
+                writer.write_all(&payload).unwrap();
+                writer.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let mut echoed = Vec::new();
+        reader.read_to_end(&mut echoed).unwrap();
+        sender.join().unwrap();
+        assert!(echoed == payload, "echo differs ({} bytes)", echoed.len());
+        wait_until(WAIT, "connection to close on both sides", || {
+            (proxy.open_connections() == 0 && upstream.endings() == ["eof"]).then_some(())
+        });
+        assert_eq!(proxy.accepted(), 1);
+    });
+}
+
+#[test]
+fn proxy_reset_all_resets_both_sides() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        assert_eq!(proxy.reset_all(), 1);
+        assert_eq!(proxy.open_connections(), 0);
+        let mut line = String::new();
+        let err = reader
+            .read_line(&mut line)
+            .expect_err("read after reset_all must fail, not see EOF");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        wait_until(WAIT, "upstream to see the reset", || {
+            (!upstream.endings().is_empty()).then_some(())
+        });
+        assert_eq!(upstream.endings(), ["error: ConnectionReset"]);
+        // The proxy itself keeps working.
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        assert_eq!(proxy.accepted(), 2);
+    });
+}
+
+#[test]
+fn proxy_freeze_holds_data_without_closing() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        proxy.freeze_all();
+        writer.write_all(b"a1 NOOP\r\n").unwrap();
+        writer
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut line = String::new();
+        let err = reader
+            .read_line(&mut line)
+            .expect_err("no data through a frozen connection");
+        assert!(is_timeout(&err), "{err}");
+        assert!(line.is_empty(), "{line:?}");
+        assert_eq!(proxy.open_connections(), 1);
+        assert!(
+            proxy.client_lines().is_empty(),
+            "{:?}",
+            proxy.client_lines()
+        );
+        assert!(upstream.endings().is_empty(), "{:?}", upstream.endings());
+
+        // New connections are not frozen.
+        let (mut reader2, mut writer2) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader2), "* OK ready\r\n");
+        writer2.write_all(b"b1 NOOP\r\n").unwrap();
+        assert_eq!(read_text_line(&mut reader2), "b1 NOOP\r\n");
+
+        // Thawing passes the held command on.
+        proxy.thaw_all();
+        writer.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(read_text_line(&mut reader), "a1 NOOP\r\n");
+        assert_eq!(proxy.client_lines_of(0), ["a1 NOOP"]);
+    });
+}
+
+#[test]
+fn proxy_freeze_new_holds_the_greeting() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        proxy.set_freeze_new(true);
+        let (mut reader, writer) = proxy_client(proxy.port);
+        writer
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut line = String::new();
+        let err = reader
+            .read_line(&mut line)
+            .expect_err("no greeting while frozen");
+        assert!(is_timeout(&err), "{err}");
+        // Connected upstream all the same.
+        assert_eq!((upstream.connections(), proxy.open_connections()), (1, 1));
+        proxy.set_freeze_new(false);
+        proxy.thaw_all();
+        writer.set_read_timeout(Some(WAIT)).unwrap();
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        // A frozen connection can still be reset, waking its parked pumps.
+        proxy.set_freeze_new(true);
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        proxy.wait_for_accepted(2, WAIT);
+        assert_eq!(proxy.reset_all(), 2);
+        let err = reader.read_line(&mut line).expect_err("reset");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    });
+}
+
+#[test]
+fn proxy_refuse_resets_new_connections() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        proxy.set_refuse(true);
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        let mut line = String::new();
+        let err = reader
+            .read_line(&mut line)
+            .expect_err("refused connection must be reset");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        assert_eq!((proxy.accepted(), proxy.refused()), (1, 1));
+        assert_eq!(proxy.open_connections(), 0);
+        assert_eq!(upstream.connections(), 0, "refused connections go nowhere");
+
+        proxy.set_refuse(false);
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        assert_eq!((proxy.accepted(), proxy.refused()), (2, 1));
+    });
+}
+
+#[test]
+fn proxy_resets_clients_when_upstream_is_down() {
+    with_timeout(LIMIT, || {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let proxy = FaultProxy::start(port);
+        let (mut reader, _writer) = proxy_client(proxy.port);
+        let mut line = String::new();
+        let err = reader.read_line(&mut line).expect_err("reset");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        assert_eq!((proxy.accepted(), proxy.refused()), (1, 0));
+    });
+}
+
+#[test]
+fn proxy_inject_delivers_between_whole_lines() {
+    use std::io::Read;
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        assert_eq!(proxy.inject_to_client(b"* BYE going down\r\n"), 1);
+        assert_eq!(read_text_line(&mut reader), "* BYE going down\r\n");
+
+        // Injecting while the server is halfway through a line waits for its end.
+        writer.write_all(b"SPLIT\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        let stream = reader.get_mut();
+        while !String::from_utf8_lossy(&got).contains("first half") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "EOF after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(proxy.inject_to_client(b"* NO [ALERT] maintenance\r\n"), 1);
+        let want = "* first half second half\r\n* NO [ALERT] maintenance\r\n";
+        while got.len() < want.len() {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "EOF after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        // Injected lines are not server lines.
+        assert_eq!(
+            proxy.server_lines(),
+            ["* OK ready", "* first half second half"]
+        );
+    });
+}
+
+#[test]
+fn proxy_delay_slows_server_to_client() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let delay = Duration::from_millis(300);
+        proxy.set_delay(delay);
+        let started = std::time::Instant::now();
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        assert_eq!(read_text_line(&mut reader), "* OK ready\r\n");
+        assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        writer.write_all(b"a1 NOOP\r\n").unwrap();
+        assert_eq!(read_text_line(&mut reader), "a1 NOOP\r\n");
+        assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
+        // Client→server is not delayed: the server already has the command.
+        proxy.set_delay(Duration::ZERO);
+        writer.write_all(b"a2 NOOP\r\n").unwrap();
+        assert_eq!(read_text_line(&mut reader), "a2 NOOP\r\n");
+    });
+}
+
+#[test]
+fn proxy_records_client_and_server_lines() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        read_text_line(&mut reader);
+        for command in ["a1 LOGIN alice secret\r\n", "a2 IDLE\r\n", "DONE\r\n"] {
+            writer.write_all(command.as_bytes()).unwrap();
+            assert_eq!(read_text_line(&mut reader), command);
+        }
+        let (mut reader2, mut writer2) = proxy_client(proxy.port);
+        read_text_line(&mut reader2);
+        writer2.write_all(b"b1 NOOP\r\n").unwrap();
+        read_text_line(&mut reader2);
+        // A last line without "\n" is recorded at EOF.
+        writer2.write_all(b"b2 tail").unwrap();
+        writer2.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(proxy.wait_for_client_line(WAIT, "tail"), "b2 tail");
+
+        assert_eq!(
+            proxy.client_lines(),
+            [
+                "a1 LOGIN alice secret",
+                "a2 IDLE",
+                "DONE",
+                "b1 NOOP",
+                "b2 tail"
+            ]
+        );
+        assert_eq!(proxy.client_lines_of(1), ["b1 NOOP", "b2 tail"]);
+        let logins = proxy
+            .client_lines()
+            .iter()
+            .filter(|l| l.split_whitespace().nth(1) == Some("LOGIN"))
+            .count();
+        assert_eq!(logins, 1);
+        assert_eq!(
+            proxy.server_lines_of(0),
+            ["* OK ready", "a1 LOGIN alice secret", "a2 IDLE", "DONE"]
+        );
+        assert_eq!(proxy.wait_for_server_line(WAIT, "b2"), "b2 tail");
+    });
+}
+
+/// Names of this process's threads (as the kernel has them: at most 15 bytes).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn proxy_drop_closes_listener_connections_and_threads() {
+    with_timeout(LIMIT, || {
+        let upstream = LineServer::start();
+        let proxy = FaultProxy::start(upstream.port);
+        let port = proxy.port;
+        let (mut reader, _writer) = proxy_client(port);
+        read_text_line(&mut reader);
+        // A frozen connection too: its pumps are parked, not blocked in a read.
+        proxy.set_freeze_new(true);
+        let (mut frozen, _frozen_writer) = proxy_client(port);
+        proxy.wait_for_accepted(2, WAIT);
+        let prefix = format!("proxy-{port}-");
+        assert_eq!(
+            thread_names()
+                .iter()
+                .filter(|n| n.starts_with(&prefix))
+                .count(),
+            5,
+            "accept thread and two pumps per connection: {:?}",
+            thread_names()
+        );
+
+        let started = std::time::Instant::now();
+        drop(proxy);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+        assert!(refused.is_err(), "proxy port still listening");
+        let mut line = String::new();
+        for r in [&mut reader, &mut frozen] {
+            let err = r.read_line(&mut line).expect_err("reset by drop");
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        }
+        wait_until(WAIT, "proxy threads to exit", || {
+            let left: Vec<String> = thread_names()
+                .into_iter()
+                .filter(|n| n.starts_with(&prefix))
+                .collect();
+            left.is_empty().then_some(()).ok_or(left).ok()
+        });
+    });
+}
+
+#[test]
+fn proxy_in_front_of_dovecot_plain() {
+    with_timeout(LIMIT, || {
+        let d = Dovecot::start_default();
+        let proxy = FaultProxy::start(d.imap_port);
+        let (mut reader, mut writer) = proxy_client(proxy.port);
+        let greeting = read_text_line(&mut reader);
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        writer.write_all(b"a1 CAPABILITY\r\n").unwrap();
+        let lines = read_until_tagged(&mut reader, "a1");
+        assert!(lines.last().unwrap().starts_with("a1 OK"), "{lines:?}");
+        assert!(lines[0].starts_with("* CAPABILITY "), "{lines:?}");
+        assert_eq!(proxy.client_lines(), ["a1 CAPABILITY"]);
+        assert!(proxy.server_lines()[0].starts_with("* OK"));
+        // Injected BYE reaches the client as a whole line.
+        proxy.inject_to_client(b"* BYE going down\r\n");
+        assert_eq!(read_text_line(&mut reader), "* BYE going down\r\n");
+    });
+}
+
+#[test]
+fn proxy_passes_tls_through_and_faults_it() {
+    with_timeout(LIMIT, || {
+        let d = Dovecot::start_default();
+        let proxy = FaultProxy::start(d.imaps_port);
+        let tls = dovecot::connect_tls(proxy.port, "localhost", &d.ca_file).unwrap();
+        let mut reader = BufReader::new(tls);
+        let greeting = read_text_line(&mut reader);
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        reader
+            .get_mut()
+            .write_all(b"a LOGIN alice \"correct horse\"\r\n")
+            .unwrap();
+        let lines = read_until_tagged(&mut reader, "a");
+        assert!(lines.last().unwrap().starts_with("a OK"), "{lines:?}");
+
+        // Frozen: the command goes nowhere and nothing comes back.
+        proxy.freeze_all();
+        reader.get_mut().write_all(b"b NOOP\r\n").unwrap();
+        let tcp = reader.get_ref().get_ref();
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut line = String::new();
+        let err = reader.read_line(&mut line).expect_err("frozen");
+        assert!(is_timeout(&err), "{err}");
+        proxy.thaw_all();
+        reader
+            .get_ref()
+            .get_ref()
+            .set_read_timeout(Some(WAIT))
+            .unwrap();
+        let lines = read_until_tagged(&mut reader, "b");
+        assert!(lines.last().unwrap().starts_with("b OK"), "{lines:?}");
+
+        // Delayed, then reset.
+        proxy.set_delay(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        reader.get_mut().write_all(b"c NOOP\r\n").unwrap();
+        read_until_tagged(&mut reader, "c");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(proxy.reset_all(), 1);
+        assert!(reader.read_line(&mut line).is_err(), "read after reset");
     });
 }

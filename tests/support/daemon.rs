@@ -41,6 +41,24 @@ impl Daemon {
     /// With `bus == None`, `DBUS_SESSION_BUS_ADDRESS` points at a socket that does not exist,
     /// so notifications fail the way they do without a desktop session.
     pub fn start(config_toml: &str, bus: Option<&SessionBus>) -> Daemon {
+        Self::start_inner(config_toml, bus, None)
+    }
+
+    /// Like [`Daemon::start`], with `XDG_STATE_HOME` at `state_home` so that successive
+    /// daemons share their persisted state (restart tests).
+    pub fn start_with_state(
+        config_toml: &str,
+        bus: Option<&SessionBus>,
+        state_home: &Path,
+    ) -> Daemon {
+        Self::start_inner(config_toml, bus, Some(state_home))
+    }
+
+    fn start_inner(
+        config_toml: &str,
+        bus: Option<&SessionBus>,
+        state_home: Option<&Path>,
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("mailpushd-daemon.")
             .tempdir()
@@ -48,7 +66,7 @@ impl Daemon {
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config_toml).expect("write daemon config");
         let home = dir.path().join("home");
-        let state = dir.path().join("state");
+        let state = state_home.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let config_home = dir.path().join("config");
         for d in [&home, &state, &config_home] {
             std::fs::create_dir_all(d).expect("create daemon dirs");

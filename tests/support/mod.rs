@@ -4,7 +4,8 @@
 //! Every test file pulls this in with `mod support;`. The submodules own one external
 //! collaborator each: [`dovecot`] a real IMAP server, [`dbus`] a private session bus with a
 //! recording notification server, [`syslog`] a datagram socket standing in for `/dev/log`,
-//! and [`daemon`] the mailpushd binary under test.
+//! and [`daemon`] the mailpushd binary under test; [`proxy`] sits between the last and
+//! the first to inject network and server faults.
 //!
 //! Child processes are never spawned directly by the submodules: they go through
 //! [`spawn_tracked`], which records the child in a process-wide registry under the id of the
@@ -19,6 +20,7 @@
 pub mod daemon;
 pub mod dbus;
 pub mod dovecot;
+pub mod proxy;
 pub mod syslog;
 
 use std::cell::Cell;

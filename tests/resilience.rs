@@ -1,0 +1,250 @@
+//! Never stop, never miss, never repeat: restarts, outages, frozen links, hostile lines and
+//! failed logins, through the real binary against a real Dovecot (with a fault-injecting
+//! proxy in between where Dovecot cannot produce the fault itself).
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::daemon::Daemon;
+use support::dbus::{NotificationServer, SessionBus};
+use support::dovecot::{message, Dovecot, DovecotOptions};
+use support::syslog::SyslogRecorder;
+use support::{toml_string, wait_until, with_timeout};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    dovecot: Dovecot,
+    bus: SessionBus,
+    notifications: NotificationServer,
+    syslog: SyslogRecorder,
+    state: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let dovecot = Dovecot::start(DovecotOptions::default());
+        let bus = SessionBus::start();
+        let notifications = NotificationServer::start(&bus);
+        Rig {
+            dovecot,
+            notifications,
+            bus,
+            syslog: SyslogRecorder::start(),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A daemon sharing this rig's state directory, waited on until it watches INBOX.
+    fn daemon(&self, account_toml: &str) -> Daemon {
+        let config = format!("{account_toml}\n{}", self.syslog.config_toml());
+        let d = Daemon::start_with_state(&config, Some(&self.bus), self.state.path());
+        d.wait_for_output(WAIT, "watching main/INBOX ");
+        d
+    }
+
+    fn new_mail_lines(&self) -> Vec<String> {
+        self.syslog
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("new mail "))
+            .collect()
+    }
+
+    /// Waits until `n` new-mail syslog lines exist and returns them.
+    fn wait_new_mail(&self, n: usize) -> Vec<String> {
+        self.syslog
+            .wait_for(WAIT, &format!("{n} new-mail lines"), |lines| {
+                lines.iter().filter(|l| l.contains("new mail ")).count() >= n
+            });
+        self.new_mail_lines()
+    }
+
+    fn append(&self, subject: &str) {
+        self.dovecot
+            .append("INBOX", &message(subject, "sender@example.com"));
+    }
+}
+
+fn subjects(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l.split("subject=\"")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('"')
+                .to_owned()
+        })
+        .collect()
+}
+
+fn state_files(dir: &Path) -> Vec<String> {
+    let sub = dir.join("mailpushd");
+    std::fs::read_dir(&sub)
+        .map(|it| {
+            it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn restart_announces_what_arrived_while_stopped_exactly_once() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let account = rig.dovecot.account_toml("main", "implicit");
+        rig.append("before first start");
+
+        let mut first = rig.daemon(&account);
+        assert_eq!(first.terminate().0.code(), Some(0));
+        assert_eq!(state_files(rig.state.path()).len(), 1);
+
+        for i in 1..=3 {
+            rig.append(&format!("while stopped {i}"));
+        }
+        let mut second = rig.daemon(&account);
+        let lines = rig.wait_new_mail(3);
+        second.wait_for_output(WAIT, "subject=\"while stopped 3\"");
+        assert_eq!(second.terminate().0.code(), Some(0));
+        assert_eq!(
+            subjects(&lines),
+            vec!["while stopped 1", "while stopped 2", "while stopped 3"]
+        );
+        // Three is not more than catch_up_max (10): one popup each.
+        assert_eq!(rig.notifications.notifications().len(), 3);
+
+        // Started again: nothing new, nothing repeated. A message sent now is the proof
+        // that the daemon is up and would have announced anything pending first.
+        let third = rig.daemon(&account);
+        rig.append("after third start");
+        let lines = rig.wait_new_mail(4);
+        third.wait_for_output(WAIT, "subject=\"after third start\"");
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert_eq!(subjects(&lines)[3], "after third start");
+    });
+}
+
+#[test]
+fn a_big_catch_up_is_one_summary_popup_and_every_syslog_line() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let mut first = rig.daemon(&account);
+        first.terminate();
+
+        for i in 0..12 {
+            rig.append(&format!("queued {i}"));
+        }
+        let daemon = rig.daemon(&account);
+        let lines = rig.wait_new_mail(12);
+        let notes = rig.notifications.wait_for_count(1, WAIT);
+        // The summary is shown after the lines are written: wait for it, then make sure a
+        // later message gets its own popup (the summary was the only one before it).
+        daemon.wait_for_output(WAIT, "subject=\"queued 11\"");
+        rig.append("live again");
+        let notes_after = rig.notifications.wait_for_count(2, WAIT);
+        assert_eq!(lines.len(), 12);
+        assert_eq!(
+            notes[0].summary,
+            "12 new messages in main/INBOX while disconnected"
+        );
+        assert!(notes[0].body.contains("and 9 more"), "{}", notes[0].body);
+        assert_eq!(notes_after.len(), 2, "{notes_after:#?}");
+        assert!(notes_after[1].body.starts_with("live again\n"));
+    });
+}
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_and_the_daemon_carries_on() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let mut first = rig.daemon(&account);
+        first.terminate();
+        let files = state_files(rig.state.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        let path = rig.state.path().join("mailpushd").join(&files[0]);
+        std::fs::write(&path, "uid_validity = 'not a number'\x00\x01").unwrap();
+
+        rig.append("old after corruption");
+        let daemon = rig.daemon(&account);
+        let warning = daemon.wait_for_output(WAIT, "is corrupt");
+        assert!(warning.contains("moved to"), "{warning}");
+        let files = state_files(rig.state.path());
+        assert!(files.iter().any(|f| f.contains(".corrupt-")), "{files:?}");
+        // Started afresh: what was there is not announced, new mail is.
+        rig.append("new after corruption");
+        let lines = rig.wait_new_mail(1);
+        assert_eq!(subjects(&lines), vec!["new after corruption"]);
+    });
+}
+
+#[test]
+fn a_changed_uidvalidity_rebaselines_without_flooding() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let mut first = rig.daemon(&account);
+        first.terminate();
+        let files = state_files(rig.state.path());
+        let path = rig.state.path().join("mailpushd").join(&files[0]);
+        // As if the mailbox had been recreated on the server since the last run.
+        std::fs::write(&path, "uid_validity = 1\nnext_uid = 1\n").unwrap();
+        for i in 0..3 {
+            rig.append(&format!("existing {i}"));
+        }
+        let daemon = rig.daemon(&account);
+        daemon.wait_for_output(WAIT, "UIDVALIDITY changed");
+        rig.append("genuinely new");
+        let lines = rig.wait_new_mail(1);
+        assert_eq!(subjects(&lines), vec!["genuinely new"]);
+    });
+}
+
+#[test]
+fn a_failed_login_backs_off_notifies_once_and_recovers_when_the_password_is_fixed() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let secret = rig.state.path().join("password");
+        std::fs::write(&secret, "wrong-password-5be1\n").unwrap();
+        let account = rig.dovecot.account_toml("main", "implicit").replace(
+            &format!("password = {}", toml_string(&rig.dovecot.password)),
+            &format!(
+                "password_command = [\"cat\", {}]\nreconnect_max_secs = 1",
+                toml_string(&secret.to_string_lossy())
+            ),
+        );
+        assert!(account.contains("password_command"), "{account}");
+        let config = format!("{account}\n{}", rig.syslog.config_toml());
+        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+
+        daemon.wait_for_output(WAIT, "main/INBOX: login failed");
+        // Retried at the cap (1 s here; Dovecot adds its own delay to each failure), and
+        // still only one error line and one popup.
+        wait_until(WAIT, "a second failed attempt", || {
+            (daemon.count_output("main/INBOX: login failed") >= 2).then_some(())
+        });
+        assert_eq!(
+            daemon.count_output("ERROR main/INBOX: login failed"),
+            1,
+            "{}",
+            daemon.output()
+        );
+        let notes = rig.notifications.notifications();
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        assert_eq!(notes[0].summary, "main: login failed");
+
+        std::fs::write(&secret, format!("{}\n", rig.dovecot.password)).unwrap();
+        daemon.wait_for_output(WAIT, "watching main/INBOX ");
+        daemon.wait_for_output(WAIT, "main: login works again");
+        rig.append("after the fix");
+        let lines = rig.wait_new_mail(1);
+        assert_eq!(subjects(&lines), vec!["after the fix"]);
+        assert_eq!(rig.notifications.wait_for_count(2, WAIT).len(), 2);
+        assert!(!daemon.output().contains("wrong-password-5be1"));
+    });
+}
