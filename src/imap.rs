@@ -20,12 +20,15 @@ use crate::stream::{Stream, Transport};
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// TCP keepalive: first probe after this much silence...
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(45);
 /// ...then one probe every interval, and the kernel gives up after this many unanswered, so
-/// a link that died silently (NAT timeout, suspended laptop, Wi-Fi change) errors out of a
-/// blocked IDLE read within about 60 + 6 * 10 = 120 seconds.
+/// a link that died silently (NAT timeout, Wi-Fi change, suspended peer) errors out of a
+/// blocked IDLE read within 45 + 6 * 10 = 105 seconds. The probes are sent by the kernel:
+/// they cost the daemon no wakeups.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_RETRIES: u32 = 6;
+/// The same bound for data we sent that is never acknowledged (DONE into a dead link).
+const USER_TIMEOUT: Duration = Duration::from_secs(105);
 /// Longest line accepted in the hand-written STARTTLS negotiation.
 const MAX_PRE_TLS_LINE: usize = 8192;
 
@@ -261,7 +264,9 @@ fn configure_socket(tcp: &TcpStream, timeout: Duration) -> io::Result<()> {
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_RETRIES);
-    SockRef::from(tcp).set_tcp_keepalive(&keepalive)
+    let sock = SockRef::from(tcp);
+    sock.set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
 }
 
 fn tls_wrap(

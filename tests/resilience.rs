@@ -248,3 +248,69 @@ fn a_failed_login_backs_off_notifies_once_and_recovers_when_the_password_is_fixe
         assert!(!daemon.output().contains("wrong-password-5be1"));
     });
 }
+
+#[test]
+fn a_missing_mailbox_is_reported_once_and_watched_once_it_exists() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let account = format!(
+            "{}reconnect_max_secs = 1\n",
+            rig.dovecot
+                .account_toml("main", "implicit")
+                .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"Later\"]")
+        );
+        let config = format!("{account}\n{}", rig.syslog.config_toml());
+        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+        daemon.wait_for_output(WAIT, "main/Later: cannot open mailbox \"Later\"");
+        wait_until(WAIT, "a second attempt", || {
+            (daemon.count_output("cannot open mailbox") >= 2).then_some(())
+        });
+        assert_eq!(
+            daemon.count_output("WARN  main/Later: cannot open mailbox"),
+            1,
+            "{}",
+            daemon.output()
+        );
+        rig.dovecot.create_mailbox("Later");
+        daemon.wait_for_output(WAIT, "watching main/Later ");
+        rig.dovecot
+            .append("Later", &message("filed later", "a@example.com"));
+        let lines = rig.wait_new_mail(1);
+        assert!(lines[0].contains("mailbox=Later"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn tls_failures_are_retried_and_do_not_affect_other_accounts() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let good = rig.dovecot.account_toml("main", "implicit");
+        // TLS spoken to the plaintext port: the handshake fails.
+        let wrong_port = rig.dovecot.account_toml("wrongport", "implicit").replace(
+            &format!("port = {}", rig.dovecot.imaps_port),
+            &format!("port = {}", rig.dovecot.imap_port),
+        );
+        // Self-signed server without its ca_file: the certificate must be refused.
+        let untrusted = rig
+            .dovecot
+            .account_toml("untrusted", "implicit")
+            .lines()
+            .filter(|l| !l.starts_with("ca_file"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = format!(
+            "{wrong_port}\n{untrusted}\n{good}\n{}",
+            rig.syslog.config_toml()
+        );
+        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+        daemon.wait_for_output(WAIT, "watching main/INBOX ");
+        daemon.wait_for_output(WAIT, "wrongport/INBOX: TLS with localhost failed");
+        let refused = daemon.wait_for_output(WAIT, "untrusted/INBOX: TLS with localhost failed");
+        assert!(refused.contains("certificate"), "{refused}");
+        rig.append("unaffected");
+        let lines = rig.wait_new_mail(1);
+        assert!(lines[0].contains("account=main"), "{}", lines[0]);
+        // Neither failed account ever logged in.
+        assert_eq!(rig.dovecot.wait_for_logins(2, WAIT), 2);
+    });
+}

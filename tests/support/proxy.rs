@@ -306,7 +306,7 @@ fn lines(log: &Mutex<Vec<(usize, String)>>, index: Option<usize>) -> Vec<String>
 
 /// Closes `stream` with RST when its last handle is dropped.
 fn set_reset_on_close(stream: &TcpStream) {
-    let _ = SockRef::from(stream);
+    let _ = SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
