@@ -90,7 +90,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if args.syslog { "on" } else { "off" }
     ));
 
-    let mut demo = Demo::start(&args.mailpushd, &config_path, stop)?;
+    let mut demo = Demo::start(
+        &args.mailpushd,
+        &config_path,
+        &dir.path().join("state"),
+        stop,
+    )?;
     // Errors are reported before the cleanup, so they sit right below the log they are about.
     let mut code = demo.script(&dovecot, args.linger).unwrap_or_else(|e| {
         say(&format!("error: {e:#}"));
@@ -204,7 +209,12 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(binary: &Path, config: &Path, stop: Arc<AtomicBool>) -> anyhow::Result<Demo> {
+    fn start(
+        binary: &Path,
+        config: &Path,
+        state: &Path,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Demo> {
         say(&format!(
             "starting {} --config {}",
             binary.display(),
@@ -217,6 +227,11 @@ impl Demo {
             // should appear. Except JOURNAL_STREAM: inherited from a terminal that systemd
             // started, it would make mailpushd write journal-style lines into our pipe.
             .env_remove("JOURNAL_STREAM")
+            // And the state dir: mailpushd remembers each mailbox's last UID there, by user,
+            // host and mailbox. In ~/.local/state the demo would leave files behind, and the
+            // next run would find this run's alice@localhost/INBOX and warn that its
+            // UIDVALIDITY changed (a new Dovecot, a new mailbox).
+            .env("XDG_STATE_HOME", state)
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         let mailpushd = spawn_tracked("mailpushd", &mut cmd)
@@ -261,8 +276,13 @@ impl Demo {
         // Typed lines become more messages while lingering, but only from a terminal: a
         // pipe or /dev/null on stdin (scripts, CI) just lingers.
         let typed = std::io::stdin().is_terminal().then(read_typed_lines);
+        let next = match linger {
+            0 => String::new(),
+            1 => "; press Ctrl-C to stop, or wait 1 second".to_owned(),
+            n => format!("; press Ctrl-C to stop, or wait {n} seconds"),
+        };
         say(&format!(
-            "3 messages delivered, {} announced; press Ctrl-C to stop, or wait {linger} seconds",
+            "3 messages delivered, {} announced{next}",
             self.seen.announced
         ));
         if self.seen.notify_failed {

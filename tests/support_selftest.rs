@@ -990,7 +990,10 @@ fn proxy_freeze_new_holds_the_greeting() {
             .expect_err("no greeting while frozen");
         assert!(is_timeout(&err), "{err}");
         // Connected upstream all the same.
-        assert_eq!((upstream.connections(), proxy.open_connections()), (1, 1));
+        wait_until(WAIT, "upstream connection", || {
+            (upstream.connections() == 1).then_some(())
+        });
+        assert_eq!(proxy.open_connections(), 1);
         proxy.set_freeze_new(false);
         proxy.thaw_all();
         writer.set_read_timeout(Some(WAIT)).unwrap();
@@ -1173,15 +1176,16 @@ fn proxy_drop_closes_listener_connections_and_threads() {
         let (mut frozen, _frozen_writer) = proxy_client(port);
         proxy.wait_for_accepted(2, WAIT);
         let prefix = format!("proxy-{port}-");
-        assert_eq!(
+        let proxy_threads = || -> Vec<String> {
             thread_names()
-                .iter()
+                .into_iter()
                 .filter(|n| n.starts_with(&prefix))
-                .count(),
-            5,
-            "accept thread and two pumps per connection: {:?}",
-            thread_names()
-        );
+                .collect()
+        };
+        // The accept thread and two pumps per connection.
+        wait_until(WAIT, "5 proxy threads", || {
+            (proxy_threads().len() == 5).then_some(())
+        });
 
         let started = std::time::Instant::now();
         drop(proxy);
@@ -1198,11 +1202,7 @@ fn proxy_drop_closes_listener_connections_and_threads() {
             assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
         }
         wait_until(WAIT, "proxy threads to exit", || {
-            let left: Vec<String> = thread_names()
-                .into_iter()
-                .filter(|n| n.starts_with(&prefix))
-                .collect();
-            left.is_empty().then_some(()).ok_or(left).ok()
+            proxy_threads().is_empty().then_some(())
         });
     });
 }

@@ -70,8 +70,9 @@ struct Shared {
     refuse: AtomicBool,
     freeze_new: AtomicBool,
     delay: Mutex<Duration>,
-    /// Incremented only once a connection is registered (or has been refused), so that a
-    /// test that waited for `accepted() == n` can freeze or reset connection n.
+    /// Incremented once a connection is registered (so that a test that waited for
+    /// `accepted() == n` can freeze or reset connection n), or just before it is reset
+    /// (refused, or the upstream refused): always before the client can see anything.
     accepted: AtomicUsize,
     refused: AtomicUsize,
     conns: Mutex<Vec<Arc<Conn>>>,
@@ -224,8 +225,9 @@ impl FaultProxy {
     }
 
     /// Lines forwarded client→server on all connections, in order, lossily decoded and
-    /// without the line ending. Recorded when forwarded, so nothing held by a freeze or
-    /// lost to a reset shows up. A final line without "\n" shows up once its direction
+    /// without the line ending. Recorded as they are passed on (just before the write, so
+    /// a line is there by the time the other side can react to it): nothing held by a
+    /// freeze shows up until thawed. A final line without "\n" shows up once its direction
     /// reaches EOF.
     pub fn client_lines(&self) -> Vec<String> {
         lines(&self.shared.client_lines, None)
@@ -326,10 +328,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         };
         let index = shared.accepted.load(Ordering::SeqCst);
         if shared.refuse.load(Ordering::SeqCst) {
-            set_reset_on_close(&client);
-            drop(client);
+            // Counted before the reset, which a client may be waiting for to check them.
             shared.refused.fetch_add(1, Ordering::SeqCst);
             shared.accepted.fetch_add(1, Ordering::SeqCst);
+            set_reset_on_close(&client);
+            drop(client);
             eprintln!("[proxy:{port}] refused connection #{index} (reset)");
             continue;
         }
@@ -343,12 +346,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 );
             }
             Err(e) => {
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
                 set_reset_on_close(&client);
                 drop(client);
                 eprintln!("[proxy:{port}] connection #{index}: upstream failed ({e}), reset");
             }
         }
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -382,6 +385,8 @@ fn start_connection(
     // always gets the handles to join.
     let mut pumps = lock(&conn.pumps);
     lock(&shared.conns).push(Arc::clone(&conn));
+    // Counted once registered, and before any data can reach the client.
+    shared.accepted.fetch_add(1, Ordering::SeqCst);
     let port = shared.port;
     for (direction, to_server) in [("c2s", true), ("s2c", false)] {
         let shared = Arc::clone(shared);
@@ -543,11 +548,12 @@ fn pump_to_server(shared: &Shared, conn: &Conn) {
                 if !conn.wait_thawed() {
                     return;
                 }
+                // Recorded before the write, so by the time the server can answer it.
+                lines.feed(&buf[..n], &shared.client_lines);
                 if conn.write_all(&conn.server, &buf[..n]).is_err() {
                     conn.abort();
                     return;
                 }
-                lines.feed(&buf[..n], &shared.client_lines);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
@@ -625,12 +631,12 @@ fn pump_to_client(shared: &Shared, conn: &Conn) {
             }
         }
         let guard = mid_line.take().unwrap_or_else(|| lock(&conn.to_client));
+        lines.feed(&buf[..n], &shared.server_lines);
         if conn.write_all(&conn.client, &buf[..n]).is_err() {
             drop(guard);
             conn.abort();
             return;
         }
-        lines.feed(&buf[..n], &shared.server_lines);
         if buf[n - 1] != b'\n' {
             mid_line = Some(guard);
         }
