@@ -1,6 +1,7 @@
 //! A demo that needs no mail account: mailpushd watching a throwaway Dovecot on 127.0.0.1,
 //! announcing three messages on the user's own desktop. `scripts/demo` builds and runs it;
-//! by hand: `cargo run --release --example demo -- target/release/mailpushd [--linger SECS]`.
+//! by hand, after `cargo build --release --bin mailpushd`:
+//! `cargo run --release --example demo -- target/release/mailpushd [--linger SECS] [--syslog]`.
 //!
 //! Owns: the demo's config file (in a temp dir), the mailpushd child process and the echo of
 //! its log, the three demo messages (including their RFC 2047 encoding), and the demo's own
@@ -12,7 +13,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -451,7 +452,7 @@ fn echo_lines(stderr: Option<impl Read>, tx: &mpsc::Sender<String>) {
                 let line = String::from_utf8_lossy(&buf)
                     .trim_end_matches(['\n', '\r'])
                     .to_owned();
-                eprintln!("[mailpushd] {line}");
+                print_line(&format!("[mailpushd] {line}"));
                 // The main thread may have stopped listening; echoing still matters.
                 let _ = tx.send(line);
             }
@@ -565,5 +566,11 @@ fn encode_header(value: &str) -> String {
 }
 
 fn say(message: &str) {
-    eprintln!("[demo] {message}");
+    print_line(&format!("[demo] {message}"));
+}
+
+/// One line on stderr. Unlike `eprintln!` it does not panic when the terminal is gone (a
+/// closed window sends SIGHUP and then fails writes): the cleanup must still run.
+fn print_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }

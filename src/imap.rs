@@ -60,6 +60,8 @@ pub enum ImapError {
     Mailbox { mailbox: String, reason: String },
     #[error("server closed the connection: {0}")]
     Bye(String),
+    #[error("{context}: the server did not answer in time (timeout_secs)")]
+    Timeout { context: &'static str },
     #[error("{context}: {source}")]
     Protocol {
         context: &'static str,
@@ -79,6 +81,16 @@ impl ImapError {
     fn protocol(context: &'static str) -> impl FnOnce(imap::Error) -> ImapError {
         move |source| match source {
             imap::Error::Bye(b) => ImapError::Bye(b.information),
+            // A read timeout surfaces as EAGAIN ("Resource temporarily unavailable"), which
+            // tells a user nothing: say what happened.
+            imap::Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                ImapError::Timeout { context }
+            }
             source => ImapError::Protocol {
                 context,
                 source: Box::new(source),

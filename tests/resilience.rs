@@ -314,3 +314,151 @@ fn tls_failures_are_retried_and_do_not_affect_other_accounts() {
         assert_eq!(rig.dovecot.wait_for_logins(2, WAIT), 2);
     });
 }
+
+// ---- faults Dovecot cannot produce: through the fault-injecting proxy --------------------
+
+use std::time::Instant;
+use support::proxy::FaultProxy;
+
+/// A rig whose daemon talks plain IMAP to Dovecot through a fault proxy (plain so the proxy
+/// can inject lines; loopback, so the daemon allows it).
+fn proxied(rig: &Rig, extra: &str) -> (FaultProxy, Daemon) {
+    let proxy = FaultProxy::start(rig.dovecot.imap_port);
+    let account = format!(
+        "{}reconnect_max_secs = 1\n{extra}",
+        rig.dovecot
+            .account_toml("main", "none")
+            .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
+            .replace(
+                &format!("port = {}", rig.dovecot.imap_port),
+                &format!("port = {}", proxy.port)
+            )
+    );
+    let daemon = rig.daemon(&account);
+    proxy.wait_for_client_line(WAIT, " IDLE");
+    proxy.wait_for_server_line(WAIT, "+ idling");
+    (proxy, daemon)
+}
+
+#[test]
+fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let (proxy, daemon) = proxied(&rig, "");
+        proxy.set_refuse(true);
+        proxy.reset_all();
+        for i in 1..=5 {
+            rig.append(&format!("during outage {i}"));
+        }
+        // At least one reconnect attempt has been turned away.
+        wait_until(WAIT, "a refused reconnect", || {
+            (proxy.refused() >= 1).then_some(())
+        });
+        assert!(rig.new_mail_lines().is_empty());
+
+        let back = Instant::now();
+        proxy.set_refuse(false);
+        let lines = rig.wait_new_mail(5);
+        eprintln!(
+            "FIGURE server back -> first catch-up announcement: {:?}",
+            back.elapsed()
+        );
+        daemon.wait_for_output(WAIT, "subject=\"during outage 5\"");
+        rig.append("sentinel");
+        let lines_after = rig.wait_new_mail(6);
+        assert_eq!(
+            subjects(&lines_after),
+            vec![
+                "during outage 1",
+                "during outage 2",
+                "during outage 3",
+                "during outage 4",
+                "during outage 5",
+                "sentinel"
+            ],
+            "{lines:#?}"
+        );
+    });
+}
+
+#[test]
+fn a_frozen_link_is_detected_and_replaced() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        // Short settings for the test: IDLE re-issued every 10 s, 2 s for the answer to DONE.
+        let (proxy, daemon) = proxied(&rig, "idle_refresh_secs = 10\ntimeout_secs = 2\n");
+        let frozen = Instant::now();
+        proxy.freeze_all();
+        rig.append("sent into the freeze");
+        let lines = rig.wait_new_mail(1);
+        eprintln!(
+            "FIGURE frozen link (refresh 10 s, timeout 2 s) -> announced on a new connection: {:?}",
+            frozen.elapsed()
+        );
+        assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
+        assert!(proxy.accepted() >= 2, "no new connection");
+        assert!(
+            daemon
+                .output()
+                .contains("main/INBOX: UID FETCH: the server did not answer in time"),
+            "{}",
+            daemon.output()
+        );
+        rig.append("after the freeze");
+        let lines = rig.wait_new_mail(2);
+        assert_eq!(subjects(&lines)[1], "after the freeze");
+    });
+}
+
+#[test]
+fn bye_mid_idle_reconnects_and_keeps_announcing() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let (proxy, daemon) = proxied(&rig, "");
+        assert_eq!(proxy.inject_to_client(b"* BYE server shutting down\r\n"), 1);
+        daemon.wait_for_output(WAIT, "server closed the connection: server shutting down");
+        wait_until(WAIT, "a second watching line", || {
+            (daemon.count_output("watching main/INBOX ") >= 2).then_some(())
+        });
+        rig.append("after bye");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after bye"]);
+    });
+}
+
+#[test]
+fn a_garbage_line_costs_only_the_connection() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let (proxy, daemon) = proxied(&rig, "");
+        proxy.inject_to_client(b"\x01\x02 this is not IMAP \xff\r\n");
+        wait_until(WAIT, "a second watching line", || {
+            (daemon.count_output("watching main/INBOX ") >= 2).then_some(())
+        });
+        rig.append("after garbage");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after garbage"]);
+        assert!(daemon.try_wait().is_none());
+    });
+}
+
+#[test]
+fn an_alert_is_logged_and_the_session_goes_on() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let (proxy, daemon) = proxied(&rig, "");
+        proxy.inject_to_client(b"* NO [ALERT] maintenance at 05:00\r\n");
+        daemon.wait_for_output(WAIT, "unexpected server response during IDLE");
+        // Back in IDLE on the same connection.
+        wait_until(WAIT, "IDLE re-issued", || {
+            (proxy
+                .client_lines_of(0)
+                .iter()
+                .filter(|l| l.ends_with(" IDLE"))
+                .count()
+                >= 2)
+                .then_some(())
+        });
+        rig.append("after alert");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after alert"]);
+        assert_eq!(proxy.accepted(), 1, "the session should have survived");
+    });
+}
