@@ -90,4 +90,14 @@ pub fn init(level: LevelFilter) {
     if log::set_boxed_logger(Box::new(StderrLogger { journal, others })).is_ok() {
         log::set_max_level(level);
     }
+    // Panics are caught and survived (see watcher.rs); report them as one log line with a
+    // priority, not as the default hook's unprefixed multi-line text.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        log::error!(
+            "panic in thread {name}: {}",
+            info.to_string().replace('\n', " ")
+        );
+    }));
 }

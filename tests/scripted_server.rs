@@ -1,0 +1,81 @@
+//! Server behaviour no real server shows on request, played by a scripted IMAP server on
+//! 127.0.0.1: an IDLE answered with a tagged OK (which makes the `imap` crate hit an
+//! `unreachable!()`), to prove that a panic in a watcher costs one connection, not the
+//! process, and the watcher keeps reconnecting. (While the panic unwinds, the crate's IDLE
+//! handle sends DONE and waits for an answer this server never gives: `timeout_secs` bounds
+//! that wait.)
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use support::daemon::Daemon;
+use support::{wait_until, with_timeout};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Answers every connection with a minimal IMAP dialogue whose IDLE is broken.
+fn broken_idle_server() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
+    thread::spawn(move || {
+        for sock in listener.incoming() {
+            let Ok(sock) = sock else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            thread::spawn(move || serve(sock));
+        }
+    });
+    (port, connections)
+}
+
+fn serve(mut sock: TcpStream) {
+    sock.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let _ = sock.write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] scripted\r\n");
+    let mut reader = BufReader::new(sock.try_clone().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        let (tag, rest) = line.trim_end().split_once(' ').unwrap_or(("*", ""));
+        let command = rest.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply = match command.as_str() {
+            "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n"),
+            "EXAMINE" => format!(
+                "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 1] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+            ),
+            "UID" => format!("{tag} OK done\r\n"),
+            // Not a continuation: the crate's IDLE code treats this as impossible.
+            "IDLE" => format!("{tag} OK no idling today\r\n"),
+            "LOGOUT" => format!("* BYE\r\n{tag} OK bye\r\n"),
+            _ => format!("{tag} OK done\r\n"),
+        };
+        if sock.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+        line.clear();
+    }
+}
+
+#[test]
+fn a_panicking_watcher_is_caught_and_reconnects() {
+    with_timeout(Duration::from_secs(60), || {
+        let (port, connections) = broken_idle_server();
+        let config = format!(
+            "[[accounts]]\nname = \"odd\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             username = \"u\"\npassword = \"p\"\nreconnect_max_secs = 1\ntimeout_secs = 2\n\n\
+             [notifications]\nenabled = false\n[syslog]\nenabled = false\n"
+        );
+        let daemon = Daemon::start(&config, None);
+        daemon.wait_for_output(WAIT, "odd/INBOX: internal error:");
+        wait_until(WAIT, "three connections", || {
+            (connections.load(Ordering::SeqCst) >= 3).then_some(())
+        });
+        assert!(daemon.try_wait().is_none(), "the daemon died");
+        assert!(daemon.count_output("watching odd/INBOX (IDLE)") >= 2);
+    });
+}
