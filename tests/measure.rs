@@ -209,3 +209,44 @@ fn measure_latency_memory_and_idle_cost() {
         proc_status(pid, "Threads")
     );
 }
+
+#[test]
+#[ignore = "measurement: run scripts/measure"]
+fn measure_memory_across_forced_reconnects() {
+    let reconnects = env_u64("MEASURE_RECONNECTS", 1000) as usize;
+    let dovecot = Dovecot::start(DovecotOptions::default());
+    let bus = SessionBus::start();
+    let _notifications = NotificationServer::start(&bus);
+    let proxy = support::proxy::FaultProxy::start(dovecot.imap_port);
+    let config = format!(
+        "[[accounts]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         username = {:?}\npassword = {:?}\nreconnect_max_secs = 1\n\n[syslog]\nenabled = false\n",
+        proxy.port, dovecot.user, dovecot.password
+    );
+    let daemon = Daemon::start(&config, Some(&bus));
+    daemon.wait_for_output(WAIT, "watching m/INBOX ");
+    let pid = daemon.pid();
+    let rss = || proc_status(pid, "VmRSS");
+    let mut at_10 = String::new();
+    let before = rss();
+    let started = Instant::now();
+    for i in 1..=reconnects {
+        proxy.reset_all();
+        wait_until(WAIT, "the reconnect", || {
+            (daemon.count_output("watching m/INBOX ") > i).then_some(())
+        });
+        if i == 10 {
+            at_10 = rss();
+        }
+    }
+    println!(
+        "\n== {reconnects} forced reconnects (connection reset mid-IDLE) in {:.0?} ==",
+        started.elapsed()
+    );
+    println!(
+        "reconnects: VmRSS before {before}, after 10 {at_10}, after {reconnects} {}; VmHWM {}; Threads {}",
+        rss(),
+        proc_status(pid, "VmHWM"),
+        proc_status(pid, "Threads")
+    );
+}

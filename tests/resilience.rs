@@ -462,3 +462,16 @@ fn an_alert_is_logged_and_the_session_goes_on() {
         assert_eq!(proxy.accepted(), 1, "the session should have survived");
     });
 }
+
+#[test]
+fn a_slow_server_is_waited_for() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start();
+        let (proxy, daemon) = proxied(&rig, "timeout_secs = 5\n");
+        // Every server line now arrives 400 ms late: slower, not broken.
+        proxy.set_delay(Duration::from_millis(400));
+        rig.append("slowly");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["slowly"]);
+        assert_eq!(proxy.accepted(), 1, "{}", daemon.output());
+    });
+}
