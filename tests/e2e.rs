@@ -7,60 +7,12 @@ mod support;
 use std::time::Duration;
 
 use support::daemon::Daemon;
-use support::dbus::{NotificationServer, SessionBus};
 use support::dovecot::{message, Dovecot, DovecotOptions};
+use support::rig::{Rig, WAIT};
 use support::syslog::SyslogRecorder;
 use support::with_timeout;
 
 const LIMIT: Duration = Duration::from_secs(90);
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A full rig: server, bus, notification recorder, syslog recorder.
-struct Rig {
-    dovecot: Dovecot,
-    bus: SessionBus,
-    notifications: NotificationServer,
-    syslog: SyslogRecorder,
-}
-
-impl Rig {
-    fn start(options: DovecotOptions) -> Rig {
-        let dovecot = Dovecot::start(options);
-        let bus = SessionBus::start();
-        let notifications = NotificationServer::start(&bus);
-        let syslog = SyslogRecorder::start();
-        Rig {
-            dovecot,
-            bus,
-            notifications,
-            syslog,
-        }
-    }
-
-    fn config(&self, accounts: &str) -> String {
-        format!(
-            "{accounts}\n[notifications]\nenabled = true\n\n{}",
-            self.syslog.config_toml()
-        )
-    }
-
-    /// Starts the daemon and waits until every listed watcher reports it is watching.
-    fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
-        let d = Daemon::start(&self.config(accounts), Some(&self.bus));
-        for w in watching {
-            d.wait_for_output(WAIT, &format!("watching {w} "));
-        }
-        d
-    }
-
-    fn new_mail_lines(&self) -> Vec<String> {
-        self.syslog
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("new mail "))
-            .collect()
-    }
-}
 
 /// "测试邮件" as GBK, base64: the kind of subject Chinese mail clients send.
 const GBK_SUBJECT: &str = "=?GBK?B?suLK1NPKvP4=?=";

@@ -8,79 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::daemon::Daemon;
-use support::dbus::{NotificationServer, SessionBus};
-use support::dovecot::{message, Dovecot, DovecotOptions};
-use support::syslog::SyslogRecorder;
+use support::dovecot::{message, DovecotOptions};
+use support::rig::{subjects, Rig, WAIT};
 use support::{toml_string, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Rig {
-    dovecot: Dovecot,
-    bus: SessionBus,
-    notifications: NotificationServer,
-    syslog: SyslogRecorder,
-    state: tempfile::TempDir,
-}
-
-impl Rig {
-    fn start() -> Rig {
-        let dovecot = Dovecot::start(DovecotOptions::default());
-        let bus = SessionBus::start();
-        let notifications = NotificationServer::start(&bus);
-        Rig {
-            dovecot,
-            notifications,
-            bus,
-            syslog: SyslogRecorder::start(),
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// A daemon sharing this rig's state directory, waited on until it watches INBOX.
-    fn daemon(&self, account_toml: &str) -> Daemon {
-        let config = format!("{account_toml}\n{}", self.syslog.config_toml());
-        let d = Daemon::start_with_state(&config, Some(&self.bus), self.state.path());
-        d.wait_for_output(WAIT, "watching main/INBOX ");
-        d
-    }
-
-    fn new_mail_lines(&self) -> Vec<String> {
-        self.syslog
-            .lines()
-            .into_iter()
-            .filter(|l| l.contains("new mail "))
-            .collect()
-    }
-
-    /// Waits until `n` new-mail syslog lines exist and returns them.
-    fn wait_new_mail(&self, n: usize) -> Vec<String> {
-        self.syslog
-            .wait_for(WAIT, &format!("{n} new-mail lines"), |lines| {
-                lines.iter().filter(|l| l.contains("new mail ")).count() >= n
-            });
-        self.new_mail_lines()
-    }
-
-    fn append(&self, subject: &str) {
-        self.dovecot
-            .append("INBOX", &message(subject, "sender@example.com"));
-    }
-}
-
-fn subjects(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| {
-            l.split("subject=\"")
-                .nth(1)
-                .unwrap_or("")
-                .trim_end_matches('"')
-                .to_owned()
-        })
-        .collect()
-}
 
 fn state_files(dir: &Path) -> Vec<String> {
     let sub = dir.join("mailpushd");
@@ -95,18 +27,18 @@ fn state_files(dir: &Path) -> Vec<String> {
 #[test]
 fn restart_announces_what_arrived_while_stopped_exactly_once() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let account = rig.dovecot.account_toml("main", "implicit");
         rig.append("before first start");
 
-        let mut first = rig.daemon(&account);
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
         assert_eq!(first.terminate().0.code(), Some(0));
         assert_eq!(state_files(rig.state.path()).len(), 1);
 
         for i in 1..=3 {
             rig.append(&format!("while stopped {i}"));
         }
-        let mut second = rig.daemon(&account);
+        let mut second = rig.daemon(&account, &["main/INBOX"]);
         let lines = rig.wait_new_mail(3);
         second.wait_for_output(WAIT, "subject=\"while stopped 3\"");
         assert_eq!(second.terminate().0.code(), Some(0));
@@ -119,7 +51,7 @@ fn restart_announces_what_arrived_while_stopped_exactly_once() {
 
         // Started again: nothing new, nothing repeated. A message sent now is the proof
         // that the daemon is up and would have announced anything pending first.
-        let third = rig.daemon(&account);
+        let third = rig.daemon(&account, &["main/INBOX"]);
         rig.append("after third start");
         let lines = rig.wait_new_mail(4);
         third.wait_for_output(WAIT, "subject=\"after third start\"");
@@ -131,15 +63,15 @@ fn restart_announces_what_arrived_while_stopped_exactly_once() {
 #[test]
 fn a_big_catch_up_is_one_summary_popup_and_every_syslog_line() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let account = rig.dovecot.account_toml("main", "implicit");
-        let mut first = rig.daemon(&account);
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
         first.terminate();
 
         for i in 0..12 {
             rig.append(&format!("queued {i}"));
         }
-        let daemon = rig.daemon(&account);
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
         let lines = rig.wait_new_mail(12);
         let notes = rig.notifications.wait_for_count(1, WAIT);
         // The summary is shown after the lines are written: wait for it, then make sure a
@@ -161,9 +93,9 @@ fn a_big_catch_up_is_one_summary_popup_and_every_syslog_line() {
 #[test]
 fn a_corrupt_state_file_is_set_aside_and_the_daemon_carries_on() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let account = rig.dovecot.account_toml("main", "implicit");
-        let mut first = rig.daemon(&account);
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
         first.terminate();
         let files = state_files(rig.state.path());
         assert_eq!(files.len(), 1, "{files:?}");
@@ -171,7 +103,7 @@ fn a_corrupt_state_file_is_set_aside_and_the_daemon_carries_on() {
         std::fs::write(&path, "uid_validity = 'not a number'\x00\x01").unwrap();
 
         rig.append("old after corruption");
-        let daemon = rig.daemon(&account);
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
         let warning = daemon.wait_for_output(WAIT, "is corrupt");
         assert!(warning.contains("moved to"), "{warning}");
         let files = state_files(rig.state.path());
@@ -186,9 +118,9 @@ fn a_corrupt_state_file_is_set_aside_and_the_daemon_carries_on() {
 #[test]
 fn a_changed_uidvalidity_rebaselines_without_flooding() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let account = rig.dovecot.account_toml("main", "implicit");
-        let mut first = rig.daemon(&account);
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
         first.terminate();
         let files = state_files(rig.state.path());
         let path = rig.state.path().join("mailpushd").join(&files[0]);
@@ -197,7 +129,7 @@ fn a_changed_uidvalidity_rebaselines_without_flooding() {
         for i in 0..3 {
             rig.append(&format!("existing {i}"));
         }
-        let daemon = rig.daemon(&account);
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
         daemon.wait_for_output(WAIT, "UIDVALIDITY changed");
         rig.append("genuinely new");
         let lines = rig.wait_new_mail(1);
@@ -208,7 +140,7 @@ fn a_changed_uidvalidity_rebaselines_without_flooding() {
 #[test]
 fn a_failed_login_backs_off_notifies_once_and_recovers_when_the_password_is_fixed() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let secret = rig.state.path().join("password");
         std::fs::write(&secret, "wrong-password-5be1\n").unwrap();
         let account = rig.dovecot.account_toml("main", "implicit").replace(
@@ -219,15 +151,12 @@ fn a_failed_login_backs_off_notifies_once_and_recovers_when_the_password_is_fixe
             ),
         );
         assert!(account.contains("password_command"), "{account}");
-        let config = format!("{account}\n{}", rig.syslog.config_toml());
-        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+        let daemon = rig.start_daemon(&account);
 
         daemon.wait_for_output(WAIT, "main/INBOX: login failed");
         // Retried at the cap (1 s here; Dovecot adds its own delay to each failure), and
         // still only one error line and one popup.
-        wait_until(WAIT, "a second failed attempt", || {
-            (daemon.count_output("main/INBOX: login failed") >= 2).then_some(())
-        });
+        daemon.wait_for_output_count(WAIT, "main/INBOX: login failed", 2);
         assert_eq!(
             daemon.count_output("ERROR main/INBOX: login failed"),
             1,
@@ -252,19 +181,16 @@ fn a_failed_login_backs_off_notifies_once_and_recovers_when_the_password_is_fixe
 #[test]
 fn a_missing_mailbox_is_reported_once_and_watched_once_it_exists() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let account = format!(
             "{}reconnect_max_secs = 1\n",
             rig.dovecot
                 .account_toml("main", "implicit")
                 .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"Later\"]")
         );
-        let config = format!("{account}\n{}", rig.syslog.config_toml());
-        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+        let daemon = rig.start_daemon(&account);
         daemon.wait_for_output(WAIT, "main/Later: cannot open mailbox \"Later\"");
-        wait_until(WAIT, "a second attempt", || {
-            (daemon.count_output("cannot open mailbox") >= 2).then_some(())
-        });
+        daemon.wait_for_output_count(WAIT, "cannot open mailbox", 2);
         assert_eq!(
             daemon.count_output("WARN  main/Later: cannot open mailbox"),
             1,
@@ -283,7 +209,7 @@ fn a_missing_mailbox_is_reported_once_and_watched_once_it_exists() {
 #[test]
 fn tls_failures_are_retried_and_do_not_affect_other_accounts() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let good = rig.dovecot.account_toml("main", "implicit");
         // TLS spoken to the plaintext port: the handshake fails.
         let wrong_port = rig.dovecot.account_toml("wrongport", "implicit").replace(
@@ -298,11 +224,7 @@ fn tls_failures_are_retried_and_do_not_affect_other_accounts() {
             .filter(|l| !l.starts_with("ca_file"))
             .collect::<Vec<_>>()
             .join("\n");
-        let config = format!(
-            "{wrong_port}\n{untrusted}\n{good}\n{}",
-            rig.syslog.config_toml()
-        );
-        let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+        let daemon = rig.start_daemon(&format!("{wrong_port}\n{untrusted}\n{good}"));
         daemon.wait_for_output(WAIT, "watching main/INBOX ");
         daemon.wait_for_output(WAIT, "wrongport/INBOX: TLS with localhost failed");
         let refused = daemon.wait_for_output(WAIT, "untrusted/INBOX: TLS with localhost failed");
@@ -334,7 +256,7 @@ fn proxied(rig: &Rig, extra: &str) -> (FaultProxy, Daemon) {
                 &format!("port = {}", proxy.port)
             )
     );
-    let daemon = rig.daemon(&account);
+    let daemon = rig.daemon(&account, &["main/INBOX"]);
     proxy.wait_for_client_line(WAIT, " IDLE");
     proxy.wait_for_server_line(WAIT, "+ idling");
     (proxy, daemon)
@@ -343,7 +265,7 @@ fn proxied(rig: &Rig, extra: &str) -> (FaultProxy, Daemon) {
 #[test]
 fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let (proxy, daemon) = proxied(&rig, "");
         proxy.set_refuse(true);
         proxy.reset_all();
@@ -384,7 +306,7 @@ fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
 #[test]
 fn a_frozen_link_is_detected_and_replaced() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         // Short settings for the test: IDLE re-issued every 10 s, 2 s for the answer to DONE.
         let (proxy, daemon) = proxied(&rig, "idle_refresh_secs = 10\ntimeout_secs = 2\n");
         let frozen = Instant::now();
@@ -413,13 +335,11 @@ fn a_frozen_link_is_detected_and_replaced() {
 #[test]
 fn bye_mid_idle_reconnects_and_keeps_announcing() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let (proxy, daemon) = proxied(&rig, "");
         assert_eq!(proxy.inject_to_client(b"* BYE server shutting down\r\n"), 1);
         daemon.wait_for_output(WAIT, "server closed the connection: server shutting down");
-        wait_until(WAIT, "a second watching line", || {
-            (daemon.count_output("watching main/INBOX ") >= 2).then_some(())
-        });
+        daemon.wait_for_output_count(WAIT, "watching main/INBOX ", 2);
         rig.append("after bye");
         assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after bye"]);
     });
@@ -428,12 +348,10 @@ fn bye_mid_idle_reconnects_and_keeps_announcing() {
 #[test]
 fn a_garbage_line_costs_only_the_connection() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let (proxy, daemon) = proxied(&rig, "");
         proxy.inject_to_client(b"\x01\x02 this is not IMAP \xff\r\n");
-        wait_until(WAIT, "a second watching line", || {
-            (daemon.count_output("watching main/INBOX ") >= 2).then_some(())
-        });
+        daemon.wait_for_output_count(WAIT, "watching main/INBOX ", 2);
         rig.append("after garbage");
         assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after garbage"]);
         assert!(daemon.try_wait().is_none());
@@ -443,7 +361,7 @@ fn a_garbage_line_costs_only_the_connection() {
 #[test]
 fn an_alert_is_logged_and_the_session_goes_on() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let (proxy, daemon) = proxied(&rig, "");
         proxy.inject_to_client(b"* NO [ALERT] maintenance at 05:00\r\n");
         daemon.wait_for_output(WAIT, "unexpected server response during IDLE");
@@ -466,7 +384,7 @@ fn an_alert_is_logged_and_the_session_goes_on() {
 #[test]
 fn a_slow_server_is_waited_for() {
     with_timeout(LIMIT, || {
-        let rig = Rig::start();
+        let rig = Rig::start(DovecotOptions::default());
         let (proxy, daemon) = proxied(&rig, "timeout_secs = 5\n");
         // Every server line now arrives 400 ms late: slower, not broken.
         proxy.set_delay(Duration::from_millis(400));

@@ -159,6 +159,15 @@ impl Daemon {
     }
 
     /// Number of output lines containing `needle`.
+    /// Waits until at least `n` output lines contain `needle`.
+    pub fn wait_for_output_count(&self, timeout: Duration, needle: &str, n: usize) {
+        wait_until(
+            timeout,
+            &format!("{n} output lines containing {needle:?}"),
+            || (self.count_output(needle) >= n).then_some(()),
+        );
+    }
+
     pub fn count_output(&self, needle: &str) -> usize {
         lock(&self.output)
             .iter()

@@ -1,0 +1,99 @@
+//! The usual end-to-end rig: a real Dovecot, a private session bus with the recording
+//! notification server, a syslog recorder, and a state directory that successive daemons
+//! share (so restart tests see what the previous daemon saved).
+//!
+//! Owns: those four, and the helpers tests use on all of them together.
+
+use std::time::Duration;
+
+use super::daemon::Daemon;
+use super::dbus::{NotificationServer, SessionBus};
+use super::dovecot::{message, Dovecot, DovecotOptions};
+use super::syslog::SyslogRecorder;
+
+/// How long a rig helper waits for something the daemon should do promptly.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Rig {
+    pub dovecot: Dovecot,
+    pub bus: SessionBus,
+    pub notifications: NotificationServer,
+    pub syslog: SyslogRecorder,
+    pub state: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn start(options: DovecotOptions) -> Rig {
+        let dovecot = Dovecot::start(options);
+        let bus = SessionBus::start();
+        let notifications = NotificationServer::start(&bus);
+        Rig {
+            dovecot,
+            notifications,
+            bus,
+            syslog: SyslogRecorder::start(),
+            state: tempfile::tempdir().expect("state dir"),
+        }
+    }
+
+    /// A whole config: the given `[[accounts]]` tables, notifications on, syslog recorded.
+    pub fn config(&self, accounts: &str) -> String {
+        format!(
+            "{accounts}\n[notifications]\nenabled = true\n\n{}",
+            self.syslog.config_toml()
+        )
+    }
+
+    /// Starts a daemon on [`Rig::config`] with the rig's bus and state directory.
+    pub fn start_daemon(&self, accounts: &str) -> Daemon {
+        Daemon::start_with_state(&self.config(accounts), Some(&self.bus), self.state.path())
+    }
+
+    /// [`Rig::start_daemon`], then waits until each of `watching` (`account/mailbox`)
+    /// reports that it is watching.
+    pub fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
+        let d = self.start_daemon(accounts);
+        for w in watching {
+            d.wait_for_output(WAIT, &format!("watching {w} "));
+        }
+        d
+    }
+
+    /// The syslog lines announcing new mail so far.
+    pub fn new_mail_lines(&self) -> Vec<String> {
+        self.syslog
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("new mail "))
+            .collect()
+    }
+
+    /// Waits until at least `n` new-mail syslog lines exist and returns them all.
+    pub fn wait_new_mail(&self, n: usize) -> Vec<String> {
+        self.syslog
+            .wait_for(WAIT, &format!("{n} new-mail lines"), |lines| {
+                lines.iter().filter(|l| l.contains("new mail ")).count() >= n
+            });
+        self.new_mail_lines()
+    }
+
+    /// APPENDs a message with this subject to INBOX.
+    pub fn append(&self, subject: &str) {
+        self.dovecot
+            .append("INBOX", &message(subject, "sender@example.com"));
+    }
+}
+
+/// The `subject="..."` values of syslog lines, in order.
+pub fn subjects(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            l.split("subject=\"")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches('"')
+                .to_owned()
+        })
+        .collect()
+}
