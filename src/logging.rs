@@ -54,6 +54,26 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Whether stderr is the journal stream systemd set up for us: `JOURNAL_STREAM` holds its
+/// `device:inode`, and must match stderr itself, not merely be inherited from a service
+/// that started the terminal we run in (sd-daemon's advice).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    journal_stream_matches(&value.to_string_lossy(), stat.st_dev, stat.st_ino)
+}
+
+fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
+}
+
 fn priority(level: Level) -> u8 {
     match level {
         Level::Error => 3,
@@ -81,7 +101,7 @@ fn utc_time() -> String {
 /// crates are held one step quieter unless trace is asked for, as their debug output is
 /// rarely what a user needs.
 pub fn init(level: LevelFilter) {
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = stderr_is_journal();
     let others = match level {
         LevelFilter::Trace => LevelFilter::Trace,
         LevelFilter::Debug => LevelFilter::Info,
@@ -100,4 +120,17 @@ pub fn init(level: LevelFilter) {
             info.to_string().replace('\n', " ")
         );
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        assert!(journal_stream_matches("8:12345", 8, 12345));
+        assert!(!journal_stream_matches("8:12345", 8, 12346));
+        assert!(!journal_stream_matches("garbage", 8, 12345));
+        assert!(!journal_stream_matches("", 0, 0));
+    }
 }

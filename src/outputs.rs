@@ -109,10 +109,11 @@ impl Outputs {
     pub fn new(config: &Config) -> Self {
         Outputs {
             notifier: config.notifications.enabled.then(DesktopNotifier::new),
-            syslog: config
-                .syslog
-                .enabled
-                .then(|| SyslogSink::new(config.syslog.clone())),
+            syslog: config.syslog.enabled.then(|| {
+                let mut sink = SyslogSink::new(config.syslog.clone());
+                sink.open_now();
+                sink
+            }),
             login_failing: BTreeSet::new(),
         }
     }

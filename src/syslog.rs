@@ -37,6 +37,24 @@ impl SyslogSink {
         }
     }
 
+    /// Opens the socket now, so a wrong address is reported at start rather than with the
+    /// first new mail, which may be hours later.
+    pub fn open_now(&mut self) {
+        if self.logger.is_some() {
+            return;
+        }
+        match open(&self.config) {
+            Ok(l) => self.logger = Some(l),
+            Err(e) => {
+                self.unavailable = true;
+                log::warn!(
+                    "syslog at {} is unavailable ({e}); continuing without it",
+                    self.config.address
+                );
+            }
+        }
+    }
+
     /// Sends one line. Failures are reported once, then silently retried on later lines.
     pub fn send(&mut self, severity: Severity, message: &str) {
         // Two tries: the first may hit a socket left over from a syslog daemon that has since
