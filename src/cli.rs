@@ -20,6 +20,11 @@ pub struct Cli {
     #[arg(long)]
     pub check: bool,
 
+    /// With --check: also log in to every account and open every mailbox, printing one
+    /// line each: ok (with the capabilities that matter) or why it failed
+    #[arg(long, requires = "check")]
+    pub connect: bool,
+
     /// More log output (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with_all = ["quiet", "log_level"])]
     pub verbose: u8,

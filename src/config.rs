@@ -65,6 +65,16 @@ pub enum TlsMode {
     None,
 }
 
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Implicit => "implicit TLS",
+            TlsMode::Starttls => "STARTTLS",
+            TlsMode::None => "no TLS",
+        })
+    }
+}
+
 impl TlsMode {
     fn default_port(self) -> u16 {
         match self {

@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod config_watch;
 pub mod credentials;
 pub mod decode;
 pub mod imap;
@@ -15,12 +16,16 @@ pub mod mutf7;
 pub mod newmail;
 pub mod notify;
 pub mod outputs;
+pub mod probe;
+pub mod reload;
 pub mod signals;
 pub mod state;
+pub mod status;
 pub mod stream;
 pub mod supervisor;
 pub mod suspend;
 pub mod syslog;
+pub mod systemd;
 pub mod watcher;
 
 use std::process::ExitCode;
@@ -45,6 +50,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     cfg.accounts.len(),
                     mailboxes
                 );
+                if cli.connect {
+                    let outcomes = probe::probe(&cfg);
+                    for o in &outcomes {
+                        println!("{}", o.line);
+                    }
+                    if outcomes.iter().any(|o| !o.ok) {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -66,6 +80,6 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         std::env::var_os("HOME").map(Into::into),
     ));
     log::debug!("state directory: {}", store.dir().display());
-    supervisor::run(cfg, store).context("starting the supervisor")?;
+    supervisor::run(path, cfg, store).context("starting the supervisor")?;
     Ok(ExitCode::SUCCESS)
 }

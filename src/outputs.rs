@@ -181,6 +181,28 @@ impl Outputs {
         }
     }
 
+    /// A reloaded config was rejected: error in syslog, one popup naming the first problem
+    /// (the log has them all). The daemon carries on with the previous config.
+    pub fn config_rejected(&mut self, problems: &str) {
+        if let Some(s) = self.syslog.as_mut() {
+            for line in problems.lines() {
+                s.send(Severity::Error, &decode::one_line(line));
+            }
+        }
+        let first = problems.lines().next().unwrap_or_default();
+        self.show(&Popup {
+            summary: "mailpushd: configuration not reloaded".to_owned(),
+            body: format!("{first}\nStill running with the previous configuration."),
+        });
+    }
+
+    /// New `[notifications]` or `[syslog]` settings after a reload.
+    pub fn reconfigure(&mut self, config: &Config) {
+        let login_failing = std::mem::take(&mut self.login_failing);
+        *self = Outputs::new(config);
+        self.login_failing = login_failing;
+    }
+
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).
     pub fn warning(&mut self, message: &str) {
         if let Some(s) = self.syslog.as_mut() {

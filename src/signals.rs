@@ -5,20 +5,21 @@
 
 use std::sync::mpsc::Sender;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use crate::supervisor::Event;
 
 /// Starts the signal thread. It lives as long as the process.
 pub fn spawn(events: Sender<Event>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 let event = match sig {
                     SIGHUP => Event::Reload,
+                    SIGUSR1 => Event::DumpState,
                     _ => Event::Terminate,
                 };
                 if events.send(event).is_err() {

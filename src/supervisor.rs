@@ -1,20 +1,26 @@
-//! The supervisor: the main thread's loop that starts one watcher thread per
-//! (account, mailbox), restarts one that dies, and stops them all on SIGTERM/SIGINT.
+//! The supervisor: the main thread's loop that owns every watcher thread. It starts one per
+//! (account, mailbox), applies a reloaded config (keeping unchanged watchers connected),
+//! restarts a watcher that dies, reconnects all after a resume from suspend, keeps systemd
+//! informed, and stops everything on SIGTERM/SIGINT.
 //!
 //! Everything reaches it as an [`Event`] on one channel, so all decisions about threads are
 //! made in one place. It owns every `JoinHandle` and every watcher's [`Control`].
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Account, Config};
+use crate::config::{self, Account, Config};
 use crate::outputs::{Outputs, SharedOutputs};
+use crate::reload::{self, Key};
 use crate::state::StateStore;
-use crate::watcher::{Control, Watcher};
-use crate::{signals, suspend};
+use crate::status::StatusTable;
+use crate::systemd::SystemdNotifier;
+use crate::watcher::{Control, Shared, Watcher};
+use crate::{config_watch, signals, suspend};
 
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
@@ -26,147 +32,287 @@ pub enum Event {
     Terminate,
     /// SIGHUP.
     Reload,
+    /// The config file changed on disk.
+    ConfigChanged,
+    /// SIGUSR1: write every watcher's state to the log.
+    DumpState,
     /// The machine woke from suspend after sleeping this long.
     Resumed(Duration),
+    /// A watcher's phase changed (connected, failed...): time to update STATUS=.
+    StatusChanged,
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
-    WatcherExited(String),
+    WatcherExited { key: Key, id: u64 },
 }
 
 struct Running {
+    id: u64,
     account: Arc<Account>,
-    mailbox: String,
     control: Arc<Control>,
     thread: JoinHandle<()>,
 }
 
+struct Supervisor {
+    config_path: PathBuf,
+    config: Config,
+    shared: Shared,
+    running: BTreeMap<Key, Running>,
+    /// Stopped (by a reload) but not yet exited.
+    retiring: Vec<Running>,
+    next_id: u64,
+    systemd: SystemdNotifier,
+}
+
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the watchers have stopped (or the
 /// grace period ran out).
-pub fn run(config: Config, store: StateStore) -> std::io::Result<()> {
-    let outputs = SharedOutputs::new(Outputs::new(&config));
+pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel();
     signals::spawn(tx.clone())?;
     if let Err(e) = suspend::spawn(tx.clone()) {
         log::warn!("cannot watch for resume from suspend ({e}); relying on TCP keepalive");
     }
-
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
-    for account in &config.accounts {
-        for mailbox in &account.mailboxes {
-            let r = start(account, mailbox, &outputs, &store, &tx)?;
-            running.insert(format!("{}/{}", account.name, mailbox), r);
-        }
+    if let Err(e) = config_watch::spawn(&config_path, tx.clone()) {
+        log::warn!(
+            "cannot watch {} for changes ({e}); reload with SIGHUP",
+            config_path.display()
+        );
     }
+    let mut sup = Supervisor {
+        shared: Shared {
+            outputs: SharedOutputs::new(Outputs::new(&config)),
+            status: StatusTable::default(),
+            store,
+            events: tx,
+        },
+        config_path,
+        running: BTreeMap::new(),
+        retiring: Vec::new(),
+        next_id: 0,
+        systemd: SystemdNotifier::from_env(),
+        config,
+    };
+    sup.apply(reload::plan(None, &sup.config))?;
     log::info!(
         "mailpushd {} started: {} account(s), {} mailbox(es)",
         env!("CARGO_PKG_VERSION"),
-        config.accounts.len(),
-        running.len()
+        sup.config.accounts.len(),
+        sup.running.len()
     );
-
-    while let Ok(event) = rx.recv() {
-        match event {
-            Event::Terminate => break,
-            Event::Reload => log::warn!(
-                "SIGHUP: reloading the configuration is not supported yet; restart mailpushd to apply changes"
-            ),
-            Event::Resumed(slept) => {
-                log::info!(
-                    "resumed after {:.0}s of suspend: reconnecting every watcher",
-                    slept.as_secs_f64()
-                );
-                for r in running.values() {
-                    r.control.reconnect();
-                }
-            }
-            Event::WatcherExited(key) => {
-                // Watchers only return when stopped, and nothing stops them outside
-                // shutdown: an exit here is a bug escaping the watcher's own panic guard.
-                if let Some(dead) = running.remove(&key) {
-                    let reason = match dead.thread.join() {
-                        Ok(()) => "exited".to_owned(),
-                        Err(_) => "panicked".to_owned(),
-                    };
-                    log::error!("{key}: watcher thread {reason}; restarting it");
-                    let r = start(&dead.account, &dead.mailbox, &outputs, &store, &tx)?;
-                    running.insert(key, r);
-                }
-            }
-        }
-    }
-    shutdown(running, &rx);
+    let status = sup.shared.status.summary();
+    sup.systemd.ready(&status);
+    sup.serve(&rx)?;
+    sup.systemd.stopping();
+    sup.shutdown(&rx);
     Ok(())
 }
 
-fn start(
-    account: &Arc<Account>,
-    mailbox: &str,
-    outputs: &SharedOutputs,
-    store: &StateStore,
-    events: &Sender<Event>,
-) -> std::io::Result<Running> {
-    let control = Arc::new(Control::default());
-    let watcher = Watcher::new(
-        Arc::clone(account),
-        mailbox.to_owned(),
-        outputs.clone(),
-        Arc::clone(&control),
-        store.clone(),
-    );
-    let key = watcher.key();
-    let events = events.clone();
-    let thread = std::thread::Builder::new()
-        .name(key.clone())
-        .spawn(move || {
-            // Sent from a guard so the supervisor hears of the exit even on a panic.
-            let _exit = ExitNotice(Some((events, key)));
-            watcher.run();
-        })?;
-    Ok(Running {
-        account: Arc::clone(account),
-        mailbox: mailbox.to_owned(),
-        control,
-        thread,
-    })
+impl Supervisor {
+    /// The event loop, until a stop signal. With a systemd watchdog it also wakes to ping
+    /// it at half its timeout; otherwise it only wakes for events.
+    fn serve(&mut self, rx: &Receiver<Event>) -> std::io::Result<()> {
+        let watchdog = self.systemd.watchdog_interval();
+        let mut last_ping = Instant::now();
+        loop {
+            let event = match watchdog {
+                Some(every) => {
+                    let left = every.saturating_sub(last_ping.elapsed());
+                    match rx.recv_timeout(left) {
+                        Ok(e) => Some(e),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(e) => Some(e),
+                    Err(_) => return Ok(()),
+                },
+            };
+            if let Some(every) = watchdog {
+                if last_ping.elapsed() >= every {
+                    self.systemd.watchdog();
+                    last_ping = Instant::now();
+                }
+            }
+            let Some(event) = event else { continue };
+            match event {
+                Event::Terminate => return Ok(()),
+                Event::Reload => {
+                    log::info!("SIGHUP: reloading {}", self.config_path.display());
+                    self.reload()?;
+                }
+                Event::ConfigChanged => {
+                    log::info!("{} changed: reloading", self.config_path.display());
+                    self.reload()?;
+                }
+                Event::DumpState => {
+                    for line in self.shared.status.dump(SystemTime::now()) {
+                        log::info!("state: {line}");
+                    }
+                }
+                Event::Resumed(slept) => {
+                    log::info!(
+                        "resumed after {:.0}s of suspend: reconnecting every watcher",
+                        slept.as_secs_f64()
+                    );
+                    for r in self.running.values() {
+                        r.control.reconnect();
+                    }
+                }
+                Event::StatusChanged => {
+                    let status = self.shared.status.summary();
+                    self.systemd.status(&status);
+                }
+                Event::WatcherExited { key, id } => self.exited(key, id)?,
+            }
+        }
+    }
+
+    /// A watcher thread ended. Retiring ones are expected to; a running one is not
+    /// (watchers only return when stopped): that is a bug escaping the watcher's own
+    /// panic guard, so it is logged and the watcher restarted.
+    fn exited(&mut self, key: Key, id: u64) -> std::io::Result<()> {
+        if let Some(i) = self.retiring.iter().position(|r| r.id == id) {
+            let _ = self.retiring.swap_remove(i).thread.join();
+            return Ok(());
+        }
+        if self.running.get(&key).is_some_and(|r| r.id == id) {
+            let dead = self.running.remove(&key).expect("checked above");
+            let reason = match dead.thread.join() {
+                Ok(()) => "exited",
+                Err(_) => "panicked",
+            };
+            log::error!(
+                "{}/{}: watcher thread {reason}; restarting it",
+                key.0,
+                key.1
+            );
+            self.start(key, dead.account)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the config. A broken file is reported (log, syslog, one popup) and the
+    /// daemon keeps running on the last good config.
+    fn reload(&mut self) -> std::io::Result<()> {
+        self.systemd.reloading();
+        match config::load(&self.config_path) {
+            Err(e) => {
+                let text = e.to_string();
+                for line in text.lines() {
+                    log::error!("{line}");
+                }
+                self.shared.outputs.lock().config_rejected(&text);
+            }
+            Ok(new) => {
+                let plan = reload::plan(Some(&self.config), &new);
+                log::info!(
+                    "configuration reloaded: {} kept, {} restarted, {} stopped, {} started",
+                    plan.keep.len(),
+                    plan.restart.len(),
+                    plan.stop.len(),
+                    plan.start.len()
+                );
+                if new.notifications != self.config.notifications
+                    || new.syslog != self.config.syslog
+                {
+                    self.shared.outputs.lock().reconfigure(&new);
+                }
+                self.config = new;
+                self.apply(plan)?;
+            }
+        }
+        let status = self.shared.status.summary();
+        self.systemd.ready(&status);
+        Ok(())
+    }
+
+    fn apply(&mut self, plan: reload::Plan) -> std::io::Result<()> {
+        for key in plan.stop {
+            self.retire(&key);
+        }
+        for (key, account) in plan.restart {
+            self.retire(&key);
+            self.start(key, account)?;
+        }
+        for (key, account) in plan.start {
+            self.start(key, account)?;
+        }
+        Ok(())
+    }
+
+    fn retire(&mut self, key: &Key) {
+        if let Some(r) = self.running.remove(key) {
+            r.control.stop();
+            self.shared.status.remove(&format!("{}/{}", key.0, key.1));
+            self.retiring.push(r);
+        }
+    }
+
+    fn start(&mut self, key: Key, account: Arc<Account>) -> std::io::Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let control = Arc::new(Control::default());
+        let watcher = Watcher::new(
+            Arc::clone(&account),
+            key.1.clone(),
+            self.shared.clone(),
+            Arc::clone(&control),
+        );
+        let events = self.shared.events.clone();
+        let exit_key = key.clone();
+        let thread = std::thread::Builder::new()
+            .name(watcher.key())
+            .spawn(move || {
+                // Sent from a guard so the supervisor hears of the exit even on a panic.
+                let _exit = ExitNotice(Some((events, exit_key, id)));
+                watcher.run();
+            })?;
+        self.running.insert(
+            key,
+            Running {
+                id,
+                account,
+                control,
+                thread,
+            },
+        );
+        Ok(())
+    }
+
+    fn shutdown(self, rx: &Receiver<Event>) {
+        let mut left: Vec<Running> = self.running.into_values().chain(self.retiring).collect();
+        log::info!("stopping {} watcher(s)", left.len());
+        for r in &left {
+            r.control.stop();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !left.is_empty() {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Event::WatcherExited { id, .. }) => {
+                    if let Some(i) = left.iter().position(|r| r.id == id) {
+                        let _ = left.swap_remove(i).thread.join();
+                    }
+                }
+                Ok(Event::Terminate) => {
+                    log::warn!("second stop signal: exiting now");
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    log::warn!("{} watcher(s) did not stop in time", left.len());
+                    return;
+                }
+            }
+        }
+        log::info!("stopped");
+    }
 }
 
-struct ExitNotice(Option<(Sender<Event>, String)>);
+struct ExitNotice(Option<(Sender<Event>, Key, u64)>);
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
-        if let Some((tx, key)) = self.0.take() {
-            let _ = tx.send(Event::WatcherExited(key));
+        if let Some((tx, key, id)) = self.0.take() {
+            let _ = tx.send(Event::WatcherExited { key, id });
         }
     }
-}
-
-fn shutdown(mut running: BTreeMap<String, Running>, rx: &mpsc::Receiver<Event>) {
-    log::info!("stopping {} watcher(s)", running.len());
-    for r in running.values() {
-        r.control.stop();
-    }
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while !running.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Event::WatcherExited(key)) => {
-                if let Some(r) = running.remove(&key) {
-                    let _ = r.thread.join();
-                }
-            }
-            Ok(Event::Terminate) => {
-                log::warn!("second stop signal: exiting now");
-                return;
-            }
-            Ok(Event::Reload) | Ok(Event::Resumed(_)) => {}
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                log::warn!(
-                    "{} watcher(s) did not stop in time: {}",
-                    running.len(),
-                    running.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-                return;
-            }
-        }
-    }
-    log::info!("stopped");
 }

@@ -9,8 +9,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backoff::Backoff;
 use crate::config::Account;
@@ -21,6 +22,8 @@ use crate::mutf7;
 use crate::newmail::{self, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
 use crate::state::{Loaded, StateStore};
+use crate::status::{Phase, Row, StatusTable};
+use crate::supervisor::Event;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -149,6 +152,15 @@ impl WatchError {
     }
 }
 
+/// What every watcher shares with the others and the supervisor.
+#[derive(Clone)]
+pub struct Shared {
+    pub outputs: SharedOutputs,
+    pub status: StatusTable,
+    pub store: StateStore,
+    pub events: Sender<Event>,
+}
+
 pub struct Watcher {
     account: Arc<Account>,
     /// As configured (UTF-8), for logs and popups.
@@ -156,6 +168,8 @@ pub struct Watcher {
     /// Modified UTF-7, for the wire.
     wire_mailbox: String,
     outputs: SharedOutputs,
+    status: StatusTable,
+    events: Sender<Event>,
     control: Arc<Control>,
     store: StateStore,
     state_path: PathBuf,
@@ -173,19 +187,22 @@ impl Watcher {
     pub fn new(
         account: Arc<Account>,
         mailbox: String,
-        outputs: SharedOutputs,
+        shared: Shared,
         control: Arc<Control>,
-        store: StateStore,
     ) -> Self {
-        let state_path = store.path(&account.username, &account.host, &mailbox);
+        let state_path = shared
+            .store
+            .path(&account.username, &account.host, &mailbox);
         Watcher {
             wire_mailbox: mutf7::encode(&mailbox),
             backoff: Backoff::new(BACKOFF_FIRST, account.reconnect_max),
             account,
             mailbox,
-            outputs,
+            outputs: shared.outputs,
+            status: shared.status,
+            events: shared.events,
             control,
-            store,
+            store: shared.store,
             state_path,
             cursor: None,
             state_loaded: false,
@@ -197,6 +214,14 @@ impl Watcher {
     /// `account/mailbox`: the thread name and the prefix of every log line.
     pub fn key(&self) -> String {
         format!("{}/{}", self.account.name, self.mailbox)
+    }
+
+    /// Updates this watcher's row in the status table; a change of phase is worth a new
+    /// systemd STATUS= line.
+    fn set_status(&self, f: impl FnOnce(&mut Row)) {
+        if self.status.update(&self.key(), f) {
+            let _ = self.events.send(Event::StatusChanged);
+        }
     }
 
     /// Runs until stopped. A failed or panicking session is logged and retried after a
@@ -231,13 +256,22 @@ impl Watcher {
             } else {
                 self.account.reconnect_max
             };
-            if let Some(message) = message {
-                self.report_failure(&message, failure, delay);
+            if let Some(message) = &message {
+                self.report_failure(message, failure, delay);
             }
+            self.set_status(|r| {
+                r.phase = Phase::Retrying;
+                r.connected_since = None;
+                r.next_retry = Some(SystemTime::now() + delay);
+                if let Some(m) = message {
+                    r.last_error = Some((SystemTime::now(), m));
+                }
+            });
             if self.control.sleep(delay) == Sleep::Stop {
                 break;
             }
         }
+        self.status.remove(&key);
         log::debug!("{key}: stopped");
     }
 
@@ -336,6 +370,10 @@ impl Watcher {
     /// One connection, from connect to failure (Err) or stop (Ok).
     fn session(&mut self) -> Result<(), WatchError> {
         let key = self.key();
+        self.set_status(|r| {
+            r.phase = Phase::Connecting;
+            r.next_retry = None;
+        });
         let password = credentials::resolve(&self.account.secret)?;
         let control = Arc::clone(&self.control);
         let mut conn = imap::connect(&self.account, &password, |i| control.register(i))?;
@@ -378,6 +416,11 @@ impl Watcher {
             Start::Resume(_) => self.check(&mut conn, Instant::now(), true)?,
         }
         log::info!("watching {key} ({mode})");
+        let idle = conn.capabilities.idle;
+        self.set_status(|r| {
+            r.phase = if idle { Phase::Idling } else { Phase::Polling };
+            r.connected_since = Some(SystemTime::now());
+        });
 
         loop {
             let woke = if conn.capabilities.idle {
@@ -448,7 +491,15 @@ impl Watcher {
             .filter_map(|uid| messages.iter().find(|m| m.uid == *uid))
             .map(|m| self.announcement(m))
             .collect();
-        if !announcements.is_empty() {
+        if let Some(last) = announcements.last() {
+            let event = format!(
+                "{} new message(s), last uid {}",
+                announcements.len(),
+                last.uid
+            );
+            self.status.update(&self.key(), |r| {
+                r.last_event = Some((SystemTime::now(), event));
+            });
             let mut outputs = self.outputs.lock();
             if catching_up && announcements.len() > self.account.catch_up_max as usize {
                 outputs.announce_catch_up(&self.account.name, &self.mailbox, &announcements);
