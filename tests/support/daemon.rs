@@ -41,7 +41,7 @@ impl Daemon {
     /// With `bus == None`, `DBUS_SESSION_BUS_ADDRESS` points at a socket that does not exist,
     /// so notifications fail the way they do without a desktop session.
     pub fn start(config_toml: &str, bus: Option<&SessionBus>) -> Daemon {
-        Self::start_inner(config_toml, bus, None)
+        Self::start_inner(config_toml, bus, None, &[])
     }
 
     /// Like [`Daemon::start`], with `XDG_STATE_HOME` at `state_home` so that successive
@@ -51,13 +51,25 @@ impl Daemon {
         bus: Option<&SessionBus>,
         state_home: &Path,
     ) -> Daemon {
-        Self::start_inner(config_toml, bus, Some(state_home))
+        Self::start_inner(config_toml, bus, Some(state_home), &[])
+    }
+
+    /// Like [`Daemon::start_with_state`], with extra environment variables set after the
+    /// defaults (e.g. `NOTIFY_SOCKET` and `WATCHDOG_USEC` for the sd_notify tests).
+    pub fn start_with_env(
+        config_toml: &str,
+        bus: Option<&SessionBus>,
+        state_home: &Path,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Self::start_inner(config_toml, bus, Some(state_home), env)
     }
 
     fn start_inner(
         config_toml: &str,
         bus: Option<&SessionBus>,
         state_home: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("mailpushd-daemon.")
@@ -103,6 +115,9 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
 
         let process = spawn_tracked("mailpushd", &mut cmd).expect("spawn mailpushd");
         let started = Instant::now();

@@ -49,6 +49,16 @@ impl Rig {
         Daemon::start_with_state(&self.config(accounts), Some(&self.bus), self.state.path())
     }
 
+    /// [`Rig::start_daemon`] with extra environment variables.
+    pub fn start_daemon_with_env(&self, accounts: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_env(
+            &self.config(accounts),
+            Some(&self.bus),
+            self.state.path(),
+            env,
+        )
+    }
+
     /// [`Rig::start_daemon`], then waits until each of `watching` (`account/mailbox`)
     /// reports that it is watching.
     pub fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
