@@ -6,6 +6,7 @@
 //! hold an invalid value, and collects every problem it finds (not just the first) as a
 //! [`Problem`] with line and column so `--check` can list them all.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -23,6 +24,9 @@ const DEFAULT_POLL_INTERVAL_SECS: u64 = 120;
 const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_CATCH_UP_MAX: u32 = 10;
+const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
+const DEFAULT_HOOK_DEBOUNCE_MS: u64 = 1000;
+const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
 /// A validated configuration. Cheap to share: accounts sit behind `Arc`.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +59,42 @@ pub struct Account {
     /// With `tls = "none"`, whether the user explicitly accepted sending the password in
     /// the clear to a host that is not loopback.
     pub allow_plaintext_auth: bool,
+    /// Desktop popups for this account (syslog lines and hooks happen regardless).
+    pub notify: bool,
+    /// Per-mailbox exceptions to `notify` (`{ name = "Lists", notify = false }`).
+    pub mailbox_notify: BTreeMap<String, bool>,
+    /// Privacy: with either off, popups say only "New mail in work/INBOX" (or leave out the
+    /// sender or subject).
+    pub show_subject: bool,
+    pub show_sender: bool,
+    pub hooks: HookConfig,
+}
+
+impl Account {
+    /// Whether new mail in `mailbox` gets a popup.
+    pub fn notify_for(&self, mailbox: &str) -> bool {
+        self.mailbox_notify.get(mailbox).copied().unwrap_or(self.notify)
+    }
+}
+
+/// Commands run for new mail (argv lists, never through a shell).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookConfig {
+    pub on_new_mail: Option<Vec<String>>,
+    /// Run after `on_new_mail` finished (goimapnotify's onNewMailPost).
+    pub on_new_mail_post: Option<Vec<String>>,
+    /// Messages arriving within this window make one run.
+    pub debounce: Duration,
+    /// A hook still running after this is killed.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    Low,
+    Normal,
+    Critical,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +145,13 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notifications {
     pub enabled: bool,
+    /// More new messages than this in one wake become one summary popup.
+    pub summary_threshold: u32,
+    pub urgency: Urgency,
+    /// Icon name from the icon theme, or a path.
+    pub icon: String,
+    /// Run (argv, no shell) by a popup's default action and its "Open" button.
+    pub open_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +259,8 @@ struct RawConfig {
     notifications: Option<RawNotifications>,
     #[serde(default)]
     syslog: Option<RawSyslog>,
+    #[serde(default)]
+    hooks: Option<RawHooks>,
 }
 
 // Required keys are `Option` here so that a missing one becomes a validation problem that
@@ -227,19 +276,56 @@ struct RawAccount {
     username: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     password_command: Option<Spanned<Vec<String>>>,
-    mailboxes: Option<Spanned<Vec<Spanned<String>>>>,
+    mailboxes: Option<Spanned<Vec<Spanned<RawMailbox>>>>,
     idle_refresh_secs: Option<Spanned<i64>>,
     poll_interval_secs: Option<Spanned<i64>>,
     reconnect_max_secs: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
     catch_up_max: Option<Spanned<i64>>,
     allow_plaintext_auth: Option<bool>,
+    notify: Option<bool>,
+    show_subject: Option<bool>,
+    show_sender: Option<bool>,
+    // The same keys as [hooks] (serde's flatten would lose spans and unknown-key errors).
+    on_new_mail: Option<Spanned<Vec<String>>>,
+    on_new_mail_post: Option<Spanned<Vec<String>>>,
+    hook_debounce_ms: Option<Spanned<i64>>,
+    hook_timeout_secs: Option<Spanned<i64>>,
+}
+
+/// A mailbox: its name, or a table with per-mailbox settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawMailbox {
+    Name(String),
+    Table(RawMailboxTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMailboxTable {
+    name: String,
+    notify: Option<bool>,
+}
+
+/// Hook settings: in `[hooks]` as defaults, and in each account to override them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    on_new_mail: Option<Spanned<Vec<String>>>,
+    on_new_mail_post: Option<Spanned<Vec<String>>>,
+    hook_debounce_ms: Option<Spanned<i64>>,
+    hook_timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotifications {
     enabled: Option<bool>,
+    summary_threshold: Option<Spanned<i64>>,
+    urgency: Option<Urgency>,
+    icon: Option<Spanned<String>>,
+    open_command: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +351,8 @@ impl Validator<'_> {
     }
 
     fn run(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
+        let defaults = raw.hooks.unwrap_or_default();
+        let default_hooks = self.hooks(defaults, None);
         let mut accounts = Vec::new();
         match raw.accounts {
             None => self.report(&(0..0), "no [[accounts]] configured: nothing to watch"),
@@ -274,7 +362,7 @@ impl Validator<'_> {
             Some(list) => {
                 for acct in list.into_inner() {
                     let span = acct.span();
-                    if let Some(a) = self.account(acct.into_inner(), &span) {
+                    if let Some(a) = self.account(acct.into_inner(), &span, &default_hooks) {
                         if accounts.iter().any(|b: &Account| b.name == a.name) {
                             self.report(
                                 &span,
@@ -290,9 +378,7 @@ impl Validator<'_> {
                 }
             }
         }
-        let notifications = Notifications {
-            enabled: raw.notifications.and_then(|n| n.enabled).unwrap_or(true),
-        };
+        let notifications = self.notifications(raw.notifications);
         let syslog = self.syslog(raw.syslog);
         if self.problems.is_empty() {
             Ok(Config {
@@ -351,7 +437,86 @@ impl Validator<'_> {
         }
     }
 
-    fn account(&mut self, raw: RawAccount, span: &Range<usize>) -> Option<Account> {
+    fn argv(&mut self, value: Option<Spanned<Vec<String>>>, key: &str) -> Option<Vec<String>> {
+        let v = value?;
+        if v.get_ref().first().is_none_or(|c| c.is_empty()) {
+            self.report(
+                &v.span(),
+                format!("`{key}` must name a program: an argv list such as [\"mbsync\", \"work\"]"),
+            );
+            return None;
+        }
+        Some(v.into_inner())
+    }
+
+    /// Hook settings: `raw` over `base` (the [hooks] defaults, when validating an account).
+    fn hooks(&mut self, raw: RawHooks, base: Option<&HookConfig>) -> HookConfig {
+        let on_new_mail = self.argv(raw.on_new_mail, "on_new_mail");
+        let on_new_mail_post = self.argv(raw.on_new_mail_post, "on_new_mail_post");
+        let debounce = match raw.hook_debounce_ms {
+            None => base.map_or(Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS), |b| b.debounce),
+            Some(v) => match u64::try_from(*v.get_ref()) {
+                Ok(ms) if ms <= 600_000 => Duration::from_millis(ms),
+                _ => {
+                    self.report(&v.span(), "`hook_debounce_ms` must be between 0 and 600000");
+                    Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS)
+                }
+            },
+        };
+        let timeout = match raw.hook_timeout_secs {
+            None => base.map_or(Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS), |b| b.timeout),
+            some => self.secs(some, "hook_timeout_secs", DEFAULT_HOOK_TIMEOUT_SECS, 1..86_400 + 1),
+        };
+        HookConfig {
+            on_new_mail: on_new_mail.or_else(|| base.and_then(|b| b.on_new_mail.clone())),
+            on_new_mail_post: on_new_mail_post
+                .or_else(|| base.and_then(|b| b.on_new_mail_post.clone())),
+            debounce,
+            timeout,
+        }
+    }
+
+    fn notifications(&mut self, raw: Option<RawNotifications>) -> Notifications {
+        let raw = raw.unwrap_or(RawNotifications {
+            enabled: None,
+            summary_threshold: None,
+            urgency: None,
+            icon: None,
+            open_command: None,
+        });
+        let summary_threshold = match raw.summary_threshold {
+            None => DEFAULT_SUMMARY_THRESHOLD,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    self.report(&v.span(), "`summary_threshold` must be 1 or more");
+                    DEFAULT_SUMMARY_THRESHOLD
+                }
+            },
+        };
+        let icon = match raw.icon {
+            None => "mail-unread".to_owned(),
+            Some(i) if i.get_ref().trim().is_empty() => {
+                self.report(&i.span(), "`icon` must not be empty");
+                "mail-unread".to_owned()
+            }
+            Some(i) => i.into_inner(),
+        };
+        Notifications {
+            enabled: raw.enabled.unwrap_or(true),
+            summary_threshold,
+            urgency: raw.urgency.unwrap_or(Urgency::Normal),
+            icon,
+            open_command: self.argv(raw.open_command, "open_command"),
+        }
+    }
+
+    fn account(
+        &mut self,
+        raw: RawAccount,
+        span: &Range<usize>,
+        default_hooks: &HookConfig,
+    ) -> Option<Account> {
         let before = self.problems.len();
         let name = self.required(raw.name, "name", span);
         let host = self.required(raw.host, "host", span);
@@ -422,6 +587,7 @@ impl Validator<'_> {
             }
         };
 
+        let mut mailbox_notify = BTreeMap::new();
         let mailboxes = match raw.mailboxes {
             None => vec!["INBOX".to_owned()],
             Some(list) => {
@@ -429,7 +595,10 @@ impl Validator<'_> {
                 let mut names: Vec<String> = Vec::new();
                 for mb in list.into_inner() {
                     let mb_span = mb.span();
-                    let mb = mb.into_inner();
+                    let (mb, notify) = match mb.into_inner() {
+                        RawMailbox::Name(n) => (n, None),
+                        RawMailbox::Table(t) => (t.name, t.notify),
+                    };
                     if mb.is_empty() {
                         self.report(&mb_span, "mailbox name must not be empty");
                     } else if mb.contains(['\r', '\n', '\0']) {
@@ -437,6 +606,9 @@ impl Validator<'_> {
                     } else if names.contains(&mb) {
                         self.report(&mb_span, format!("mailbox {mb:?} is listed twice"));
                     } else {
+                        if let Some(n) = notify {
+                            mailbox_notify.insert(mb.clone(), n);
+                        }
                         names.push(mb);
                     }
                 }
@@ -482,6 +654,15 @@ impl Validator<'_> {
             },
         };
         let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
+        let hooks = self.hooks(
+            RawHooks {
+                on_new_mail: raw.on_new_mail,
+                on_new_mail_post: raw.on_new_mail_post,
+                hook_debounce_ms: raw.hook_debounce_ms,
+                hook_timeout_secs: raw.hook_timeout_secs,
+            },
+            Some(default_hooks),
+        );
 
         if tls == TlsMode::None && !allow_plaintext_auth {
             if let Some(h) = host.as_deref() {
@@ -515,6 +696,11 @@ impl Validator<'_> {
             timeout,
             catch_up_max,
             allow_plaintext_auth,
+            notify: raw.notify.unwrap_or(true),
+            mailbox_notify,
+            show_subject: raw.show_subject.unwrap_or(true),
+            show_sender: raw.show_sender.unwrap_or(true),
+            hooks,
         })
     }
 
@@ -788,6 +974,60 @@ facility = "nope"
         let p = parse(text, Path::new("/nonexistent-dir")).unwrap_err();
         assert_eq!(p[0].line, 6);
         assert!(p[0].message.contains("/nonexistent-dir/nope.pem"), "{p:?}");
+    }
+
+    #[test]
+    fn notification_and_hook_settings() {
+        let text = r#"
+[hooks]
+on_new_mail = ["mbsync", "-a"]
+hook_debounce_ms = 250
+
+[[accounts]]
+name = "a"
+host = "h"
+username = "u"
+password = "p"
+notify = false
+show_subject = false
+mailboxes = ["INBOX", { name = "Lists", notify = true }]
+
+[[accounts]]
+name = "b"
+host = "h"
+username = "u"
+password = "p"
+on_new_mail = ["notmuch", "new"]
+on_new_mail_post = ["true"]
+hook_timeout_secs = 5
+
+[notifications]
+summary_threshold = 5
+urgency = "low"
+icon = "/usr/share/icons/x.png"
+open_command = ["thunderbird"]
+"#;
+        let c = parse_ok(text);
+        let a = &c.accounts[0];
+        assert_eq!(a.mailboxes, vec!["INBOX", "Lists"]);
+        assert!(!a.notify_for("INBOX"));
+        assert!(a.notify_for("Lists"));
+        assert!(!a.show_subject && a.show_sender);
+        assert_eq!(a.hooks.on_new_mail, Some(vec!["mbsync".into(), "-a".into()]));
+        assert_eq!(a.hooks.debounce, Duration::from_millis(250));
+        assert_eq!(a.hooks.timeout, Duration::from_secs(60));
+        let b = &c.accounts[1];
+        assert_eq!(b.hooks.on_new_mail, Some(vec!["notmuch".into(), "new".into()]));
+        assert_eq!(b.hooks.on_new_mail_post, Some(vec!["true".into()]));
+        assert_eq!(b.hooks.debounce, Duration::from_millis(250));
+        assert_eq!(b.hooks.timeout, Duration::from_secs(5));
+        assert_eq!(c.notifications.summary_threshold, 5);
+        assert_eq!(c.notifications.urgency, Urgency::Low);
+        assert_eq!(c.notifications.open_command, Some(vec!["thunderbird".into()]));
+        let p = problems(
+            "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\non_new_mail=[]\nmailboxes=[{name='X', nope=1}]\n",
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
     }
 
     #[test]
