@@ -36,6 +36,11 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+
+    /// Write a man page or a shell completion script to stdout and exit (for packagers;
+    /// hidden from --help, see src/generate.rs)
+    #[arg(long, value_enum, value_name = "KIND", hide = true, exclusive = true)]
+    pub generate: Option<crate::generate::Kind>,
 }
 
 impl Cli {

@@ -73,7 +73,10 @@ pub struct Account {
 impl Account {
     /// Whether new mail in `mailbox` gets a popup.
     pub fn notify_for(&self, mailbox: &str) -> bool {
-        self.mailbox_notify.get(mailbox).copied().unwrap_or(self.notify)
+        self.mailbox_notify
+            .get(mailbox)
+            .copied()
+            .unwrap_or(self.notify)
     }
 }
 
@@ -454,7 +457,9 @@ impl Validator<'_> {
         let on_new_mail = self.argv(raw.on_new_mail, "on_new_mail");
         let on_new_mail_post = self.argv(raw.on_new_mail_post, "on_new_mail_post");
         let debounce = match raw.hook_debounce_ms {
-            None => base.map_or(Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS), |b| b.debounce),
+            None => base.map_or(Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS), |b| {
+                b.debounce
+            }),
             Some(v) => match u64::try_from(*v.get_ref()) {
                 Ok(ms) if ms <= 600_000 => Duration::from_millis(ms),
                 _ => {
@@ -464,8 +469,15 @@ impl Validator<'_> {
             },
         };
         let timeout = match raw.hook_timeout_secs {
-            None => base.map_or(Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS), |b| b.timeout),
-            some => self.secs(some, "hook_timeout_secs", DEFAULT_HOOK_TIMEOUT_SECS, 1..86_400 + 1),
+            None => base.map_or(Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS), |b| {
+                b.timeout
+            }),
+            some => self.secs(
+                some,
+                "hook_timeout_secs",
+                DEFAULT_HOOK_TIMEOUT_SECS,
+                1..86_400 + 1,
+            ),
         };
         HookConfig {
             on_new_mail: on_new_mail.or_else(|| base.and_then(|b| b.on_new_mail.clone())),
@@ -1013,17 +1025,26 @@ open_command = ["thunderbird"]
         assert!(!a.notify_for("INBOX"));
         assert!(a.notify_for("Lists"));
         assert!(!a.show_subject && a.show_sender);
-        assert_eq!(a.hooks.on_new_mail, Some(vec!["mbsync".into(), "-a".into()]));
+        assert_eq!(
+            a.hooks.on_new_mail,
+            Some(vec!["mbsync".into(), "-a".into()])
+        );
         assert_eq!(a.hooks.debounce, Duration::from_millis(250));
         assert_eq!(a.hooks.timeout, Duration::from_secs(60));
         let b = &c.accounts[1];
-        assert_eq!(b.hooks.on_new_mail, Some(vec!["notmuch".into(), "new".into()]));
+        assert_eq!(
+            b.hooks.on_new_mail,
+            Some(vec!["notmuch".into(), "new".into()])
+        );
         assert_eq!(b.hooks.on_new_mail_post, Some(vec!["true".into()]));
         assert_eq!(b.hooks.debounce, Duration::from_millis(250));
         assert_eq!(b.hooks.timeout, Duration::from_secs(5));
         assert_eq!(c.notifications.summary_threshold, 5);
         assert_eq!(c.notifications.urgency, Urgency::Low);
-        assert_eq!(c.notifications.open_command, Some(vec!["thunderbird".into()]));
+        assert_eq!(
+            c.notifications.open_command,
+            Some(vec!["thunderbird".into()])
+        );
         let p = problems(
             "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\non_new_mail=[]\nmailboxes=[{name='X', nope=1}]\n",
         );

@@ -48,6 +48,8 @@ fn run(argv: &[String]) -> Result<String, CredentialError> {
     let program = argv.first().cloned().unwrap_or_default();
     let mut child = Command::new(&program)
         .args(&argv[1..])
+        // Only the daemon speaks to systemd (NotifyAccess=main).
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -453,7 +453,10 @@ impl Connection {
     /// `stream.rs`), not a silence timeout; TCP keepalive finds dead links sooner. After
     /// `wait_while` the stream is back on the command timeout, so the DONE that dropping
     /// the handle sends cannot wait forever either.
-    pub fn idle(&mut self, refresh: Duration) -> Result<Wake, ImapError> {
+    ///
+    /// With `wake_on_flags`, flag changes and expunges end the IDLE too (there are popups
+    /// on screen that may need closing); otherwise only EXISTS does.
+    pub fn idle(&mut self, refresh: Duration, wake_on_flags: bool) -> Result<Wake, ImapError> {
         let mut bye: Option<String> = None;
         let mut changed_at: Option<Instant> = None;
         let outcome = {
@@ -468,7 +471,13 @@ impl Connection {
                     bye = Some(information.unwrap_or_default());
                     false
                 }
-                // EXPUNGE, FETCH (flag changes), RECENT: nothing to announce.
+                UnsolicitedResponse::Fetch { .. } | UnsolicitedResponse::Expunge(_)
+                    if wake_on_flags =>
+                {
+                    changed_at = Some(Instant::now());
+                    false
+                }
+                // RECENT, and flag changes nobody is waiting for: nothing to do.
                 _ => true,
             })
         };
@@ -483,6 +492,23 @@ impl Connection {
             Err(imap::Error::Unexpected(resp)) => Ok(Wake::Unexpected(format!("{resp:?}"))),
             Err(e) => Err(ImapError::protocol("IDLE")(e)),
         }
+    }
+
+    /// Sets `\Seen` on one message ("Mark as read" on a popup). Opens the mailbox
+    /// read-write: call on a connection of its own, not a watcher's (whose mailbox is
+    /// EXAMINEd read-only and which is busy in IDLE).
+    pub fn mark_seen(&mut self, wire_name: &str, display: &str, uid: u32) -> Result<(), ImapError> {
+        self.session.select(wire_name).map_err(|e| match e {
+            imap::Error::No(no) => ImapError::Mailbox {
+                mailbox: display.to_owned(),
+                reason: no.information,
+            },
+            e => ImapError::protocol("SELECT")(e),
+        })?;
+        self.session
+            .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
+            .map_err(ImapError::protocol("UID STORE"))?;
+        self.drain_unsolicited()
     }
 
     /// LOGOUT, best effort: the connection is being dropped either way.

@@ -4,12 +4,14 @@
 //!
 //! The binary is a thin wrapper around [`run`]; see shared/DESIGN.md for the architecture.
 
+pub mod actions;
 pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod config_watch;
 pub mod credentials;
 pub mod decode;
+pub mod generate;
 pub mod imap;
 pub mod logging;
 pub mod mutf7;
@@ -17,6 +19,7 @@ pub mod newmail;
 pub mod notify;
 pub mod outputs;
 pub mod probe;
+pub mod providers;
 pub mod reload;
 pub mod signals;
 pub mod state;
@@ -37,6 +40,10 @@ pub const EX_CONFIG: u8 = 78;
 
 /// Runs the command line: `--check`, or the daemon in the foreground.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    if let Some(kind) = cli.generate {
+        generate::write(kind, &mut std::io::stdout().lock()).context("writing to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     logging::init(cli.level());
     let path = cli.config_path();
 

@@ -1,22 +1,30 @@
-//! What happens when mail arrives: the desktop popup and the syslog line, behind the one
-//! lock all watchers share.
+//! What happens when mail arrives: the syslog line, the desktop popup (single, or one
+//! summary for a burst), and what popups lead to later (closing them when the mail is read
+//! elsewhere, their buttons), behind the one lock all watchers share.
 //!
-//! Formatting is pure ([`syslog_line`], [`popup`]) and unit-tested; [`Outputs`] performs
-//! the side effects. The lock is held while a popup is sent over D-Bus (local, fast, and it
-//! keeps popups in order) but never across IMAP network I/O.
+//! Formatting is pure ([`syslog_line`], [`popup`], [`burst_popup`]) and unit-tested;
+//! [`Outputs`] performs the side effects. The lock is held while a popup is sent over D-Bus
+//! (local, fast, and it keeps popups in order) but never across IMAP network I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
 use crate::notify::{DesktopNotifier, Popup};
+use crate::supervisor::Event;
 use crate::syslog::{Severity, SyslogSink};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.
 const POPUP_SUBJECT_CHARS: usize = 200;
 const SYSLOG_SUBJECT_CHARS: usize = 1000;
+/// How many senders and subjects a summary popup lists before "and N more".
+const SUMMARY_LINES: usize = 3;
+/// Open popups remembered per mailbox (to close them when read elsewhere); older ones are
+/// forgotten, not closed.
+const OPEN_PER_MAILBOX: usize = 50;
 
 /// One new message, decoded and ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,53 +60,109 @@ fn value(s: &str) -> String {
     }
 }
 
-/// Popup text: the sender as the title, the subject and where it arrived in the body.
-pub fn popup(a: &Announcement) -> Popup {
-    Popup {
-        summary: a.sender.short(),
-        body: format!(
-            "{}\n{}/{}",
-            decode::truncate_chars(&a.subject, POPUP_SUBJECT_CHARS),
-            a.account,
-            a.mailbox
-        ),
+/// What a popup may reveal (an account's `show_sender` / `show_subject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privacy {
+    pub sender: bool,
+    pub subject: bool,
+}
+
+impl Privacy {
+    pub const ALL: Privacy = Privacy {
+        sender: true,
+        subject: true,
+    };
+
+    pub fn of(account: &Account) -> Self {
+        Privacy {
+            sender: account.show_sender,
+            subject: account.show_subject,
+        }
     }
 }
 
-/// How many senders and subjects a summary popup lists before "and N more".
-const SUMMARY_LINES: usize = 3;
+/// Popup text: the sender as the title, the subject and where it arrived in the body; with
+/// privacy settings, only what may be shown ("New mail in work/INBOX" at the least).
+pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
+    let place = format!("{}/{}", a.account, a.mailbox);
+    let subject = decode::truncate_chars(&a.subject, POPUP_SUBJECT_CHARS);
+    match (privacy.sender, privacy.subject) {
+        (true, true) => Popup {
+            summary: a.sender.short(),
+            body: format!("{subject}\n{place}"),
+        },
+        (true, false) => Popup {
+            summary: a.sender.short(),
+            body: place,
+        },
+        (false, true) => Popup {
+            summary: format!("New mail in {place}"),
+            body: subject,
+        },
+        (false, false) => Popup {
+            summary: format!("New mail in {place}"),
+            body: String::new(),
+        },
+    }
+}
 
-/// One popup for many messages that arrived while the watcher could not see them.
-pub fn catch_up_popup(account: &str, mailbox: &str, mails: &[Announcement]) -> Popup {
-    let mut body: Vec<String> = mails
-        .iter()
-        .take(SUMMARY_LINES)
-        .map(|a| {
-            format!(
-                "{}: {}",
-                a.sender.short(),
-                decode::truncate_chars(&a.subject, 80)
-            )
-        })
-        .collect();
-    if mails.len() > SUMMARY_LINES {
-        body.push(format!("and {} more", mails.len() - SUMMARY_LINES));
+/// One popup for many messages: "12 new messages in work/INBOX" (plus `suffix`, e.g.
+/// " while disconnected"), listing the first few senders and subjects as far as privacy
+/// allows.
+pub fn burst_popup(mails: &[Announcement], privacy: Privacy, suffix: &str) -> Popup {
+    let place = mails
+        .first()
+        .map(|a| format!("{}/{}", a.account, a.mailbox))
+        .unwrap_or_default();
+    let mut body: Vec<String> = Vec::new();
+    if privacy.sender || privacy.subject {
+        body = mails
+            .iter()
+            .take(SUMMARY_LINES)
+            .map(|a| match (privacy.sender, privacy.subject) {
+                (true, true) => format!(
+                    "{}: {}",
+                    a.sender.short(),
+                    decode::truncate_chars(&a.subject, 80)
+                ),
+                (true, false) => a.sender.short(),
+                _ => decode::truncate_chars(&a.subject, 80),
+            })
+            .collect();
+        if mails.len() > SUMMARY_LINES {
+            body.push(format!("and {} more", mails.len() - SUMMARY_LINES));
+        }
     }
     Popup {
-        summary: format!(
-            "{} new messages in {account}/{mailbox} while disconnected",
-            mails.len()
-        ),
+        summary: format!("{} new messages in {place}{suffix}", mails.len()),
         body: body.join("\n"),
     }
+}
+
+/// A popup on screen that mailpushd may still act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// One message: closed when it is read elsewhere; "Mark as read" acts on it.
+    Message {
+        account: String,
+        mailbox: String,
+        uid: u32,
+    },
+    /// A burst or catch-up summary: replaced by the next summary of the same mailbox.
+    Summary { account: String, mailbox: String },
 }
 
 pub struct Outputs {
     notifier: Option<DesktopNotifier>,
     syslog: Option<SyslogSink>,
+    open_command: Option<Vec<String>>,
+    summary_threshold: usize,
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
     login_failing: BTreeSet<String>,
+    /// Popups on screen, by notification id.
+    shown: BTreeMap<u32, Shown>,
+    events: Option<EventSender<Event>>,
 }
 
 /// The shared lock of the design: every watcher announces through it.
@@ -106,15 +170,24 @@ pub struct Outputs {
 pub struct SharedOutputs(Arc<Mutex<Outputs>>);
 
 impl Outputs {
-    pub fn new(config: &Config) -> Self {
+    /// `events` receives popup actions and closes (see `notify.rs`); `None` where no one
+    /// listens.
+    pub fn new(config: &Config, events: Option<EventSender<Event>>) -> Self {
         Outputs {
-            notifier: config.notifications.enabled.then(DesktopNotifier::new),
+            notifier: config
+                .notifications
+                .enabled
+                .then(|| DesktopNotifier::new(&config.notifications, events.clone())),
             syslog: config.syslog.enabled.then(|| {
                 let mut sink = SyslogSink::new(config.syslog.clone());
                 sink.open_now();
                 sink
             }),
+            open_command: config.notifications.open_command.clone(),
+            summary_threshold: config.notifications.summary_threshold as usize,
             login_failing: BTreeSet::new(),
+            shown: BTreeMap::new(),
+            events,
         }
     }
 
@@ -126,32 +199,152 @@ impl Outputs {
         }
     }
 
-    fn show(&mut self, popup: &Popup) {
-        if let Some(n) = self.notifier.as_mut() {
-            n.show(popup);
+    fn show(&mut self, popup: &Popup, replaces: u32, actions: &[(&str, &str)]) -> Option<u32> {
+        self.notifier.as_mut()?.show(popup, replaces, actions)
+    }
+
+    /// The mailbox's summary popup on screen, if any, to be replaced by the next one.
+    fn summary_of(&self, account: &str, mailbox: &str) -> u32 {
+        self.shown
+            .iter()
+            .find(|(_, s)| {
+                matches!(s, Shown::Summary { account: a, mailbox: m } if a == account && m == mailbox)
+            })
+            .map_or(0, |(id, _)| *id)
+    }
+
+    fn remember(&mut self, id: u32, shown: Shown) {
+        self.shown.insert(id, shown);
+        // Bounded: forget the oldest message popups of a mailbox beyond the limit.
+        if let Shown::Message {
+            account, mailbox, ..
+        } = self.shown[&id].clone()
+        {
+            let of_mailbox: Vec<u32> = self
+                .shown
+                .iter()
+                .filter(|(_, s)| matches!(s, Shown::Message { account: a, mailbox: m, .. } if *a == account && *m == mailbox))
+                .map(|(id, _)| *id)
+                .collect();
+            for old in of_mailbox
+                .iter()
+                .take(of_mailbox.len().saturating_sub(OPEN_PER_MAILBOX))
+            {
+                self.shown.remove(old);
+            }
         }
     }
 
-    /// Syslog line first (it is the record), then the popup.
-    pub fn announce(&mut self, a: &Announcement, woke_at: Instant) {
-        self.record(a);
-        self.show(&popup(a));
-        // For latency measurements (docs and bench): wake-up to popup sent, in-process.
-        log::debug!(
-            "announced {}/{} uid={} {:.3} ms after wake",
-            a.account,
-            a.mailbox,
-            a.uid,
-            woke_at.elapsed().as_secs_f64() * 1e3
-        );
-    }
-
-    /// Many messages at once after a (re)connect: every syslog line, one popup.
-    pub fn announce_catch_up(&mut self, account: &str, mailbox: &str, mails: &[Announcement]) {
+    /// Announces new mail from one wake of one mailbox: a syslog line each, then one popup
+    /// each, or one summary popup for more than `summary_threshold` (`catch_up_max` after a
+    /// reconnect, with `catching_up`).
+    pub fn announce(
+        &mut self,
+        account: &Account,
+        mailbox: &str,
+        mails: &[Announcement],
+        catching_up: bool,
+        woke_at: Instant,
+    ) {
         for a in mails {
             self.record(a);
         }
-        self.show(&catch_up_popup(account, mailbox, mails));
+        if account.notify_for(mailbox) && !mails.is_empty() {
+            let privacy = Privacy::of(account);
+            let (limit, suffix) = if catching_up {
+                (account.catch_up_max as usize, " while disconnected")
+            } else {
+                (self.summary_threshold, "")
+            };
+            if mails.len() > limit {
+                let replaces = self.summary_of(&account.name, mailbox);
+                let popup = burst_popup(mails, privacy, suffix);
+                let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+                if let Some(id) = self.show(&popup, replaces, &actions) {
+                    self.shown.remove(&replaces);
+                    self.remember(
+                        id,
+                        Shown::Summary {
+                            account: account.name.clone(),
+                            mailbox: mailbox.to_owned(),
+                        },
+                    );
+                }
+            } else {
+                for a in mails {
+                    let mut actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+                    actions.push(("read", "Mark as read"));
+                    if let Some(id) = self.show(&popup(a, privacy), 0, &actions) {
+                        self.remember(
+                            id,
+                            Shown::Message {
+                                account: a.account.clone(),
+                                mailbox: a.mailbox.clone(),
+                                uid: a.uid,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        // For latency measurements (docs and bench): wake-up to popups sent, in-process.
+        if let Some(last) = mails.last() {
+            log::debug!(
+                "announced {}/{} uid={} {:.3} ms after wake",
+                last.account,
+                last.mailbox,
+                last.uid,
+                woke_at.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+
+    /// "default" (clicking the popup) and "Open" run `open_command`, when there is one.
+    fn open_action(&self) -> Option<(&'static str, &'static str)> {
+        self.open_command.as_ref().map(|_| ("default", "Open"))
+    }
+
+    /// UIDs with a popup on screen in this mailbox, to check whether they were read
+    /// elsewhere.
+    pub fn open_uids(&self, account: &str, mailbox: &str) -> Vec<u32> {
+        self.shown
+            .values()
+            .filter_map(|s| match s {
+                Shown::Message {
+                    account: a,
+                    mailbox: m,
+                    uid,
+                } if a == account && m == mailbox => Some(*uid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Closes the popups of these messages (read or deleted elsewhere).
+    pub fn close_messages(&mut self, account: &str, mailbox: &str, uids: &[u32]) {
+        let ids: Vec<u32> = self
+            .shown
+            .iter()
+            .filter(|(_, s)| matches!(s, Shown::Message { account: a, mailbox: m, uid } if a == account && m == mailbox && uids.contains(uid)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.shown.remove(&id);
+            if let Some(n) = self.notifier.as_mut() {
+                log::debug!("{account}/{mailbox}: closing popup {id} (read elsewhere)");
+                n.close(id);
+            }
+        }
+    }
+
+    /// The server closed a popup (expired, dismissed, or closed by us).
+    pub fn closed(&mut self, id: u32) {
+        self.shown.remove(&id);
+    }
+
+    /// What a popup's button refers to, and the command to open mail with.
+    pub fn action_target(&self, id: u32) -> (Option<Shown>, Option<Vec<String>>) {
+        (self.shown.get(&id).cloned(), self.open_command.clone())
     }
 
     /// A login failed. Error level in the log and syslog every time the caller reports it
@@ -163,10 +356,14 @@ impl Outputs {
             s.send(Severity::Error, &decode::one_line(message));
         }
         if self.login_failing.insert(account.to_owned()) {
-            self.show(&Popup {
-                summary: format!("{account}: login failed"),
-                body: reason.to_owned(),
-            });
+            self.show(
+                &Popup {
+                    summary: format!("{account}: login failed"),
+                    body: reason.to_owned(),
+                },
+                0,
+                &[],
+            );
         }
     }
 
@@ -190,16 +387,21 @@ impl Outputs {
             }
         }
         let first = problems.lines().next().unwrap_or_default();
-        self.show(&Popup {
-            summary: "mailpushd: configuration not reloaded".to_owned(),
-            body: format!("{first}\nStill running with the previous configuration."),
-        });
+        self.show(
+            &Popup {
+                summary: "mailpushd: configuration not reloaded".to_owned(),
+                body: format!("{first}\nStill running with the previous configuration."),
+            },
+            0,
+            &[],
+        );
     }
 
     /// New `[notifications]` or `[syslog]` settings after a reload.
     pub fn reconfigure(&mut self, config: &Config) {
+        let events = self.events.take();
         let login_failing = std::mem::take(&mut self.login_failing);
-        *self = Outputs::new(config);
+        *self = Outputs::new(config, events);
         self.login_failing = login_failing;
     }
 
@@ -262,9 +464,47 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_popup_lists_a_few_and_counts_the_rest() {
+    fn popup_shows_sender_subject_and_place() {
+        let p = popup(&mail("<b>&</b>"), Privacy::ALL);
+        assert_eq!(p.summary, "Zhang San");
+        assert_eq!(p.body, "<b>&</b>\nwork/INBOX");
+    }
+
+    #[test]
+    fn privacy_hides_what_it_should() {
+        let m = mail("secret plans");
+        let none = Privacy {
+            sender: false,
+            subject: false,
+        };
+        assert_eq!(
+            popup(&m, none),
+            Popup {
+                summary: "New mail in work/INBOX".into(),
+                body: String::new()
+            }
+        );
+        let no_subject = Privacy {
+            sender: true,
+            subject: false,
+        };
+        let p = popup(&m, no_subject);
+        assert!(!p.body.contains("secret") && !p.summary.contains("secret"));
+        let no_sender = Privacy {
+            sender: false,
+            subject: true,
+        };
+        let p = popup(&m, no_sender);
+        assert!(!p.body.contains("Zhang") && !p.summary.contains("Zhang"));
+        let b = burst_popup(&[m.clone(), m.clone()], none, "");
+        assert_eq!(b.summary, "2 new messages in work/INBOX");
+        assert_eq!(b.body, "");
+    }
+
+    #[test]
+    fn burst_popup_lists_a_few_and_counts_the_rest() {
         let mails: Vec<_> = (0..23).map(|i| mail(&format!("s{i}"))).collect();
-        let p = catch_up_popup("work", "INBOX", &mails);
+        let p = burst_popup(&mails, Privacy::ALL, " while disconnected");
         assert_eq!(
             p.summary,
             "23 new messages in work/INBOX while disconnected"
@@ -273,12 +513,5 @@ mod tests {
             p.body,
             "Zhang San: s0\nZhang San: s1\nZhang San: s2\nand 20 more"
         );
-    }
-
-    #[test]
-    fn popup_shows_sender_subject_and_place() {
-        let p = popup(&mail("<b>&</b>"));
-        assert_eq!(p.summary, "Zhang San");
-        assert_eq!(p.body, "<b>&</b>\nwork/INBOX");
     }
 }

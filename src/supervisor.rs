@@ -14,13 +14,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{self, Account, Config};
-use crate::outputs::{Outputs, SharedOutputs};
+use crate::outputs::{Outputs, SharedOutputs, Shown};
 use crate::reload::{self, Key};
 use crate::state::StateStore;
 use crate::status::StatusTable;
 use crate::systemd::SystemdNotifier;
 use crate::watcher::{Control, Shared, Watcher};
-use crate::{config_watch, signals, suspend};
+use crate::{actions, config_watch, signals, suspend};
 
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
@@ -40,6 +40,10 @@ pub enum Event {
     Resumed(Duration),
     /// A watcher's phase changed (connected, failed...): time to update STATUS=.
     StatusChanged,
+    /// A popup's button (or the popup itself, key "default") was clicked.
+    NotificationAction { id: u32, key: String },
+    /// A popup went away (expired, dismissed, closed).
+    NotificationClosed { id: u32 },
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
     WatcherExited { key: Key, id: u64 },
 }
@@ -78,7 +82,7 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
     }
     let mut sup = Supervisor {
         shared: Shared {
-            outputs: SharedOutputs::new(Outputs::new(&config)),
+            outputs: SharedOutputs::new(Outputs::new(&config, Some(tx.clone()))),
             status: StatusTable::default(),
             store,
             events: tx,
@@ -162,6 +166,8 @@ impl Supervisor {
                     self.systemd.status(&status);
                 }
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
+                Event::NotificationClosed { id } => self.shared.outputs.lock().closed(id),
+                Event::NotificationAction { id, key } => self.action(id, &key),
             }
         }
     }
@@ -188,6 +194,34 @@ impl Supervisor {
             self.start(key, dead.account)?;
         }
         Ok(())
+    }
+
+    /// A popup's button: "default" / "open" run `open_command`; "read" marks the message
+    /// as read on the server, from a short-lived connection of its own so the watcher's
+    /// IDLE is not disturbed (it then sees the flag change and closes the popup).
+    fn action(&mut self, id: u32, key: &str) {
+        let (target, open_command) = self.shared.outputs.lock().action_target(id);
+        match key {
+            "default" | "open" => match open_command {
+                Some(argv) => actions::open(&argv),
+                None => log::debug!("popup {id} clicked; no open_command configured"),
+            },
+            "read" => {
+                let Some(Shown::Message {
+                    account,
+                    mailbox,
+                    uid,
+                }) = target
+                else {
+                    return;
+                };
+                let Some(acct) = self.config.accounts.iter().find(|a| a.name == account) else {
+                    return;
+                };
+                actions::mark_read(Arc::clone(acct), mailbox, uid);
+            }
+            other => log::debug!("popup {id}: unknown action {other:?}"),
+        }
     }
 
     /// Re-reads the config. A broken file is reported (log, syslog, one popup) and the

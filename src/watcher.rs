@@ -428,7 +428,8 @@ impl Watcher {
                     conn.logout();
                     return Ok(());
                 }
-                match conn.idle(self.account.idle_refresh)? {
+                let wake_on_flags = !self.open_popups().is_empty();
+                match conn.idle(self.account.idle_refresh, wake_on_flags)? {
                     Wake::Changed { at } => {
                         log::debug!("{key}: woken by the server");
                         at
@@ -500,18 +501,54 @@ impl Watcher {
             self.status.update(&self.key(), |r| {
                 r.last_event = Some((SystemTime::now(), event));
             });
-            let mut outputs = self.outputs.lock();
-            if catching_up && announcements.len() > self.account.catch_up_max as usize {
-                outputs.announce_catch_up(&self.account.name, &self.mailbox, &announcements);
-            } else {
-                for a in &announcements {
-                    outputs.announce(a, woke);
-                }
-            }
+            self.outputs.lock().announce(
+                &self.account,
+                &self.mailbox,
+                &announcements,
+                catching_up,
+                woke,
+            );
         }
         // Saved after announcing: a crash in between repeats a popup rather than losing one.
         if moved {
             self.save();
+        }
+        self.close_popups_read_elsewhere(conn)
+    }
+
+    /// UIDs of this mailbox's messages that have a popup on screen.
+    fn open_popups(&self) -> Vec<u32> {
+        self.outputs
+            .lock()
+            .open_uids(&self.account.name, &self.mailbox)
+    }
+
+    /// Closes the popups of messages that were read (`\Seen`) or deleted elsewhere since
+    /// they were shown. Asks the server about just those UIDs; nothing when none are open.
+    fn close_popups_read_elsewhere(&mut self, conn: &mut Connection) -> Result<(), ImapError> {
+        let open = self.open_popups();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let set = open
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let still_unread: Vec<u32> = conn
+            .fetch(&set)?
+            .iter()
+            .filter(|m| !m.seen)
+            .map(|m| m.uid)
+            .collect();
+        let gone: Vec<u32> = open
+            .into_iter()
+            .filter(|u| !still_unread.contains(u))
+            .collect();
+        if !gone.is_empty() {
+            self.outputs
+                .lock()
+                .close_messages(&self.account.name, &self.mailbox, &gone);
         }
         Ok(())
     }

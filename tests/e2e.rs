@@ -25,10 +25,13 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
         let rig = Rig::start(DovecotOptions::default());
         rig.dovecot
             .append("INBOX", &message("old news", "Old <old@example.com>"));
-        let daemon = rig.daemon(
+        // Four at once would be one summary popup by default (summary_threshold 3): this
+        // test is about single popups.
+        let config = rig.config_with(
             &rig.dovecot.account_toml("main", "implicit"),
-            &["main/INBOX"],
+            "summary_threshold = 10\n",
         );
+        let daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
 
         rig.dovecot.append(
             "INBOX",

@@ -38,10 +38,24 @@ impl Rig {
 
     /// A whole config: the given `[[accounts]]` tables, notifications on, syslog recorded.
     pub fn config(&self, accounts: &str) -> String {
+        self.config_with(accounts, "")
+    }
+
+    /// [`Rig::config`] with extra lines in `[notifications]`.
+    pub fn config_with(&self, accounts: &str, notifications: &str) -> String {
         format!(
-            "{accounts}\n[notifications]\nenabled = true\n\n{}",
+            "{accounts}\n[notifications]\nenabled = true\n{notifications}\n{}",
             self.syslog.config_toml()
         )
+    }
+
+    /// Starts a daemon on a whole config text and waits for each of `watching`.
+    pub fn daemon_with_config(&self, config: &str, watching: &[&str]) -> Daemon {
+        let d = Daemon::start_with_state(config, Some(&self.bus), self.state.path());
+        for w in watching {
+            d.wait_for_output(WAIT, &format!("watching {w} "));
+        }
+        d
     }
 
     /// Starts a daemon on [`Rig::config`] with the rig's bus and state directory.
@@ -62,11 +76,7 @@ impl Rig {
     /// [`Rig::start_daemon`], then waits until each of `watching` (`account/mailbox`)
     /// reports that it is watching.
     pub fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
-        let d = self.start_daemon(accounts);
-        for w in watching {
-            d.wait_for_output(WAIT, &format!("watching {w} "));
-        }
-        d
+        self.daemon_with_config(&self.config(accounts), watching)
     }
 
     /// The syslog lines announcing new mail so far.
