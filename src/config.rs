@@ -272,6 +272,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAccount {
     name: Option<Spanned<String>>,
+    provider: Option<Spanned<String>>,
     host: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
     tls: Option<Spanned<TlsMode>>,
@@ -531,15 +532,43 @@ impl Validator<'_> {
     ) -> Option<Account> {
         let before = self.problems.len();
         let name = self.required(raw.name, "name", span);
-        let host = self.required(raw.host, "host", span);
+        // A preset fills host, port, tls and quirks; anything set explicitly wins.
+        let preset = raw
+            .provider
+            .and_then(|p| match crate::providers::find(p.get_ref()) {
+                Some(preset) => Some(preset),
+                None => {
+                    let known: Vec<&str> = crate::providers::names().collect();
+                    self.report(
+                        &p.span(),
+                        format!(
+                            "unknown provider {:?}; known: {}",
+                            p.get_ref(),
+                            known.join(", ")
+                        ),
+                    );
+                    None
+                }
+            });
+        let host = match (raw.host, preset) {
+            (None, Some(p)) => Some(p.host.to_owned()),
+            // An unknown provider was reported already; a missing host is its consequence.
+            (None, None) if self.problems.len() > before => None,
+            (h, _) => self.required(h, "host", span),
+        };
         let username = self.required(raw.username, "username", span);
         let tls = raw
             .tls
             .map(Spanned::into_inner)
+            .or(preset.map(|p| p.tls))
             .unwrap_or(TlsMode::Implicit);
 
         let port = match raw.port {
-            None => tls.default_port(),
+            // The preset's port goes with the preset's tls mode only.
+            None => match preset {
+                Some(p) if p.tls == tls => p.port,
+                _ => tls.default_port(),
+            },
             Some(p) => match u16::try_from(*p.get_ref()) {
                 Ok(n) if n != 0 => n,
                 _ => {
@@ -634,13 +663,17 @@ impl Validator<'_> {
         let idle_refresh = self.secs(
             raw.idle_refresh_secs,
             "idle_refresh_secs",
-            DEFAULT_IDLE_REFRESH_SECS,
+            preset
+                .and_then(|p| p.idle_refresh_secs)
+                .unwrap_or(DEFAULT_IDLE_REFRESH_SECS),
             10..MAX_IDLE_REFRESH_SECS + 1,
         );
         let poll_interval = self.secs(
             raw.poll_interval_secs,
             "poll_interval_secs",
-            DEFAULT_POLL_INTERVAL_SECS,
+            preset
+                .and_then(|p| p.poll_interval_secs)
+                .unwrap_or(DEFAULT_POLL_INTERVAL_SECS),
             1..86_400 + 1,
         );
         let reconnect_max = self.secs(
@@ -1049,6 +1082,33 @@ open_command = ["thunderbird"]
             "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\non_new_mail=[]\nmailboxes=[{name='X', nope=1}]\n",
         );
         assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn provider_presets_fill_in_and_explicit_keys_win() {
+        let base = "[[accounts]]\nname='a'\nusername='u'\npassword='p'\n";
+        let c = parse_ok(&format!("{base}provider = '163'\n"));
+        let a = &c.accounts[0];
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("imap.163.com", 993, TlsMode::Implicit)
+        );
+        let c = parse_ok(&format!(
+            "{base}provider = 'Gmail'\nhost = 'imap.example.org'\nport = 1993\n"
+        ));
+        let a = &c.accounts[0];
+        assert_eq!((a.host.as_str(), a.port), ("imap.example.org", 1993));
+        let c = parse_ok(&format!("{base}provider = 'fastmail'\ntls = 'starttls'\n"));
+        assert_eq!(
+            c.accounts[0].port, 143,
+            "the preset's port goes with its tls mode"
+        );
+        let p = problems(&format!("{base}provider = 'aol'\n"));
+        assert!(
+            p[0].message
+                .contains("unknown provider \"aol\"; known: gmail"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -322,12 +322,25 @@ const KEYS: &[Key] = &[
     },
     Key {
         table: "accounts",
+        name: "provider",
+        value: "string",
+        default: "",
+        range: None,
+        doc: "A preset for a well-known provider: \\fBgmail\\fR, \\fBoutlook\\fR, \\fBicloud\\fR, \
+              \\fByahoo\\fR, \\fBfastmail\\fR, \\fBqq\\fR, \\fB163\\fR, \\fB126\\fR, \\fByeah\\fR or \
+              \\fBaliyun\\fR. It fills in \\fBhost\\fR, \\fBport\\fR and \\fBtls\\fR, and a polling \
+              interval for servers without IDLE (NetEase); any key set explicitly wins. \
+              docs/PROVIDERS.md says what each preset sets and what the provider requires \
+              (app passwords, authorization codes).",
+    },
+    Key {
+        table: "accounts",
         name: "host",
         value: "string",
         default: "",
         range: None,
-        doc: "Required. The IMAP server's host name or IP address. \
-              The server's certificate is verified against it.",
+        doc: "Required unless \\fBprovider\\fR is set. The IMAP server's host name or IP \
+              address. The server's certificate is verified against it.",
     },
     Key {
         table: "accounts",
@@ -941,6 +954,12 @@ host = "localhost"
 tls = "none"
 username = "u"
 password_command = ["true"]
+
+[[accounts]]
+name = "c"
+provider = "163"
+username = "u"
+password = "p"
 
 [notifications]
 enabled = true
