@@ -1,0 +1,226 @@
+//! Popups worth reading, through the real binary, Dovecot and the recording notification
+//! server: charsets decoded end to end, bursts summarised (and replaced), privacy, quiet
+//! mailboxes, the popup's buttons, and popups closed when the mail is read elsewhere.
+
+mod support;
+
+use std::time::Duration;
+
+use support::dovecot::{message, DovecotOptions};
+use support::rig::{subjects, Rig, WAIT};
+use support::{wait_until, with_timeout};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Flags of one message, asked from a separate IMAP session.
+fn flags_of(rig: &Rig, uid: u32) -> String {
+    let mut s = rig.dovecot.session();
+    s.examine("INBOX").unwrap();
+    let fetches = s.uid_fetch(uid.to_string(), "FLAGS").unwrap();
+    let flags = fetches
+        .iter()
+        .map(|f| format!("{:?}", f.flags()))
+        .collect::<String>();
+    let _ = s.logout();
+    flags
+}
+
+#[test]
+fn charsets_decode_end_to_end() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let config = rig.config_with(
+            &rig.dovecot.account_toml("main", "implicit"),
+            "summary_threshold = 10\n",
+        );
+        let _daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        let vectors = [
+            // GBK: 测试邮件
+            ("=?GBK?B?suLK1NPKvP4=?=", "测试邮件"),
+            // GB18030 four-byte sequence: 𠀀 (U+20000) followed by 中
+            ("=?GB18030?B?lTKCNtbQ?=", "𠀀中"),
+            // Big5: 繁體
+            ("=?Big5?B?wWPF6Q==?=", "繁體"),
+            // ISO-2022-JP: 日本語
+            ("=?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=", "日本語"),
+            // UTF-8 Q with underscores and hex: Grüße aus Köln
+            (
+                "=?UTF-8?Q?Gr=C3=BC=C3=9Fe_aus_K=C3=B6ln?=",
+                "Grüße aus Köln",
+            ),
+        ];
+        for (raw, _) in &vectors {
+            rig.append(raw);
+        }
+        let lines = rig.wait_new_mail(vectors.len());
+        let expected: Vec<&str> = vectors.iter().map(|(_, d)| *d).collect();
+        assert_eq!(subjects(&lines), expected);
+        let notes = rig.notifications.wait_for_count(vectors.len(), WAIT);
+        for (n, want) in notes.iter().zip(&expected) {
+            assert!(n.body.starts_with(&format!("{want}\n")), "{}", n.body);
+        }
+    });
+}
+
+#[test]
+fn a_burst_is_one_summary_and_the_next_replaces_it() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let daemon = rig.daemon(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &["main/INBOX"],
+        );
+        // Twelve at once: appended in one session so they land in one wake.
+        let mut s = rig.dovecot.session();
+        for i in 0..12 {
+            s.append("INBOX", &message(&format!("burst {i}"), "b@example.com"))
+                .finish()
+                .unwrap();
+        }
+        let _ = s.logout();
+        let lines = rig.wait_new_mail(12);
+        assert_eq!(lines.len(), 12);
+        daemon.wait_for_output(WAIT, "subject=\"burst 11\"");
+        let notes = rig.notifications.wait_for_count(1, WAIT);
+        // The burst may be split over a few wakes by the server; each wake of more than
+        // three is one summary, and each summary replaces the previous one.
+        let summaries: Vec<_> = notes
+            .iter()
+            .filter(|n| n.summary.contains("new messages in main/INBOX"))
+            .collect();
+        assert!(!summaries.is_empty(), "{notes:#?}");
+        assert!(notes.len() < 12, "{notes:#?}");
+        assert!(
+            summaries[0].body.contains("b@example.com: burst 0"),
+            "{}",
+            summaries[0].body
+        );
+        for pair in summaries.windows(2) {
+            assert_eq!(pair[1].replaces_id, pair[0].id, "{summaries:#?}");
+        }
+
+        // A second burst replaces the last summary on screen instead of stacking.
+        let last = summaries.last().unwrap().id;
+        let mut s = rig.dovecot.session();
+        for i in 0..5 {
+            s.append("INBOX", &message(&format!("second {i}"), "c@example.com"))
+                .finish()
+                .unwrap();
+        }
+        let _ = s.logout();
+        rig.wait_new_mail(17);
+        let again = wait_until(WAIT, "a summary of the second burst", || {
+            rig.notifications
+                .notifications()
+                .into_iter()
+                .find(|n| n.body.contains("second"))
+        });
+        assert!(
+            again.summary.ends_with("new messages in main/INBOX"),
+            "{again:#?}"
+        );
+        assert_eq!(again.replaces_id, last);
+    });
+}
+
+#[test]
+fn privacy_and_quiet_mailboxes() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        let account = rig
+            .dovecot
+            .account_toml("main", "implicit")
+            .replace(
+                "mailboxes = [\"INBOX\"]",
+                "mailboxes = [\"INBOX\", { name = \"Lists\", notify = false }]\nshow_subject = false\nshow_sender = false",
+            );
+        let daemon = rig.daemon(&account, &["main/INBOX", "main/Lists"]);
+        rig.dovecot
+            .append("Lists", &message("list traffic", "list@example.com"));
+        rig.append("confidential merger");
+        let lines = rig.wait_new_mail(2);
+        daemon.wait_for_output(WAIT, "subject=\"confidential merger\"");
+        let notes = rig.notifications.wait_for_count(1, WAIT);
+        // The syslog record is complete; the popup reveals nothing, and Lists has none.
+        let mut got = subjects(&lines);
+        got.sort();
+        assert_eq!(got, vec!["confidential merger", "list traffic"]);
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        assert_eq!(notes[0].summary, "New mail in main/INBOX");
+        assert_eq!(notes[0].body, "");
+        assert!(!format!("{notes:?}").contains("sender@example.com"));
+    });
+}
+
+#[test]
+fn mark_as_read_sets_seen_and_the_popup_closes() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let _daemon = rig.daemon(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &["main/INBOX"],
+        );
+        rig.append("read me from the popup");
+        let note = rig.notifications.wait_for_count(1, WAIT).remove(0);
+        assert!(
+            note.actions.contains(&"read".to_owned()),
+            "{:?}",
+            note.actions
+        );
+        assert!(!flags_of(&rig, 1).contains("Seen"));
+
+        rig.notifications.emit_action_invoked(note.id, "read");
+        wait_until(WAIT, "\\Seen on the server", || {
+            flags_of(&rig, 1).contains("Seen").then_some(())
+        });
+        // The watcher saw the flag change during IDLE and closed the popup.
+        wait_until(WAIT, "the popup closed", || {
+            rig.notifications.closed().contains(&note.id).then_some(())
+        });
+    });
+}
+
+#[test]
+fn reading_elsewhere_closes_the_popup_and_open_runs_the_command() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let marker = rig.state.path().join("opened");
+        let config = rig.config_with(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &format!(
+                "open_command = [\"touch\", {}]\n",
+                support::toml_string(&marker.to_string_lossy())
+            ),
+        );
+        let _daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        rig.append("first");
+        rig.append("second");
+        let notes = rig.notifications.wait_for_count(2, WAIT);
+        assert!(
+            notes[0].actions.contains(&"default".to_owned()),
+            "{:?}",
+            notes[0].actions
+        );
+
+        // Clicking the popup runs open_command (argv, no shell).
+        rig.notifications
+            .emit_action_invoked(notes[0].id, "default");
+        wait_until(WAIT, "open_command to run", || {
+            marker.exists().then_some(())
+        });
+
+        // Another client reads the second message: its popup closes, the first stays.
+        let mut s = rig.dovecot.session();
+        s.select("INBOX").unwrap();
+        s.uid_store("2", "+FLAGS (\\Seen)").unwrap();
+        let _ = s.logout();
+        wait_until(WAIT, "the second popup closed", || {
+            rig.notifications
+                .closed()
+                .contains(&notes[1].id)
+                .then_some(())
+        });
+        assert!(!rig.notifications.closed().contains(&notes[0].id));
+    });
+}
