@@ -107,7 +107,12 @@ impl DesktopNotifier {
                 Some(id)
             }
             Err(e) => {
-                self.conn = None;
+                // An error reply (no notification server right now) leaves the connection
+                // usable; anything else means it is gone. Dropping a live connection would
+                // leak it, as its listener thread holds it too.
+                if !matches!(e, zbus::Error::MethodError(..)) {
+                    self.conn = None;
+                }
                 if !self.failing {
                     self.failing = true;
                     log::warn!("cannot show desktop notification: {e}");
