@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
+use crate::hooks::{HookMail, Hooks};
 use crate::notify::{DesktopNotifier, Popup};
 use crate::supervisor::Event;
 use crate::syslog::{Severity, SyslogSink};
@@ -163,6 +164,7 @@ pub struct Outputs {
     /// Popups on screen, by notification id.
     shown: BTreeMap<u32, Shown>,
     events: Option<EventSender<Event>>,
+    hooks: Hooks,
 }
 
 /// The shared lock of the design: every watcher announces through it.
@@ -188,6 +190,7 @@ impl Outputs {
             login_failing: BTreeSet::new(),
             shown: BTreeMap::new(),
             events,
+            hooks: Hooks::new(),
         }
     }
 
@@ -286,6 +289,15 @@ impl Outputs {
                     }
                 }
             }
+        }
+        // Hooks last: they are debounced on their own threads, popups should not wait.
+        if !mails.is_empty() {
+            self.hooks.new_mail(
+                &account.name,
+                mailbox,
+                &account.hooks,
+                mails.iter().map(HookMail::from).collect(),
+            );
         }
         // For latency measurements (docs and bench): wake-up to popups sent, in-process.
         if let Some(last) = mails.last() {
@@ -401,8 +413,18 @@ impl Outputs {
     pub fn reconfigure(&mut self, config: &Config) {
         let events = self.events.take();
         let login_failing = std::mem::take(&mut self.login_failing);
+        let shown = std::mem::take(&mut self.shown);
+        let hooks = self.hooks.clone();
         *self = Outputs::new(config, events);
         self.login_failing = login_failing;
+        self.shown = shown;
+        // Running and pending hook runs carry on.
+        self.hooks = hooks;
+    }
+
+    /// At exit: kill running hooks, drop pending runs (bounded wait, about a second).
+    pub fn shutdown_hooks(&self) {
+        self.hooks.shutdown();
     }
 
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).

@@ -313,32 +313,45 @@ impl Supervisor {
     }
 
     fn shutdown(self, rx: &Receiver<Event>) {
-        let mut left: Vec<Running> = self.running.into_values().chain(self.retiring).collect();
+        // Hooks are killed in parallel with the watchers' stop (each bounded), so the whole
+        // stop stays within SHUTDOWN_GRACE plus a little.
+        let outputs = self.shared.outputs.clone();
+        let hooks = std::thread::spawn(move || outputs.lock().shutdown_hooks());
+        let left: Vec<Running> = self.running.into_values().chain(self.retiring).collect();
         log::info!("stopping {} watcher(s)", left.len());
         for r in &left {
             r.control.stop();
         }
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while !left.is_empty() {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(Event::WatcherExited { id, .. }) => {
-                    if let Some(i) = left.iter().position(|r| r.id == id) {
-                        let _ = left.swap_remove(i).thread.join();
-                    }
-                }
-                Ok(Event::Terminate) => {
-                    log::warn!("second stop signal: exiting now");
-                    return;
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    log::warn!("{} watcher(s) did not stop in time", left.len());
-                    return;
+        if wait_for_exits(left, rx) {
+            let _ = hooks.join();
+            log::info!("stopped");
+        }
+    }
+}
+
+/// Waits (at most SHUTDOWN_GRACE) for stopped watchers to exit; false if they did not all
+/// exit in time or a second stop signal came.
+fn wait_for_exits(mut left: Vec<Running>, rx: &Receiver<Event>) -> bool {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while !left.is_empty() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::WatcherExited { id, .. }) => {
+                if let Some(i) = left.iter().position(|r| r.id == id) {
+                    let _ = left.swap_remove(i).thread.join();
                 }
             }
+            Ok(Event::Terminate) => {
+                log::warn!("second stop signal: exiting now");
+                return false;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                log::warn!("{} watcher(s) did not stop in time", left.len());
+                return false;
+            }
         }
-        log::info!("stopped");
     }
+    true
 }
 
 struct ExitNotice(Option<(Sender<Event>, Key, u64)>);

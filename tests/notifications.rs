@@ -224,3 +224,55 @@ fn reading_elsewhere_closes_the_popup_and_open_runs_the_command() {
         assert!(!rig.notifications.closed().contains(&notes[0].id));
     });
 }
+
+#[test]
+fn hooks_run_once_per_burst_and_mail_data_stays_inert() {
+    with_timeout(LIMIT, || {
+        use std::os::unix::fs::PermissionsExt;
+        let rig = Rig::start(DovecotOptions::default());
+        let dir = rig.state.path().join("hook");
+        std::fs::create_dir_all(&dir).unwrap();
+        // The hook itself may be a shell script: what matters is that mailpushd never builds
+        // a shell command out of mail data.
+        let script = dir.join("hook.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nn=$(ls \"$1\" | grep -c '^run')\ncat > \"$1/run$n.json\"\nenv | grep '^MAILPUSHD_' | sort > \"$1/run$n.env\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pwned = dir.join("pwned");
+        let hostile = format!("$(touch {}); `touch {}`", pwned.display(), pwned.display());
+        let account = format!(
+            "{}on_new_mail = [{}, {}]\nhook_debounce_ms = 1500\n",
+            rig.dovecot.account_toml("main", "implicit"),
+            support::toml_string(&script.to_string_lossy()),
+            support::toml_string(&dir.to_string_lossy()),
+        );
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
+        rig.append(&hostile);
+        for i in 1..10 {
+            rig.append(&format!("burst {i}"));
+        }
+        rig.wait_new_mail(10);
+        // The script writes the JSON first, the environment last: once that is there, both
+        // are complete.
+        let env = wait_until(WAIT, "the hook's run", || {
+            std::fs::read_to_string(dir.join("run0.env"))
+                .ok()
+                .filter(|e| e.contains("MAILPUSHD_COUNT"))
+        });
+        let json = std::fs::read_to_string(dir.join("run0.json")).unwrap();
+        // One run for the burst of ten (all appended within the debounce window).
+        assert!(env.contains("MAILPUSHD_COUNT=10"), "{env}");
+        assert!(env.contains("MAILPUSHD_ACCOUNT=main"), "{env}");
+        assert!(env.contains("MAILPUSHD_MAILBOX=INBOX"), "{env}");
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.len(), 10, "{json}");
+        assert_eq!(parsed[0]["subject"], hostile.as_str());
+        assert_eq!(parsed[0]["account"], "main");
+        assert!(!pwned.exists(), "mail data was executed");
+        daemon.wait_for_output(WAIT, "on_new_mail");
+        assert!(!dir.join("run1.json").exists(), "more than one run");
+    });
+}
