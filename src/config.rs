@@ -45,6 +45,10 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     pub username: String,
     pub secret: Secret,
+    pub auth: Option<AuthMethod>,
+    /// `tls_verify = false`: the documented escape hatch that skips certificate checks
+    /// (warned about at every connect).
+    pub tls_verify: bool,
     /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap.rs`.
     pub mailboxes: Vec<String>,
     pub idle_refresh: Duration,
@@ -134,6 +138,26 @@ pub enum Secret {
     /// argv run without a shell at every connect; stdout (trailing newline trimmed) is the
     /// password.
     Command(Vec<String>),
+    /// argv run at every connect whose stdout is an OAuth2 access token (oama,
+    /// mutt_oauth2.py...), so a refreshed token is used after each reconnect.
+    TokenCommand(Vec<String>),
+}
+
+impl Secret {
+    /// Whether this is an OAuth2 bearer token rather than a password.
+    pub fn is_token(&self) -> bool {
+        matches!(self, Secret::TokenCommand(_))
+    }
+}
+
+/// How to log in. `None` in [`Account::auth`] means the best the server offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    Login,
+    Plain,
+    Xoauth2,
+    Oauthbearer,
 }
 
 impl fmt::Debug for Secret {
@@ -141,6 +165,7 @@ impl fmt::Debug for Secret {
         match self {
             Secret::Password(_) => f.write_str("Password(<redacted>)"),
             Secret::Command(argv) => f.debug_tuple("Command").field(argv).finish(),
+            Secret::TokenCommand(argv) => f.debug_tuple("TokenCommand").field(argv).finish(),
         }
     }
 }
@@ -222,6 +247,24 @@ fn format_problems(path: &Path, problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// Like ssh with private keys: a config file holding a literal `password` must not be
+/// readable by group or others. Returns the warning to show (with the fix), if any.
+pub fn permission_warning(path: &Path, config: &Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let holds_password = config
+        .accounts
+        .iter()
+        .any(|a| matches!(a.secret, Secret::Password(_)));
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (holds_password && mode & 0o077 != 0).then(|| {
+        format!(
+            "{p} holds a password and is readable by {who} (mode {mode:03o}); fix it with: chmod 600 {p}",
+            p = path.display(),
+            who = if mode & 0o007 != 0 { "others" } else { "its group" },
+        )
+    })
+}
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -280,6 +323,9 @@ struct RawAccount {
     username: Option<Spanned<String>>,
     password: Option<Spanned<String>>,
     password_command: Option<Spanned<Vec<String>>>,
+    oauth2_token_command: Option<Spanned<Vec<String>>>,
+    auth: Option<Spanned<AuthMethod>>,
+    tls_verify: Option<bool>,
     mailboxes: Option<Spanned<Vec<Spanned<RawMailbox>>>>,
     idle_refresh_secs: Option<Spanned<i64>>,
     poll_interval_secs: Option<Spanned<i64>>,
@@ -599,34 +645,62 @@ impl Validator<'_> {
             }
         });
 
-        let secret = match (raw.password, raw.password_command) {
-            (Some(_), Some(cmd)) => {
-                self.report(
-                    &cmd.span(),
-                    "set either `password` or `password_command`, not both",
-                );
-                None
-            }
-            (Some(p), None) => Some(Secret::Password(p.into_inner())),
-            (None, Some(cmd)) => {
-                if cmd.get_ref().first().is_none_or(|c| c.is_empty()) {
-                    self.report(
-                        &cmd.span(),
-                        "`password_command` must name a program: [\"pass\", \"show\", \"mail\"]",
-                    );
-                    None
-                } else {
-                    Some(Secret::Command(cmd.into_inner()))
-                }
-            }
-            (None, None) => {
+        let auth = raw.auth.as_ref().map(|a| *a.get_ref());
+        let auth_span = raw.auth.as_ref().map(Spanned::span);
+        let given = [
+            raw.password.is_some(),
+            raw.password_command.is_some(),
+            raw.oauth2_token_command.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
+        // A conflict is reported where the second way of giving a secret is.
+        let conflict_at = raw
+            .oauth2_token_command
+            .as_ref()
+            .map(Spanned::span)
+            .or(raw.password_command.as_ref().map(Spanned::span))
+            .unwrap_or_else(|| span.clone());
+        let password_command = self.argv(raw.password_command, "password_command");
+        let token_command = self.argv(raw.oauth2_token_command, "oauth2_token_command");
+        let secret = if given > 1 {
+            self.report(
+                &conflict_at,
+                "set only one of `password`, `password_command` and `oauth2_token_command`",
+            );
+            None
+        } else if let Some(p) = raw.password {
+            Some(Secret::Password(p.into_inner()))
+        } else if let Some(cmd) = password_command {
+            Some(Secret::Command(cmd))
+        } else if let Some(cmd) = token_command {
+            Some(Secret::TokenCommand(cmd))
+        } else {
+            if given == 0 {
                 self.report(
                     span,
-                    "account needs `password` or `password_command` (an argv list run without a shell)",
+                    "account needs `password`, `password_command` (an argv list run without a \
+                     shell) or `oauth2_token_command`",
                 );
-                None
             }
+            None
         };
+        // A token only works with the OAuth2 mechanisms, a password only with the others.
+        if let (Some(secret), Some(method), Some(at)) = (&secret, auth, &auth_span) {
+            let oauth = matches!(method, AuthMethod::Xoauth2 | AuthMethod::Oauthbearer);
+            if oauth && !secret.is_token() {
+                self.report(
+                    at,
+                    "auth = \"xoauth2\"/\"oauthbearer\" needs `oauth2_token_command`",
+                );
+            } else if !oauth && secret.is_token() {
+                self.report(
+                    at,
+                    "`oauth2_token_command` needs auth = \"xoauth2\" or \"oauthbearer\" (or no `auth`)",
+                );
+            }
+        }
 
         let mut mailbox_notify = BTreeMap::new();
         let mailboxes = match raw.mailboxes {
@@ -734,6 +808,8 @@ impl Validator<'_> {
             ca_file,
             username: username?,
             secret: secret?,
+            auth,
+            tls_verify: raw.tls_verify.unwrap_or(true),
             mailboxes,
             idle_refresh,
             poll_interval,
@@ -971,7 +1047,7 @@ facility = "nope"
         assert_eq!(lines, vec![3, 4, 7, 8, 15, 18, 19], "{p:#?}");
         assert!(p[0].message.contains("`host` must not be empty"));
         assert!(p[1].message.contains("port"));
-        assert!(p[2].message.contains("not both"));
+        assert!(p[2].message.contains("only one of"));
         assert!(p[3].message.contains("idle_refresh_secs"));
         assert!(p[4].message.contains("listed twice"));
         assert!(p[5].message.contains("udp:HOST:PORT"));
@@ -1109,6 +1185,54 @@ open_command = ["thunderbird"]
                 .contains("unknown provider \"aol\"; known: gmail"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn a_readable_config_with_a_password_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let c = parse_ok(GOOD);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = permission_warning(&path, &c).unwrap();
+        assert!(w.contains("readable by others (mode 644)"), "{w}");
+        assert!(w.ends_with(&format!("chmod 600 {}", path.display())), "{w}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(permission_warning(&path, &c).unwrap().contains("its group"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(permission_warning(&path, &c), None);
+        // No literal password, no warning.
+        let cmd_only = parse_ok(
+            "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword_command=['pass','x']\n",
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(permission_warning(&path, &cmd_only), None);
+    }
+
+    #[test]
+    fn oauth_settings() {
+        let base = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\n";
+        let c = parse_ok(&format!(
+            "{base}oauth2_token_command=['oama','access','u']\n"
+        ));
+        assert!(c.accounts[0].secret.is_token());
+        assert_eq!(c.accounts[0].auth, None);
+        assert!(c.accounts[0].tls_verify);
+        let c = parse_ok(&format!(
+            "{base}password='p'\nauth='plain'\ntls_verify=false\n"
+        ));
+        assert_eq!(c.accounts[0].auth, Some(AuthMethod::Plain));
+        assert!(!c.accounts[0].tls_verify);
+        let p = problems(&format!("{base}password='p'\nauth='xoauth2'\n"));
+        assert!(
+            p[0].message.contains("needs `oauth2_token_command`"),
+            "{p:?}"
+        );
+        let p = problems(&format!("{base}oauth2_token_command=['x']\nauth='login'\n"));
+        assert!(p[0].message.contains("needs auth"), "{p:?}");
+        let p = problems(&format!("{base}password='p'\noauth2_token_command=['x']\n"));
+        assert!(p[0].message.contains("only one of"), "{p:?}");
     }
 
     #[test]

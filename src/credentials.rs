@@ -1,6 +1,6 @@
 //! Turning an account's [`Secret`] into a password at connect time.
 //!
-//! `password_command` is an argv list run directly (never through a shell) at every connect,
+//! `password_command` (and `oauth2_token_command`) is an argv list run directly (never through a shell) at every connect,
 //! so a password manager's current answer is always used. Its stdout is the password; what
 //! it prints is never logged.
 
@@ -15,32 +15,32 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("password_command {program:?} could not be started: {source}")]
+    #[error("credential command {program:?} could not be started: {source}")]
     Spawn {
         program: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("password_command {program:?} failed ({status}){stderr}")]
+    #[error("credential command {program:?} failed ({status}){stderr}")]
     Failed {
         program: String,
         status: String,
         stderr: String,
     },
     #[error(
-        "password_command {program:?} did not finish within {0:?}",
+        "credential command {program:?} did not finish within {0:?}",
         COMMAND_TIMEOUT
     )]
     Timeout { program: String },
-    #[error("password_command {program:?} printed no password")]
+    #[error("credential command {program:?} printed nothing")]
     Empty { program: String },
 }
 
-/// The password for one connection attempt.
+/// The password (or OAuth2 token) for one connection attempt.
 pub fn resolve(secret: &Secret) -> Result<String, CredentialError> {
     match secret {
         Secret::Password(p) => Ok(p.clone()),
-        Secret::Command(argv) => run(argv),
+        Secret::Command(argv) | Secret::TokenCommand(argv) => run(argv),
     }
 }
 

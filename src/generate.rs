@@ -481,6 +481,38 @@ const KEYS: &[Key] = &[
     },
     Key {
         table: "accounts",
+        name: "oauth2_token_command",
+        value: "array of strings",
+        default: "",
+        range: None,
+        doc: "Instead of a password: a command (argv, no shell) that prints an OAuth2 access \
+              token, run at every connect so a refreshed token is used, e.g. \
+              \\fB[\"oama\", \"access\", \"me@gmail.com\"]\\fR or mutt_oauth2.py. Logs in with \
+              XOAUTH2 or OAUTHBEARER.",
+    },
+    Key {
+        table: "accounts",
+        name: "auth",
+        value: "string",
+        default: "the best the server offers",
+        range: None,
+        doc: "\\fBlogin\\fR, \\fBplain\\fR (AUTHENTICATE PLAIN), \\fBxoauth2\\fR or \
+              \\fBoauthbearer\\fR (RFC 7628). By default a password uses AUTHENTICATE PLAIN \
+              when the server offers it (always when it says LOGINDISABLED), else LOGIN; a \
+              token uses XOAUTH2, else OAUTHBEARER.",
+    },
+    Key {
+        table: "accounts",
+        name: "tls_verify",
+        value: "boolean",
+        default: "true",
+        range: None,
+        doc: "An escape hatch, not a setting: \\fBfalse\\fR skips the certificate and host \
+              name checks, so anyone on the path can read the password. Logged as a warning at \
+              every connect. Use \\fBca_file\\fR for a self-signed server instead.",
+    },
+    Key {
+        table: "accounts",
         name: "allow_plaintext_auth",
         value: "boolean",
         default: "false",
@@ -960,6 +992,14 @@ name = "c"
 provider = "163"
 username = "u"
 password = "p"
+auth = "plain"
+tls_verify = true
+
+[[accounts]]
+name = "d"
+host = "imap.gmail.com"
+username = "u"
+oauth2_token_command = ["true"]
 
 [notifications]
 enabled = true

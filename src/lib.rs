@@ -51,6 +51,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     if cli.check {
         return Ok(match config::load(&path) {
             Ok(cfg) => {
+                if let Some(w) = config::permission_warning(&path, &cfg) {
+                    println!("warning: {w}");
+                }
                 let mailboxes: usize = cfg.accounts.iter().map(|a| a.mailboxes.len()).sum();
                 println!(
                     "{}: ok ({} account(s), {} mailbox(es))",
@@ -77,7 +80,12 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     }
 
     let cfg = match config::load(&path) {
-        Ok(cfg) => cfg,
+        Ok(cfg) => {
+            if let Some(w) = config::permission_warning(&path, &cfg) {
+                log::warn!("{w}");
+            }
+            cfg
+        }
         Err(e) => {
             log::error!("{e}");
             return Ok(ExitCode::from(EX_CONFIG));

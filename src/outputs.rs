@@ -362,10 +362,12 @@ impl Outputs {
     /// A login failed. Error level in the log and syslog every time the caller reports it
     /// (the watcher does so once per change of state); one popup per account until it
     /// recovers.
+    ///
+    /// `message` must already be one escaped line (the watcher makes it so).
     pub fn login_failed(&mut self, account: &str, message: &str, reason: &str) {
         log::error!("{message}");
         if let Some(s) = self.syslog.as_mut() {
-            s.send(Severity::Error, &decode::one_line(message));
+            s.send(Severity::Error, message);
         }
         if self.login_failing.insert(account.to_owned()) {
             self.show(
@@ -428,9 +430,10 @@ impl Outputs {
     }
 
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).
+    /// `message` must already be one escaped line.
     pub fn warning(&mut self, message: &str) {
         if let Some(s) = self.syslog.as_mut() {
-            s.send(Severity::Warning, &decode::one_line(message));
+            s.send(Severity::Warning, message);
         }
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! No read ever blocks without a bound: when the crate clears the timeout (it does after
 //! every IDLE), the stream falls back to the command timeout.
+//!
+//! And no answer is without a bound either: a hostile or broken server that sends more than
+//! [`MAX_RESPONSE`] bytes after our last command (an endless literal, a line that never
+//! ends) gets the connection closed with an error, before the crate's buffers grow further.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -22,8 +26,13 @@ pub enum Transport {
     Tls(Box<native_tls::TlsStream<TcpStream>>),
 }
 
+/// Most a server may send in answer to one command (or during one IDLE).
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
 pub struct Stream {
     transport: Transport,
+    /// Bytes read since we last wrote: the size of the answer in progress.
+    read_since_write: usize,
     /// Bound for reads when no deadline is set.
     command_timeout: Duration,
     deadline: Option<Instant>,
@@ -33,6 +42,7 @@ impl Stream {
     pub fn new(transport: Transport, command_timeout: Duration) -> Self {
         Stream {
             transport,
+            read_since_write: 0,
             command_timeout,
             deadline: None,
         }
@@ -74,15 +84,29 @@ impl Read for Stream {
             };
             self.tcp().set_read_timeout(Some(t))?;
         }
-        match &mut self.transport {
-            Transport::Plain(s) => s.read(buf),
-            Transport::Tls(s) => s.read(buf),
+        if self.read_since_write >= MAX_RESPONSE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "server sent more than {} MiB in one answer",
+                    MAX_RESPONSE >> 20
+                ),
+            ));
         }
+        // Never read past the bound, so the crate's buffer cannot grow beyond it.
+        let room = (MAX_RESPONSE - self.read_since_write).min(buf.len());
+        let n = match &mut self.transport {
+            Transport::Plain(s) => s.read(&mut buf[..room])?,
+            Transport::Tls(s) => s.read(&mut buf[..room])?,
+        };
+        self.read_since_write += n;
+        Ok(n)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.read_since_write = 0;
         match &mut self.transport {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(s) => s.write(buf),

@@ -240,7 +240,11 @@ impl Watcher {
             let (message, failure) = match outcome {
                 Ok(Ok(())) => break,
                 Ok(Err(WatchError::Reconnect)) => (None, Failure::Transient),
-                Ok(Err(e)) => (Some(format!("{key}: {e}")), e.failure()),
+                // Server text (NO responses, SASL errors) is untrusted: one escaped line.
+                Ok(Err(e)) => (
+                    Some(format!("{key}: {}", decode::one_line(&e.to_string()))),
+                    e.failure(),
+                ),
                 Err(panic) => (
                     Some(format!("{key}: internal error: {}", panic_message(&*panic))),
                     Failure::Transient,

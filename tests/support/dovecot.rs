@@ -524,7 +524,7 @@ fn render_config(
          ssl_key = <{r}/key.pem\n\
          # Tests use tls = \"none\" too; loopback only, so plaintext LOGIN is fine.\n\
          disable_plaintext_auth = no\n\
-         auth_mechanisms = plain login\n\
+         auth_mechanisms = plain login xoauth2 oauthbearer\n\
          # Failed logins are logged with the reason, for debugging auth tests.\n\
          auth_verbose = yes\n\
          # Mail processes run as {mail_uid}:{mail_gid}; Dovecot's default (500) would reject\n\

@@ -1,0 +1,157 @@
+//! The "never miss, never repeat" decision (`mailpushd::newmail`) over arbitrary sequences
+//! of reconnects (EXAMINE answers) and `UID FETCH next:*` answers.
+//!
+//! Invariants, within one UIDVALIDITY epoch (a baseline starts a new one):
+//! - `advance` never announces a UID below the cursor it was called with;
+//! - announced UIDs are strictly ascending, within a call and across calls;
+//! - no UID is announced twice;
+//! - `next_uid` never decreases, and never drops to 0;
+//! - a message the answer reports as `\Seen` is never announced;
+//! - only UIDs that were in the answer are announced;
+//! - `start` resumes the cursor it was given when UIDVALIDITY is unchanged, and baselines
+//!   at `max(UIDNEXT, 1)` otherwise.
+#![no_main]
+
+use std::collections::HashSet;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mailpushd::newmail::{self, Cursor, Seen, Start};
+
+/// A UID in a fetch answer: anywhere, or near the cursor (where the interesting cases are).
+#[derive(Debug, Arbitrary)]
+enum Uid {
+    Absolute(u32),
+    Relative(i8),
+}
+
+#[derive(Debug, Arbitrary)]
+struct Message {
+    uid: Uid,
+    seen: bool,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Step {
+    /// A wake-up: the answer to `UID FETCH <next_uid>:*`.
+    Fetch(Vec<Message>),
+    /// A (re)connect: EXAMINE reported these; `forget` drops the cursor first (state lost).
+    Reconnect {
+        uid_validity: u32,
+        uid_next: u32,
+        forget: bool,
+    },
+}
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    /// A cursor from the state file (its `next_uid` is at least 1 there).
+    saved: Option<(u32, u32)>,
+    uid_validity: u32,
+    uid_next: u32,
+    steps: Vec<Step>,
+}
+
+/// What has been announced in the current UIDVALIDITY epoch.
+#[derive(Default)]
+struct Epoch {
+    announced: HashSet<u32>,
+    highest: Option<u32>,
+}
+
+fn connect(previous: Option<Cursor>, uid_validity: u32, uid_next: u32, epoch: &mut Epoch) -> Cursor {
+    let s = newmail::start(previous, uid_validity, uid_next);
+    match (previous, s) {
+        (Some(p), Start::Resume(c)) => {
+            assert_eq!(p.uid_validity, uid_validity);
+            assert_eq!(c, p, "resume must keep the cursor");
+        }
+        (None, Start::Resume(_)) => panic!("resumed without a cursor"),
+        (prev, Start::Baseline { cursor, validity_changed }) => {
+            assert_eq!(validity_changed, prev.is_some());
+            if let Some(p) = prev {
+                assert_ne!(p.uid_validity, uid_validity, "baselined with unchanged UIDVALIDITY");
+            }
+            assert_eq!(
+                cursor,
+                Cursor {
+                    uid_validity,
+                    next_uid: uid_next.max(1)
+                }
+            );
+            // New epoch: old UIDs mean nothing now.
+            *epoch = Epoch::default();
+        }
+    }
+    s.cursor()
+}
+
+fuzz_target!(|input: Input| {
+    let mut epoch = Epoch::default();
+    let saved = input.saved.map(|(v, n)| Cursor {
+        uid_validity: v,
+        next_uid: n.max(1),
+    });
+    let mut cursor = connect(saved, input.uid_validity, input.uid_next, &mut epoch);
+
+    for step in input.steps {
+        match step {
+            Step::Reconnect {
+                uid_validity,
+                uid_next,
+                forget,
+            } => {
+                let previous = (!forget).then_some(cursor);
+                cursor = connect(previous, uid_validity, uid_next, &mut epoch);
+            }
+            Step::Fetch(messages) => {
+                let answer: Vec<Seen> = messages
+                    .iter()
+                    .map(|m| Seen {
+                        uid: match m.uid {
+                            Uid::Absolute(u) => u,
+                            Uid::Relative(d) => cursor.next_uid.saturating_add_signed(i32::from(d)),
+                        },
+                        seen: m.seen,
+                    })
+                    .collect();
+                let before = cursor;
+                let got = cursor.advance(&answer);
+
+                assert_eq!(cursor.uid_validity, before.uid_validity);
+                assert!(cursor.next_uid >= before.next_uid, "next_uid went back: {before:?} -> {cursor:?}");
+                assert!(cursor.next_uid >= 1);
+                assert_eq!(cursor.fetch_range(), format!("{}:*", cursor.next_uid));
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "not ascending: {got:?}");
+                for &uid in &got {
+                    assert!(uid >= before.next_uid, "announced {uid} below cursor {before:?}");
+                    assert!(
+                        answer.iter().any(|m| m.uid == uid),
+                        "announced {uid}, not in the answer"
+                    );
+                    assert!(
+                        !answer.iter().any(|m| m.uid == uid && m.seen),
+                        "announced {uid}, reported \\Seen in {answer:?}"
+                    );
+                    assert!(
+                        epoch.highest.is_none_or(|h| uid > h),
+                        "announced {uid} after {:?}",
+                        epoch.highest
+                    );
+                    assert!(epoch.announced.insert(uid), "announced {uid} twice");
+                    epoch.highest = Some(uid);
+                }
+                // Everything new in the answer was considered: the next fetch starts past it.
+                for m in &answer {
+                    if m.uid >= before.next_uid {
+                        assert!(
+                            m.uid < cursor.next_uid,
+                            "UID {} seen but cursor stays at {cursor:?}: it will be fetched again",
+                            m.uid
+                        );
+                    }
+                }
+            }
+        }
+    }
+});
