@@ -114,13 +114,23 @@ impl Sender {
 /// a terminal; `\` and `"` are escaped so the quoted value has one reading.
 /// All other characters, CJK included, pass through unchanged.
 pub fn one_line(s: &str) -> String {
+    escape(s, true)
+}
+
+/// Like [`one_line`], for free text that is not inside quotes (error messages with a
+/// server's words in them): controls and bidi are escaped, `\` and `"` are left alone.
+pub fn controls_escaped(s: &str) -> String {
+    escape(s, false)
+}
+
+fn escape(s: &str, quoted: bool) -> String {
     use std::fmt::Write as _;
 
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
+            '\\' if quoted => out.push_str("\\\\"),
+            '"' if quoted => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -728,6 +738,14 @@ mod tests {
             Some(b"example.com".as_slice()),
         );
         assert_eq!(s.display(), "z@example.com");
+    }
+
+    #[test]
+    fn controls_escaped_leaves_quotes_alone() {
+        assert_eq!(
+            controls_escaped("no \"x\" \\ here\r\n\x1b\u{202e}"),
+            "no \"x\" \\ here\\r\\n\\x1b\\u{202e}"
+        );
     }
 
     #[test]

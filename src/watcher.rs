@@ -130,6 +130,15 @@ enum WatchError {
     Reconnect,
 }
 
+/// The state a failure puts a watcher in, for "log once per change of state".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Imap(std::mem::Discriminant<ImapError>),
+    Credentials,
+    Reconnect,
+    Panic,
+}
+
 /// How a failure is handled: how soon to retry and how loudly to say so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -143,6 +152,16 @@ enum Failure {
 }
 
 impl WatchError {
+    /// What went wrong, without the details that change from one attempt to the next
+    /// (server timings, addresses): two failures of the same kind are the same state.
+    fn kind(&self) -> Kind {
+        match self {
+            WatchError::Imap(e) => Kind::Imap(std::mem::discriminant(e)),
+            WatchError::Credentials(_) => Kind::Credentials,
+            WatchError::Reconnect => Kind::Reconnect,
+        }
+    }
+
     fn failure(&self) -> Failure {
         match self {
             WatchError::Imap(ImapError::Auth(_)) => Failure::Login,
@@ -177,9 +196,9 @@ pub struct Watcher {
     cursor: Option<Cursor>,
     state_loaded: bool,
     backoff: Backoff,
-    /// The last failure reported, so a repeat of the same one is not logged again at
-    /// full volume, and how many times it has happened in a row.
-    last_failure: Option<String>,
+    /// The kind of the last failure, so a repeat is not logged again at full volume, and
+    /// how many failures in a row there have been.
+    last_failure: Option<Kind>,
     failures_in_a_row: u32,
 }
 
@@ -237,17 +256,22 @@ impl Watcher {
             if started.elapsed() >= HEALTHY_AFTER {
                 self.backoff.reset();
             }
-            let (message, failure) = match outcome {
+            let (message, failure, kind) = match outcome {
                 Ok(Ok(())) => break,
-                Ok(Err(WatchError::Reconnect)) => (None, Failure::Transient),
+                Ok(Err(WatchError::Reconnect)) => (None, Failure::Transient, Kind::Reconnect),
                 // Server text (NO responses, SASL errors) is untrusted: one escaped line.
                 Ok(Err(e)) => (
-                    Some(format!("{key}: {}", decode::one_line(&e.to_string()))),
+                    Some(format!(
+                        "{key}: {}",
+                        decode::controls_escaped(&e.to_string())
+                    )),
                     e.failure(),
+                    e.kind(),
                 ),
                 Err(panic) => (
                     Some(format!("{key}: internal error: {}", panic_message(&*panic))),
                     Failure::Transient,
+                    Kind::Panic,
                 ),
             };
             // A resume makes every watcher reconnect at once, without backoff.
@@ -261,7 +285,7 @@ impl Watcher {
                 self.account.reconnect_max
             };
             if let Some(message) = &message {
-                self.report_failure(message, failure, delay);
+                self.report_failure(message, failure, kind, delay);
             }
             self.set_status(|r| {
                 r.phase = Phase::Retrying;
@@ -279,14 +303,14 @@ impl Watcher {
         log::debug!("{key}: stopped");
     }
 
-    /// Logs a failure: in full the first time and whenever it changes, then at doubling
-    /// intervals (2nd, 4th, 8th... repeat) so a long outage does not flood the journal.
-    fn report_failure(&mut self, message: &str, failure: Failure, delay: Duration) {
-        let same = self.last_failure.as_deref() == Some(message);
+    /// Logs a failure: in full the first time and whenever its kind changes, then at
+    /// doubling intervals (2nd, 4th, 8th... repeat) so a long outage does not flood the
+    /// journal. Kinds, not texts, are compared: servers put timings and counters in their
+    /// error text ("Mailbox doesn't exist (0.002 + 0.000 secs)").
+    fn report_failure(&mut self, message: &str, failure: Failure, kind: Kind, delay: Duration) {
+        let same = self.last_failure == Some(kind);
         self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-        if !same {
-            self.last_failure = Some(message.to_owned());
-        }
+        self.last_failure = Some(kind);
         let retry = format!("retrying in {:.1}s", delay.as_secs_f64());
         let mut outputs = self.outputs.lock();
         match failure {

@@ -7,7 +7,6 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::daemon::Daemon;
 use support::dovecot::{message, DovecotOptions};
 use support::rig::{subjects, Rig, WAIT};
 use support::{toml_string, wait_until, with_timeout};
@@ -240,33 +239,12 @@ fn tls_failures_are_retried_and_do_not_affect_other_accounts() {
 // ---- faults Dovecot cannot produce: through the fault-injecting proxy --------------------
 
 use std::time::Instant;
-use support::proxy::FaultProxy;
-
-/// A rig whose daemon talks plain IMAP to Dovecot through a fault proxy (plain so the proxy
-/// can inject lines; loopback, so the daemon allows it).
-fn proxied(rig: &Rig, extra: &str) -> (FaultProxy, Daemon) {
-    let proxy = FaultProxy::start(rig.dovecot.imap_port);
-    let account = format!(
-        "{}reconnect_max_secs = 1\n{extra}",
-        rig.dovecot
-            .account_toml("main", "none")
-            .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
-            .replace(
-                &format!("port = {}", rig.dovecot.imap_port),
-                &format!("port = {}", proxy.port)
-            )
-    );
-    let daemon = rig.daemon(&account, &["main/INBOX"]);
-    proxy.wait_for_client_line(WAIT, " IDLE");
-    proxy.wait_for_server_line(WAIT, "+ idling");
-    (proxy, daemon)
-}
 
 #[test]
 fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let (proxy, daemon) = proxied(&rig, "");
+        let (proxy, daemon) = rig.proxied("");
         proxy.set_refuse(true);
         proxy.reset_all();
         for i in 1..=5 {
@@ -308,7 +286,7 @@ fn a_frozen_link_is_detected_and_replaced() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
         // Short settings for the test: IDLE re-issued every 10 s, 2 s for the answer to DONE.
-        let (proxy, daemon) = proxied(&rig, "idle_refresh_secs = 10\ntimeout_secs = 2\n");
+        let (proxy, daemon) = rig.proxied("idle_refresh_secs = 10\ntimeout_secs = 2\n");
         let frozen = Instant::now();
         proxy.freeze_all();
         rig.append("sent into the freeze");
@@ -336,7 +314,7 @@ fn a_frozen_link_is_detected_and_replaced() {
 fn bye_mid_idle_reconnects_and_keeps_announcing() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let (proxy, daemon) = proxied(&rig, "");
+        let (proxy, daemon) = rig.proxied("");
         assert_eq!(proxy.inject_to_client(b"* BYE server shutting down\r\n"), 1);
         daemon.wait_for_output(WAIT, "server closed the connection: server shutting down");
         daemon.wait_for_output_count(WAIT, "watching main/INBOX ", 2);
@@ -349,7 +327,7 @@ fn bye_mid_idle_reconnects_and_keeps_announcing() {
 fn a_garbage_line_costs_only_the_connection() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let (proxy, daemon) = proxied(&rig, "");
+        let (proxy, daemon) = rig.proxied("");
         proxy.inject_to_client(b"\x01\x02 this is not IMAP \xff\r\n");
         daemon.wait_for_output_count(WAIT, "watching main/INBOX ", 2);
         rig.append("after garbage");
@@ -362,7 +340,7 @@ fn a_garbage_line_costs_only_the_connection() {
 fn an_alert_is_logged_and_the_session_goes_on() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let (proxy, daemon) = proxied(&rig, "");
+        let (proxy, daemon) = rig.proxied("");
         proxy.inject_to_client(b"* NO [ALERT] maintenance at 05:00\r\n");
         daemon.wait_for_output(WAIT, "unexpected server response during IDLE");
         // Back in IDLE on the same connection.
@@ -385,7 +363,7 @@ fn an_alert_is_logged_and_the_session_goes_on() {
 fn a_slow_server_is_waited_for() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let (proxy, daemon) = proxied(&rig, "timeout_secs = 5\n");
+        let (proxy, daemon) = rig.proxied("timeout_secs = 5\n");
         // Every server line now arrives 400 ms late: slower, not broken.
         proxy.set_delay(Duration::from_millis(400));
         rig.append("slowly");

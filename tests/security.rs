@@ -247,19 +247,7 @@ fn hostile_mail_text_is_neutralised_in_every_output() {
 fn an_endless_answer_costs_the_connection_not_the_memory() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let proxy = FaultProxy::start(rig.dovecot.imap_port);
-        let account = format!(
-            "{}reconnect_max_secs = 1\n",
-            rig.dovecot
-                .account_toml("main", "none")
-                .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
-                .replace(
-                    &format!("port = {}", rig.dovecot.imap_port),
-                    &format!("port = {}", proxy.port)
-                )
-        );
-        let daemon = rig.daemon(&account, &["main/INBOX"]);
-        proxy.wait_for_server_line(WAIT, "+ idling");
+        let (proxy, daemon) = rig.proxied("");
         // A literal that announces 4 GiB, then 40 MiB of it: a line that never ends.
         let mut flood = b"* 1 FETCH (BODY[] {4294967295}\r\n".to_vec();
         flood.extend(std::iter::repeat_n(b'x', 40 << 20));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::daemon::Daemon;
 use super::dbus::{NotificationServer, SessionBus};
 use super::dovecot::{message, Dovecot, DovecotOptions};
+use super::proxy::FaultProxy;
 use super::syslog::SyslogRecorder;
 
 /// How long a rig helper waits for something the daemon should do promptly.
@@ -77,6 +78,27 @@ impl Rig {
     /// reports that it is watching.
     pub fn daemon(&self, accounts: &str, watching: &[&str]) -> Daemon {
         self.daemon_with_config(&self.config(accounts), watching)
+    }
+
+    /// A daemon that talks plain IMAP to Dovecot through a fault proxy (plain, so the proxy
+    /// can inject lines; loopback, so the daemon allows it), with `reconnect_max_secs = 1`
+    /// and `extra` account lines; returned once it is idling.
+    pub fn proxied(&self, extra: &str) -> (FaultProxy, Daemon) {
+        let proxy = FaultProxy::start(self.dovecot.imap_port);
+        let account = format!(
+            "{}reconnect_max_secs = 1\n{extra}",
+            self.dovecot
+                .account_toml("main", "none")
+                .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
+                .replace(
+                    &format!("port = {}", self.dovecot.imap_port),
+                    &format!("port = {}", proxy.port)
+                )
+        );
+        let daemon = self.daemon(&account, &["main/INBOX"]);
+        proxy.wait_for_client_line(WAIT, " IDLE");
+        proxy.wait_for_server_line(WAIT, "+ idling");
+        (proxy, daemon)
     }
 
     /// The syslog lines announcing new mail so far.

@@ -1,0 +1,110 @@
+//! State file names (`StateStore::path`) and the save/load round trip, for arbitrary
+//! usernames, hosts and mailboxes.
+//!
+//! - the file name is `<stem>.toml` in the store's directory, at most 255 bytes, made of
+//!   `[A-Za-z0-9._@%~-]` only, not hidden (no leading `.`), the same for any host case;
+//! - two mailboxes that differ (user, lower-cased host, mailbox) get different files: the
+//!   second is the first re-split at another `@` and `/` of `user@host/mailbox`, or one the
+//!   fuzzer chose;
+//! - what `save` writes, with the description the watcher gives it
+//!   (`"{user} on {host}, mailbox {mailbox}"`), `load` reads back.
+#![no_main]
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use mailpushd::newmail::Cursor;
+use mailpushd::state::{Loaded, StateStore};
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    user: String,
+    host: String,
+    mailbox: String,
+    other: Other,
+    uid_validity: u32,
+    next_uid: u32,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Other {
+    /// Split `user@host/mailbox` again at the `at`-th `@` and the `slash`-th `/` after it.
+    Resplit { at: u8, slash: u8 },
+    Triple(String, String, String),
+}
+
+fn scratch() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = PathBuf::from("/dev/shm");
+        let base = if base.is_dir() { base } else { std::env::temp_dir() };
+        let dir = base.join(format!("mailpushd-fuzz-names-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("scratch directory");
+        dir
+    })
+}
+
+fn resplit(joined: &str, at: u8, slash: u8) -> Option<(String, String, String)> {
+    let (i, _) = joined.match_indices('@').nth(usize::from(at))?;
+    let (j, _) = joined[i + 1..].match_indices('/').nth(usize::from(slash))?;
+    let j = i + 1 + j;
+    Some((
+        joined[..i].to_owned(),
+        joined[i + 1..j].to_owned(),
+        joined[j + 1..].to_owned(),
+    ))
+}
+
+fuzz_target!(|input: Input| {
+    let dir = scratch();
+    let store = StateStore::new(dir.clone());
+    let (u, h, m) = (&input.user, &input.host, &input.mailbox);
+    let path = store.path(u, h, m);
+
+    assert_eq!(path.parent(), Some(dir.as_path()));
+    let name = path.file_name().and_then(|n| n.to_str()).expect("UTF-8 file name");
+    assert!(name.len() <= 255, "{} bytes: {name}", name.len());
+    let stem = name.strip_suffix(".toml").expect(".toml");
+    assert!(!stem.is_empty() && !stem.starts_with('.'), "{name}");
+    assert!(
+        stem.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@%~-".contains(&b)),
+        "{name}"
+    );
+    assert_eq!(path, store.path(u, &h.to_ascii_uppercase(), m));
+    assert_eq!(path, store.path(u, &h.to_ascii_lowercase(), m));
+
+    let other = match input.other {
+        Other::Resplit { at, slash } => resplit(&format!("{u}@{h}/{m}"), at, slash),
+        Other::Triple(a, b, c) => Some((a, b, c)),
+    };
+    if let Some((u2, h2, m2)) = other {
+        let same = *u == u2 && h.to_ascii_lowercase() == h2.to_ascii_lowercase() && *m == m2;
+        if !same {
+            assert_ne!(
+                path,
+                store.path(&u2, &h2, &m2),
+                "({u:?}, {h:?}, {m:?}) and ({u2:?}, {h2:?}, {m2:?}) share a state file"
+            );
+        }
+    }
+
+    let cursor = Cursor {
+        uid_validity: input.uid_validity,
+        next_uid: input.next_uid.max(1),
+    };
+    let description = format!("{u} on {h}, mailbox {m}");
+    store.save(&path, cursor, &description).expect("save");
+    let loaded = store.load(&path);
+    for entry in fs::read_dir(dir).expect("read scratch directory") {
+        let _ = fs::remove_file(entry.expect("entry").path());
+    }
+    assert_eq!(
+        loaded,
+        Loaded::Found(cursor),
+        "saved with description {description:?}"
+    );
+});
