@@ -320,12 +320,23 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             "[[accounts]]\nname = \"a\"\nhost = \"imap.example.com\"\nusername = \"u\"\npassword = \"p\"\n",
         )
         .unwrap();
+        std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
             .args(["--check", "--config"])
             .arg(&good)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{out:?}");
+        // It holds a password and is world-readable (0644 here): warned, with the fix.
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(
+                "warning: {p} holds a password and is readable by others (mode 644); fix it with: chmod 600 {p}",
+                p = good.display()
+            )),
+            "{text}"
+        );
 
         // The daemon itself refuses a bad config with the same code, without connecting.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))

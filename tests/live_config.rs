@@ -206,6 +206,9 @@ fn check_connect_reports_each_mailbox() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, rig.config(&format!("{good}\n{bad}"))).unwrap();
+        // Private, as a config with passwords should be (else --check warns first).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
             .args(["--check", "--connect", "--config"])
             .arg(&path)

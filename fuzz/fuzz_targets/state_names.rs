@@ -83,7 +83,12 @@ fuzz_target!(|input: Input| {
     };
     if let Some((u2, h2, m2)) = other {
         let same = *u == u2 && h.to_ascii_lowercase() == h2.to_ascii_lowercase() && *m == m2;
-        if !same {
+        // Known: the stem encodes `user@host/mailbox` as one string, so re-splitting it
+        // differently gives the same file.
+        let known = skip_known("state-stem")
+            && format!("{u}@{}/{m}", h.to_ascii_lowercase())
+                == format!("{u2}@{}/{m2}", h2.to_ascii_lowercase());
+        if !same && !known {
             assert_ne!(
                 path,
                 store.path(&u2, &h2, &m2),
@@ -102,9 +107,22 @@ fuzz_target!(|input: Input| {
     for entry in fs::read_dir(dir).expect("read scratch directory") {
         let _ = fs::remove_file(entry.expect("entry").path());
     }
+    // Known: control characters in the description end up raw in a TOML comment.
+    if skip_known("state-comment") && description.chars().any(|c| c.is_control() && c != '\t') {
+        return;
+    }
     assert_eq!(
         loaded,
         Loaded::Found(cursor),
         "saved with description {description:?}"
     );
 });
+
+/// Whether the run was asked to step over a known, reported bug (`FUZZ_SKIP_KNOWN`, a comma
+/// list of the names in README.md, or `all`), so that fuzzing can go on past it.
+fn skip_known(bug: &str) -> bool {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| std::env::var("FUZZ_SKIP_KNOWN").unwrap_or_default())
+        .split(',')
+        .any(|b| b.trim() == bug || b.trim() == "all")
+}
