@@ -224,4 +224,37 @@ mod tests {
         assert_eq!(c.advance(&[unseen(u32::MAX)]), vec![u32::MAX]);
         assert_eq!(c.next_uid, u32::MAX);
     }
+
+    // Found by fuzz/fuzz_targets/newmail.rs (fuzz/README.md, known bug `uid-max`).
+    #[test]
+    #[ignore = "known bug uid-max (fuzz/README.md): remove this ignore with the fix"]
+    fn max_uid_is_announced_only_once() {
+        let mut c = Cursor {
+            uid_validity: 1,
+            next_uid: u32::MAX,
+        };
+        assert_eq!(c.advance(&[unseen(u32::MAX)]), vec![u32::MAX]);
+        // `4294967295:*` returns it again on every later wake: old news by then.
+        assert_eq!(c.advance(&[unseen(u32::MAX)]), Vec::<u32>::new());
+        assert_eq!(c.advance(&[unseen(u32::MAX)]), Vec::<u32>::new());
+    }
+
+    // Found by fuzz/fuzz_targets/newmail.rs (fuzz/README.md, known bug `seen-dup`).
+    #[test]
+    #[ignore = "known bug seen-dup (fuzz/README.md): remove this ignore with the fix"]
+    fn a_message_reported_seen_is_not_announced_whatever_the_order() {
+        // The same UID twice in one answer, e.g. its FETCH and then an unsolicited flag
+        // update from another client that just read it.
+        for answer in [
+            [unseen(5), Seen { uid: 5, seen: true }],
+            [Seen { uid: 5, seen: true }, unseen(5)],
+        ] {
+            let mut c = Cursor {
+                uid_validity: 1,
+                next_uid: 5,
+            };
+            assert_eq!(c.advance(&answer), Vec::<u32>::new(), "{answer:?}");
+            assert_eq!(c.next_uid, 6);
+        }
+    }
 }

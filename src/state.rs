@@ -282,4 +282,40 @@ mod tests {
             PathBuf::from("/home/u/.local/state/mailpushd")
         );
     }
+
+    // Found by fuzz/fuzz_targets/state_names.rs (fuzz/README.md, known bug `state-comment`).
+    #[test]
+    #[ignore = "known bug state-comment (fuzz/README.md): remove this ignore with the fix"]
+    fn control_characters_in_the_description_keep_the_file_loadable() {
+        let (_d, s) = store();
+        let p = s.path("u", "h", "INBOX");
+        // The watcher's description is "{username} on {host}, mailbox {mailbox}"; the config
+        // lets a username hold any character and a mailbox any but CR, LF and NUL.
+        for description in [
+            "me\nuid_validity = 9 on h, mailbox INBOX",
+            "u on h, mailbox a\u{1}b",
+            "u on h, mailbox a\u{1b}[31m",
+            "u on h\r, mailbox INBOX",
+            "u\0 on h, mailbox \u{7f}",
+        ] {
+            s.save(&p, C, description).unwrap();
+            assert_eq!(s.load(&p), Loaded::Found(C), "{description:?}");
+        }
+    }
+
+    // Found by fuzz/fuzz_targets/state_names.rs (fuzz/README.md, known bug `state-stem`).
+    #[test]
+    #[ignore = "known bug state-stem (fuzz/README.md): remove this ignore with the fix"]
+    fn distinct_mailboxes_never_share_a_state_file() {
+        // `user@host/mailbox` is joined before it is encoded, so an `@` or `/` inside a
+        // part can move the boundaries.
+        assert_ne!(
+            file_stem("alice", "imap.example.com", "lists@work/archive"),
+            file_stem("alice@imap.example.com/lists", "work", "archive")
+        );
+        assert_ne!(
+            file_stem("me@example.com", "imap.example.com", "INBOX"),
+            file_stem("me", "example.com@imap.example.com", "INBOX")
+        );
+    }
 }

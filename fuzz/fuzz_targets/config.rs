@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!cfg.accounts.is_empty(), "a valid config watches something");
             let mut names = HashSet::new();
             for a in &cfg.accounts {
-                assert!(names.insert(a.name.clone()), "duplicate account {:?}", a.name);
+                assert!(
+                    names.insert(a.name.clone()),
+                    "duplicate account {:?}",
+                    a.name
+                );
                 for s in [&a.name, &a.host, &a.username] {
                     assert!(!s.trim().is_empty(), "blank required key in {a:?}");
                 }

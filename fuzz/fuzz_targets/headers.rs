@@ -99,7 +99,10 @@ fn unescape_one_line(s: &str) -> String {
 fn check_markup(s: &str) {
     let out = decode::markup_escape(s);
     for c in out.chars() {
-        assert!(!matches!(c, '<' | '>' | '"' | '\'' | '\r' | '\t'), "{c:?} in {out:?}");
+        assert!(
+            !matches!(c, '<' | '>' | '"' | '\'' | '\r' | '\t'),
+            "{c:?} in {out:?}"
+        );
         assert!(c == '\n' || !c.is_control(), "control {c:?} in {out:?}");
         assert!(!decode::is_bidi_control(c), "bidi {c:?} in {out:?}");
     }

@@ -32,10 +32,16 @@ fuzz_target!(|data: &[u8]| {
                 Mutf7Error::Unterminated(pos)
                 | Mutf7Error::BadLength(pos)
                 | Mutf7Error::UnpairedSurrogate(pos) => {
-                    assert!(s.get(pos..).is_some_and(|r| r.starts_with('&')), "{e:?} in {s:?}")
+                    assert!(
+                        s.get(pos..).is_some_and(|r| r.starts_with('&')),
+                        "{e:?} in {s:?}"
+                    )
                 }
                 Mutf7Error::InvalidBase64 { pos, ch } | Mutf7Error::Unencoded { pos, ch } => {
-                    assert!(s.get(pos..).is_some_and(|r| r.starts_with(ch)), "{e:?} in {s:?}")
+                    assert!(
+                        s.get(pos..).is_some_and(|r| r.starts_with(ch)),
+                        "{e:?} in {s:?}"
+                    )
                 }
             }
             assert_eq!(mutf7::decode_lossy(&s), *s);

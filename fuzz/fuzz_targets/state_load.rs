@@ -17,7 +17,11 @@ fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = PathBuf::from("/dev/shm");
-        let base = if base.is_dir() { base } else { std::env::temp_dir() };
+        let base = if base.is_dir() {
+            base
+        } else {
+            std::env::temp_dir()
+        };
         let dir = base.join(format!("mailpushd-fuzz-state-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("scratch directory");
         dir
@@ -39,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
     match store.load(&path) {
         Loaded::Found(cursor) => {
             assert!(cursor.next_uid >= 1);
-            assert_eq!(fs::read(&path).expect("still there"), data, "load changed the file");
+            assert_eq!(
+                fs::read(&path).expect("still there"),
+                data,
+                "load changed the file"
+            );
             store.save(&path, cursor, "fuzz").expect("save");
             assert_eq!(store.load(&path), Loaded::Found(cursor));
         }
@@ -47,7 +55,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!reason.trim().is_empty());
             let aside = set_aside.expect("renamed aside");
             assert!(!path.exists(), "corrupt file left in place");
-            assert_eq!(fs::read(&aside).expect("aside file"), data, "set aside changed");
+            assert_eq!(
+                fs::read(&aside).expect("aside file"),
+                data,
+                "set aside changed"
+            );
             assert_eq!(store.load(&path), Loaded::Missing);
         }
         other => panic!("{other:?} for a readable file"),

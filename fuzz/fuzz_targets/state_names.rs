@@ -32,7 +32,10 @@ struct Input {
 #[derive(Debug, Arbitrary)]
 enum Other {
     /// Split `user@host/mailbox` again at the `at`-th `@` and the `slash`-th `/` after it.
-    Resplit { at: u8, slash: u8 },
+    Resplit {
+        at: u8,
+        slash: u8,
+    },
     Triple(String, String, String),
 }
 
@@ -40,7 +43,11 @@ fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = PathBuf::from("/dev/shm");
-        let base = if base.is_dir() { base } else { std::env::temp_dir() };
+        let base = if base.is_dir() {
+            base
+        } else {
+            std::env::temp_dir()
+        };
         let dir = base.join(format!("mailpushd-fuzz-names-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("scratch directory");
         dir
@@ -65,7 +72,10 @@ fuzz_target!(|input: Input| {
     let path = store.path(u, h, m);
 
     assert_eq!(path.parent(), Some(dir.as_path()));
-    let name = path.file_name().and_then(|n| n.to_str()).expect("UTF-8 file name");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("UTF-8 file name");
     assert!(name.len() <= 255, "{} bytes: {name}", name.len());
     let stem = name.strip_suffix(".toml").expect(".toml");
     assert!(!stem.is_empty() && !stem.starts_with('.'), "{name}");

@@ -50,6 +50,10 @@ pub struct DovecotOptions {
     /// client (whole seconds, at least 1). Default 10 s, short so that tests see keepalives
     /// without waiting Dovecot's default 2 minutes.
     pub idle_notify_interval: Duration,
+    /// `mail_max_userip_connections` (Dovecot's default 10 per user and IP). Above 10, the
+    /// per-service process limits are raised to match, so that many accounts of the one
+    /// test user can idle at once (benchmarks with 100 accounts).
+    pub mail_max_userip_connections: u32,
 }
 
 impl Default for DovecotOptions {
@@ -57,6 +61,7 @@ impl Default for DovecotOptions {
         Self {
             idle: true,
             idle_notify_interval: Duration::from_secs(10),
+            mail_max_userip_connections: 10,
         }
     }
 }
@@ -585,6 +590,16 @@ fn render_config(
              default_login_user = {user}\n\
              default_internal_user = {user}\n\
              default_internal_group = {group}\n"
+        ));
+    }
+    if options.mail_max_userip_connections != 10 {
+        let n = options.mail_max_userip_connections;
+        // Each IMAP session is an imap process, and each TLS one an imap-login process
+        // too (it proxies the decrypted stream): both limits default to 100.
+        c.push_str(&format!(
+            "protocol imap {{\n\x20 mail_max_userip_connections = {n}\n}}\n\
+             default_process_limit = {limit}\n",
+            limit = n.max(100) + 50
         ));
     }
     if !options.idle {
