@@ -65,7 +65,7 @@ pub const PRESETS: &[Preset] = &[
         idle_refresh_secs: None,
         poll_interval_secs: None,
         needs_id: false,
-        notes: "mailpushd has no OAuth2 (XOAUTH2) yet, so log in with a Google app password: \
+        notes: "Log in with OAuth2 (`oauth2_token_command`, XOAUTH2) or a Google app password: \
              it needs 2-Step Verification, and Google does not offer app passwords for \
              accounts with only security keys, with Advanced Protection, or (often) for \
              work and school accounts. Check that IMAP is enabled in Gmail's settings \
@@ -91,9 +91,9 @@ pub const PRESETS: &[Preset] = &[
         notes: "Outlook.com, Hotmail and Microsoft 365 accept only OAuth2 (Modern Auth) for \
              IMAP: Microsoft lists OAuth2 as the only sign-in method for Outlook.com, and has \
              disabled Basic authentication (password or app password) in every Microsoft 365 \
-             tenant for good. mailpushd has no OAuth2 yet, so it cannot log in to these \
-             accounts today; the preset only fills in the server. IMAP must also be allowed \
-             (Outlook.com: Settings, Mail, Forwarding and IMAP).",
+             tenant for good. Use `oauth2_token_command` with a token tool (oama, \
+             mutt_oauth2.py) registered for Microsoft; mailpushd logs in with XOAUTH2. IMAP \
+             must also be allowed (Outlook.com: Settings, Mail, Forwarding and IMAP).",
         source: concat!(
             "https://support.microsoft.com/en-us/office/pop-imap-and-smtp-settings-8361e398-8af4-4e97-b147-6c6c4ac95353",
             " https://learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/deprecation-of-basic-authentication-exchange-online",
