@@ -166,6 +166,10 @@ pub enum Wake {
 pub struct Connection {
     session: imap::Session<Stream>,
     pub capabilities: Capabilities,
+    /// The server reported a change (EXISTS, EXPUNGE, FETCH) in the answer to one of our
+    /// commands. It will not say so again once IDLE starts, so the watcher must look
+    /// before idling (see [`Connection::take_changed`]).
+    changed: bool,
 }
 
 /// Connects, secures, identifies and logs in. `register` receives the socket's interrupter
@@ -269,6 +273,7 @@ pub fn connect(
     Ok(Connection {
         session,
         capabilities,
+        changed: false,
     })
 }
 
@@ -635,13 +640,26 @@ impl Connection {
         let _ = self.session.logout();
     }
 
-    /// Unsolicited responses pile up in the session between commands; the UID FETCH after
-    /// each wake already covers what they say, so drop them (bounded memory on a session
-    /// that lives for weeks), except BYE, which ends the session.
+    /// Whether the server reported a change while answering our commands since the last
+    /// call: new mail that arrived during a UID FETCH is announced as `* N EXISTS` in that
+    /// FETCH's answer, and not again in the IDLE that follows.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Unsolicited responses pile up in the session between commands. Only what they mean
+    /// is kept (a change happened; BYE ends the session), not the responses themselves, so
+    /// memory stays bounded on a session that lives for weeks.
     fn drain_unsolicited(&mut self) -> Result<(), ImapError> {
         for resp in self.session.take_all_unsolicited() {
-            if let UnsolicitedResponse::Bye { information, .. } = resp {
-                return Err(ImapError::Bye(information.unwrap_or_default()));
+            match resp {
+                UnsolicitedResponse::Bye { information, .. } => {
+                    return Err(ImapError::Bye(information.unwrap_or_default()));
+                }
+                UnsolicitedResponse::Exists(_)
+                | UnsolicitedResponse::Expunge(_)
+                | UnsolicitedResponse::Fetch { .. } => self.changed = true,
+                _ => {}
             }
         }
         Ok(())

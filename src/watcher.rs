@@ -456,6 +456,12 @@ impl Watcher {
                     conn.logout();
                     return Ok(());
                 }
+                // A change reported while we were busy (mail that arrived during the last
+                // UID FETCH) would not be reported again in IDLE: look now instead.
+                if conn.take_changed() {
+                    self.check(&mut conn, Instant::now(), false)?;
+                    continue;
+                }
                 let wake_on_flags = !self.open_popups().is_empty();
                 match conn.idle(self.account.idle_refresh, wake_on_flags)? {
                     Wake::Changed { at } => {

@@ -377,3 +377,39 @@ fn idle_is_refreshed_on_time_even_while_the_server_sends_keepalives() {
         assert_eq!(rig.dovecot.login_count(), 2, "{}", rig.dovecot.log());
     });
 }
+
+#[test]
+fn mail_arriving_during_a_fetch_is_not_left_for_the_next_keepalive() {
+    with_timeout(Duration::from_secs(120), || {
+        // New mail that lands while the watcher is busy fetching is reported as EXISTS in
+        // that FETCH's answer, not again in the next IDLE. Keepalives every 60 s here: a
+        // message left waiting for the next server line would miss the 5 s deadline below.
+        let rig = Rig::start(DovecotOptions {
+            idle_notify_interval: Duration::from_secs(60),
+            ..DovecotOptions::default()
+        });
+        let config = rig.config_with(
+            &rig.dovecot.account_toml("main", "implicit"),
+            "summary_threshold = 1000\n",
+        );
+        let _daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        let mut s = rig.dovecot.session();
+        for i in 1..=40 {
+            // Back to back on one session, each as soon as the previous one was announced:
+            // the next EXISTS often arrives while the daemon is still fetching.
+            s.append("INBOX", &message(&format!("n{i}"), "a@example.com"))
+                .finish()
+                .unwrap();
+            rig.syslog.wait_for(
+                Duration::from_secs(5),
+                &format!("message {i} announced"),
+                |lines| {
+                    lines
+                        .iter()
+                        .any(|l| l.contains(&format!("subject=\"n{i}\"")))
+                },
+            );
+        }
+        let _ = s.logout();
+    });
+}
