@@ -250,3 +250,435 @@ fn measure_memory_across_forced_reconnects() {
         proc_status(pid, "Threads")
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// bench/run: one run per test invocation, figures printed as `BENCH <name> key=value ...`
+// lines that bench/run collects over several runs and aggregates (min/median/max).
+// ---------------------------------------------------------------------------------------
+
+use support::rig::Rig;
+
+/// Percentile (0..=100) of an unsorted list, nearest-rank.
+fn percentile(ms: &[f64], p: f64) -> f64 {
+    let mut v = ms.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((v.len() as f64) * p / 100.0).ceil().max(1.0) as usize - 1;
+    v[rank.min(v.len() - 1)]
+}
+
+fn bench_line(name: &str, pairs: &[(&str, String)]) {
+    let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("BENCH {name} {}", kv.join(" "));
+}
+
+fn dist(prefix: &str, ms: &[f64]) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("{prefix}_median_ms"),
+            format!("{:.3}", percentile(ms, 50.0)),
+        ),
+        (
+            format!("{prefix}_p99_ms"),
+            format!("{:.3}", percentile(ms, 99.0)),
+        ),
+        (
+            format!("{prefix}_max_ms"),
+            format!("{:.3}", percentile(ms, 100.0)),
+        ),
+    ]
+}
+
+/// kB figure of a /proc/PID/status field ("1234 kB" -> 1234).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    proc_status(pid, key)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mem_pairs(pid: u32, prefix: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            format!("{prefix}rss_mib"),
+            format!("{:.2}", status_kib(pid, "VmRSS") as f64 / 1024.0),
+        ),
+        (
+            format!("{prefix}hwm_mib"),
+            format!("{:.2}", status_kib(pid, "VmHWM") as f64 / 1024.0),
+        ),
+        (format!("{prefix}threads"), proc_status(pid, "Threads")),
+    ]
+}
+
+fn emit(name: &str, pairs: Vec<(String, String)>) {
+    let p: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    bench_line(name, &p);
+}
+
+/// A raw plain-IMAP session (LOGIN, then pipelined `APPEND ... {n+}` with LITERAL+), the
+/// fastest way to put many messages into Dovecot from one session. Returns when the last
+/// APPEND's tagged OK has arrived, with that moment.
+fn bulk_append(
+    dovecot: &support::dovecot::Dovecot,
+    mailbox: &str,
+    count: usize,
+    tag: &str,
+) -> Instant {
+    use std::io::{BufRead, BufReader};
+    let stream = TcpStream::connect(("127.0.0.1", dovecot.imap_port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    write!(
+        w,
+        "L LOGIN \"{}\" \"{}\"\r\n",
+        dovecot.user, dovecot.password
+    )
+    .unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.starts_with("L ") {
+            assert!(line.starts_with("L OK"), "bulk login: {line}");
+            break;
+        }
+    }
+    let mailbox = mailbox.to_owned();
+    let tag = tag.to_owned();
+    // Written from a thread so a long pipeline cannot deadlock against unread responses.
+    let writer = thread::spawn(move || {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, w);
+        for i in 0..count {
+            let msg = message(&format!("{tag} {i}"), "bulk@example.com");
+            write!(out, "A{i} APPEND \"{mailbox}\" {{{}+}}\r\n", msg.len()).unwrap();
+            out.write_all(&msg).unwrap();
+            out.write_all(b"\r\n").unwrap();
+        }
+        out.flush().unwrap();
+        out.into_inner().ok()
+    });
+    let mut done = 0;
+    let mut last = Instant::now();
+    while done < count {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("bulk append: connection closed after {done} of {count}");
+        }
+        if line.starts_with('A') {
+            assert!(line.contains(" OK "), "bulk APPEND failed: {line}");
+            done += 1;
+            last = Instant::now();
+        }
+    }
+    let w = writer.join().unwrap();
+    if let Some(mut w) = w {
+        let _ = w.write_all(b"Z LOGOUT\r\n");
+    }
+    last
+}
+
+/// Polls `f` every millisecond (finer than support's 20 ms) until it is true; returns when.
+fn poll_fine(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `[[accounts]]` tables for `n` accounts of the one Dovecot user, all on INBOX, over
+/// implicit TLS (what a real user has).
+/// MEASURE_TLS=none: plain IMAP on loopback instead, to separate TLS's share.
+fn many_accounts(rig: &Rig, n: usize) -> String {
+    let tls = std::env::var("MEASURE_TLS").unwrap_or_else(|_| "implicit".into());
+    (0..n)
+        .map(|i| {
+            rig.dovecot
+                .account_toml(&format!("a{i}"), &tls)
+                .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn rig_for(accounts: usize, keepalive_secs: u64) -> Rig {
+    Rig::start(DovecotOptions {
+        idle_notify_interval: Duration::from_secs(keepalive_secs),
+        mail_max_userip_connections: (accounts as u32 + 20).max(10),
+        ..DovecotOptions::default()
+    })
+}
+
+/// Items 1 and 7: EXISTS (at the proxy) -> Notify, APPEND -> Notify, and the daemon's own
+/// "announced ... ms after wake", over MEASURE_MESSAGES (default 200) messages one at a
+/// time; MEASURE_PREFILL (default 0) messages are put into INBOX before the daemon starts.
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_latency() {
+    let messages = env_u64("MEASURE_MESSAGES", 200) as usize;
+    let prefill = env_u64("MEASURE_PREFILL", 0) as usize;
+    let rig = rig_for(1, 120);
+    if prefill > 0 {
+        let t = Instant::now();
+        bulk_append(&rig.dovecot, "INBOX", prefill, "prefill");
+        eprintln!("prefilled {prefill} messages in {:?}", t.elapsed());
+    }
+    let proxy = ExistsProxy::start(rig.dovecot.imap_port);
+    let account = format!(
+        "[[accounts]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+         username = {:?}\npassword = {:?}\n",
+        proxy.port, rig.dovecot.user, rig.dovecot.password
+    );
+    let daemon = rig.daemon(&account, &["m/INBOX"]);
+    let pid = daemon.pid();
+    // One persistent APPEND session (TLS, like any mail client), so each APPEND is just
+    // the command and not a login.
+    let mut session = rig.dovecot.session();
+    // A pause between messages (MEASURE_GAP_MS, default 100): without it the next EXISTS
+    // can arrive while the daemon runs its post-announce FETCH, where it is currently
+    // dropped (see docs/PERFORMANCE.md, "Found while measuring").
+    let gap = Duration::from_millis(env_u64("MEASURE_GAP_MS", 100));
+    let mut client_share = Vec::new();
+    let mut end_to_end = Vec::new();
+    for i in 0..messages {
+        thread::sleep(gap);
+        let before = proxy.exists_times().len();
+        let t0 = Instant::now();
+        session
+            .append(
+                "INBOX",
+                &message(&format!("latency probe {i}"), "p@example.com"),
+            )
+            .finish()
+            .unwrap();
+        let notes = rig.notifications.wait_for_count(i + 1, WAIT);
+        let notified = notes[i].at;
+        let exists = wait_until(WAIT, "the EXISTS timestamp", || {
+            proxy.exists_times().get(before).copied()
+        });
+        client_share.push(notified.duration_since(exists).as_secs_f64() * 1e3);
+        end_to_end.push(notified.duration_since(t0).as_secs_f64() * 1e3);
+    }
+    let _ = session.logout();
+    let internal: Vec<f64> = daemon
+        .output_lines()
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("announced m/INBOX uid=").nth(1)?;
+            rest.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect();
+    let mut pairs = vec![
+        ("messages".to_owned(), messages.to_string()),
+        ("prefill".to_owned(), prefill.to_string()),
+    ];
+    pairs.extend(dist("exists_notify", &client_share));
+    pairs.extend(dist("wake_announced", &internal));
+    pairs.extend(dist("append_notify", &end_to_end));
+    pairs.extend(mem_pairs(pid, ""));
+    emit(
+        if prefill > 0 {
+            "latency_prefilled"
+        } else {
+            "latency"
+        },
+        pairs,
+    );
+}
+
+/// Items 2 and 4: MEASURE_ACCOUNTS (default 100) accounts: spawn -> all watching, then
+/// memory and threads after MEASURE_SETTLE_SECS (default 5) idling.
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_accounts() {
+    let n = env_u64("MEASURE_ACCOUNTS", 100) as usize;
+    let settle = env_u64("MEASURE_SETTLE_SECS", 5);
+    let prefill = env_u64("MEASURE_PREFILL", 0) as usize;
+    let rig = rig_for(n, 120);
+    if prefill > 0 {
+        bulk_append(&rig.dovecot, "INBOX", prefill, "prefill");
+    }
+    let config = rig.config(&many_accounts(&rig, n));
+    let spawned = Instant::now();
+    let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+    let all = poll_fine(Duration::from_secs(60), "all accounts watching", || {
+        daemon.count_output("watching ") >= n
+    });
+    let startup_ms = all.duration_since(spawned).as_secs_f64() * 1e3;
+    let pid = daemon.pid();
+    let at_start = mem_pairs(pid, "start_");
+    thread::sleep(Duration::from_secs(settle));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    if std::env::var_os("MEASURE_SMAPS").is_some() {
+        // Where the resident memory is: the rollup, then the largest mappings.
+        println!(
+            "{}",
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap()
+        );
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut head = String::new();
+        for l in smaps.lines() {
+            if l.contains('-') && !l.contains(':')
+                || l.split_whitespace().count() >= 5
+                    && l.contains('-')
+                    && !l.starts_with(|c: char| c.is_ascii_uppercase())
+            {
+                head = l.to_owned();
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                maps.push((kb, head.clone()));
+            }
+        }
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+        for (kb, h) in maps.iter().take(15) {
+            println!("SMAPS {kb:>8} kB  {h}");
+        }
+    }
+    let mut pairs = vec![
+        ("accounts".to_owned(), n.to_string()),
+        ("prefill".to_owned(), prefill.to_string()),
+        ("startup_ms".to_owned(), format!("{startup_ms:.1}")),
+        ("fds".to_owned(), fds.to_string()),
+    ];
+    pairs.extend(at_start);
+    pairs.extend(mem_pairs(pid, ""));
+    emit(
+        &format!(
+            "accounts_{n}{}",
+            if prefill > 0 { "_prefilled" } else { "" }
+        ),
+        pairs,
+    );
+}
+
+/// Item 3: MEASURE_ACCOUNTS (default 100) accounts idling for MEASURE_IDLE_SECS (default
+/// 300) with Dovecot's default 2-minute keepalive: CPU ticks and context switches of the
+/// whole process (all threads).
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_idle() {
+    let n = env_u64("MEASURE_ACCOUNTS", 100) as usize;
+    let secs = env_u64("MEASURE_IDLE_SECS", 300);
+    let rig = rig_for(n, 120);
+    let config = rig.config(&many_accounts(&rig, n));
+    let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+    daemon.wait_for_output_count(Duration::from_secs(60), "watching ", n);
+    let pid = daemon.pid();
+    thread::sleep(Duration::from_secs(5));
+    let (cpu0, sw0) = cpu_and_switches(pid);
+    let lines0 = daemon.output_lines().len();
+    thread::sleep(Duration::from_secs(secs));
+    let (cpu1, sw1) = cpu_and_switches(pid);
+    let lines1 = daemon.output_lines().len();
+    // Keepalives Dovecot sent meanwhile: one "* OK Still here" per connection every 120 s.
+    let keepalives = n as u64 * secs / 120;
+    emit(
+        "idle",
+        vec![
+            ("accounts".into(), n.to_string()),
+            ("secs".into(), secs.to_string()),
+            ("cpu_ticks".into(), (cpu1 - cpu0).to_string()),
+            ("ctx_switches".into(), (sw1 - sw0).to_string()),
+            ("expected_keepalives".into(), keepalives.to_string()),
+            ("log_lines".into(), (lines1 - lines0).to_string()),
+        ]
+        .into_iter()
+        .chain(mem_pairs(pid, ""))
+        .collect(),
+    );
+}
+
+/// Item 5: MEASURE_BURST (default 1000) messages APPENDed as fast as one pipelined session
+/// can into the watched INBOX.
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_burst() {
+    let n = env_u64("MEASURE_BURST", 1000) as usize;
+    let rig = rig_for(1, 120);
+    let daemon = rig.daemon(&rig.dovecot.account_toml("m", "implicit"), &["m/INBOX"]);
+    let pid = daemon.pid();
+    let before = mem_pairs(pid, "before_");
+    let t0 = Instant::now();
+    let last_append = bulk_append(&rig.dovecot, "INBOX", n, "burst");
+    let all = poll_fine(Duration::from_secs(60), "all new-mail syslog lines", || {
+        rig.new_mail_lines().len() >= n
+    });
+    thread::sleep(Duration::from_millis(500));
+    let lines = rig.new_mail_lines().len();
+    let popups = rig.notifications.notifications().len();
+    let summaries = rig
+        .notifications
+        .notifications()
+        .iter()
+        .filter(|p| p.summary.contains("new messages"))
+        .count();
+    let mut pairs = vec![
+        ("messages".to_owned(), n.to_string()),
+        (
+            "append_secs".to_owned(),
+            format!("{:.3}", last_append.duration_since(t0).as_secs_f64()),
+        ),
+        (
+            "after_last_append_ms".to_owned(),
+            format!(
+                "{:.1}",
+                all.saturating_duration_since(last_append).as_secs_f64() * 1e3
+            ),
+        ),
+        ("syslog_lines".to_owned(), lines.to_string()),
+        ("popups".to_owned(), popups.to_string()),
+        ("summary_popups".to_owned(), summaries.to_string()),
+    ];
+    pairs.extend(before);
+    pairs.extend(mem_pairs(pid, ""));
+    emit("burst", pairs);
+}
+
+/// Item 6: MEASURE_BURST (default 1000) messages arrive while the daemon is stopped; the
+/// next daemon (same state dir) catches up.
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_catchup() {
+    let n = env_u64("MEASURE_BURST", 1000) as usize;
+    let rig = rig_for(1, 120);
+    let account = rig.dovecot.account_toml("m", "implicit");
+    {
+        let mut first = rig.daemon(&account, &["m/INBOX"]);
+        first.terminate();
+    }
+    bulk_append(&rig.dovecot, "INBOX", n, "waiting");
+    let spawned = Instant::now();
+    let daemon = rig.start_daemon(&account);
+    let all = poll_fine(Duration::from_secs(60), "all new-mail syslog lines", || {
+        rig.new_mail_lines().len() >= n
+    });
+    daemon.wait_for_output(WAIT, "watching m/INBOX ");
+    thread::sleep(Duration::from_millis(500));
+    let pid = daemon.pid();
+    let mut pairs = vec![
+        ("messages".to_owned(), n.to_string()),
+        (
+            "spawn_to_all_ms".to_owned(),
+            format!("{:.1}", all.duration_since(spawned).as_secs_f64() * 1e3),
+        ),
+        (
+            "syslog_lines".to_owned(),
+            rig.new_mail_lines().len().to_string(),
+        ),
+        (
+            "popups".to_owned(),
+            rig.notifications.notifications().len().to_string(),
+        ),
+    ];
+    pairs.extend(mem_pairs(pid, ""));
+    emit("catchup", pairs);
+}
