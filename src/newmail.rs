@@ -11,8 +11,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub uid_validity: u32,
-    /// Every UID below this has been considered (announced or deliberately skipped).
-    pub next_uid: u32,
+    /// Every UID below this has been considered (announced or deliberately skipped). Wider
+    /// than a UID: after the highest possible UID (2^32 - 1) it is 2^32, so that UID is
+    /// not announced again by every later `UID FETCH 4294967295:*`.
+    pub next_uid: u64,
 }
 
 /// What the server says about one message in a `UID FETCH` answer.
@@ -49,7 +51,7 @@ impl Start {
 pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32) -> Start {
     let fresh = Cursor {
         uid_validity,
-        next_uid: uid_next.max(1),
+        next_uid: u64::from(uid_next.max(1)),
     };
     match previous {
         Some(prev) if prev.uid_validity == uid_validity => Start::Resume(prev),
@@ -67,7 +69,9 @@ pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32) -> Star
 impl Cursor {
     /// The UID set to fetch on a wake-up.
     pub fn fetch_range(&self) -> String {
-        format!("{}:*", self.next_uid)
+        // Past the last possible UID there is nothing new to ask for; asking for the last
+        // one keeps the command valid and `advance` drops the answer.
+        format!("{}:*", self.next_uid.min(u64::from(u32::MAX)))
     }
 
     /// Takes a `UID FETCH next:*` answer and returns the UIDs to announce, in ascending
@@ -81,12 +85,14 @@ impl Cursor {
         let mut fresh: Vec<Seen> = fetched
             .iter()
             .copied()
-            .filter(|m| m.uid >= self.next_uid)
+            .filter(|m| u64::from(m.uid) >= self.next_uid)
             .collect();
-        fresh.sort_by_key(|m| m.uid);
+        // One UID reported twice (its FETCH and a flag update) counts as seen if either
+        // report says so: sorted seen-first, the dedup keeps that one.
+        fresh.sort_by_key(|m| (m.uid, !m.seen));
         fresh.dedup_by_key(|m| m.uid);
         if let Some(last) = fresh.last() {
-            self.next_uid = last.uid.saturating_add(1);
+            self.next_uid = u64::from(last.uid) + 1;
         }
         fresh
             .into_iter()
@@ -219,19 +225,19 @@ mod tests {
     fn max_uid_does_not_overflow() {
         let mut c = Cursor {
             uid_validity: 1,
-            next_uid: u32::MAX,
+            next_uid: u64::from(u32::MAX),
         };
         assert_eq!(c.advance(&[unseen(u32::MAX)]), vec![u32::MAX]);
-        assert_eq!(c.next_uid, u32::MAX);
+        assert_eq!(c.next_uid, 1 << 32);
+        assert_eq!(c.fetch_range(), "4294967295:*");
     }
 
     // Found by fuzz/fuzz_targets/newmail.rs (fuzz/README.md, known bug `uid-max`).
     #[test]
-    #[ignore = "known bug uid-max (fuzz/README.md): remove this ignore with the fix"]
     fn max_uid_is_announced_only_once() {
         let mut c = Cursor {
             uid_validity: 1,
-            next_uid: u32::MAX,
+            next_uid: u64::from(u32::MAX),
         };
         assert_eq!(c.advance(&[unseen(u32::MAX)]), vec![u32::MAX]);
         // `4294967295:*` returns it again on every later wake: old news by then.
@@ -241,7 +247,6 @@ mod tests {
 
     // Found by fuzz/fuzz_targets/newmail.rs (fuzz/README.md, known bug `seen-dup`).
     #[test]
-    #[ignore = "known bug seen-dup (fuzz/README.md): remove this ignore with the fix"]
     fn a_message_reported_seen_is_not_announced_whatever_the_order() {
         // The same UID twice in one answer, e.g. its FETCH and then an unsolicited flag
         // update from another client that just read it.

@@ -25,7 +25,7 @@ const MAX_STEM: usize = 180;
 #[serde(deny_unknown_fields)]
 struct Saved {
     uid_validity: u32,
-    next_uid: u32,
+    next_uid: u64,
 }
 
 /// What was found on disk for one mailbox.
@@ -82,11 +82,13 @@ impl StateStore {
             Err(e) => return Loaded::Unreadable(e.to_string()),
         };
         match toml::from_str::<Saved>(&text) {
-            Ok(s) if s.next_uid >= 1 => Loaded::Found(Cursor {
+            // 2^32 (after UID 4294967295) is as far as a cursor can go; more would silence
+            // the mailbox until its UIDVALIDITY changed.
+            Ok(s) if (1..=1 << 32).contains(&s.next_uid) => Loaded::Found(Cursor {
                 uid_validity: s.uid_validity,
                 next_uid: s.next_uid,
             }),
-            Ok(_) => self.set_aside(path, "next_uid must be at least 1".to_owned()),
+            Ok(_) => self.set_aside(path, "next_uid must be between 1 and 2^32".to_owned()),
             Err(e) => self.set_aside(path, e.message().trim().to_owned()),
         }
     }
@@ -108,9 +110,12 @@ impl StateStore {
             .mode(0o700)
             .create(&self.dir)?;
         let text = format!(
-            "# mailpushd: what has been announced for {description}.\n\
+            "# mailpushd: what has been announced for {}.\n\
              # Deleting this file makes mailpushd start afresh (mail already there is not announced).\n\
              {}",
+            // A comment may hold no control characters: escape them, or the file would
+            // not load again.
+            crate::decode::controls_escaped(description),
             toml::to_string(&Saved {
                 uid_validity: cursor.uid_validity,
                 next_uid: cursor.next_uid,
@@ -138,19 +143,28 @@ impl StateStore {
     }
 }
 
-/// `user@host/mailbox`, with every byte outside `[A-Za-z0-9._@-]` percent-encoded so the
-/// name is safe and unambiguous; very long names are cut and suffixed with a hash.
+/// `user@host+mailbox`, each part with every byte outside `[A-Za-z0-9._-]` percent-encoded,
+/// so the separators `@` and `+` appear only between parts and no two mailboxes share a
+/// name; very long names are cut and suffixed with a hash.
 fn file_stem(username: &str, host: &str, mailbox: &str) -> String {
-    let raw = format!("{username}@{}/{mailbox}", host.to_ascii_lowercase());
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || b"._@-".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    fn enc(part: &str, out: &mut String) {
+        for b in part.bytes() {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
         }
     }
+    let host = host.to_ascii_lowercase();
+    let mut out = String::new();
+    enc(username, &mut out);
+    out.push('@');
+    enc(&host, &mut out);
+    out.push('+');
+    enc(mailbox, &mut out);
     if out.len() > MAX_STEM {
+        let raw = format!("{username}\0{host}\0{mailbox}");
         out.truncate(MAX_STEM);
         out.push_str(&format!("~{:016x}", fnv1a(raw.as_bytes())));
     }
@@ -255,7 +269,7 @@ mod tests {
         let a = file_stem("me@example.com", "Imap.Example.com", "其他/工作");
         assert!(
             a.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._@-%".contains(&b)),
+                .all(|b| b.is_ascii_alphanumeric() || b"._@+-%".contains(&b)),
             "{a}"
         );
         assert_ne!(a, file_stem("me@example.com", "imap.example.com", "INBOX"));
@@ -285,7 +299,6 @@ mod tests {
 
     // Found by fuzz/fuzz_targets/state_names.rs (fuzz/README.md, known bug `state-comment`).
     #[test]
-    #[ignore = "known bug state-comment (fuzz/README.md): remove this ignore with the fix"]
     fn control_characters_in_the_description_keep_the_file_loadable() {
         let (_d, s) = store();
         let p = s.path("u", "h", "INBOX");
@@ -305,7 +318,6 @@ mod tests {
 
     // Found by fuzz/fuzz_targets/state_names.rs (fuzz/README.md, known bug `state-stem`).
     #[test]
-    #[ignore = "known bug state-stem (fuzz/README.md): remove this ignore with the fix"]
     fn distinct_mailboxes_never_share_a_state_file() {
         // `user@host/mailbox` is joined before it is encoded, so an `@` or `/` inside a
         // part can move the boundaries.
@@ -316,6 +328,24 @@ mod tests {
         assert_ne!(
             file_stem("me@example.com", "imap.example.com", "INBOX"),
             file_stem("me", "example.com@imap.example.com", "INBOX")
+        );
+    }
+
+    // Found by fuzz/fuzz_targets/state_load.rs (fuzz/README.md, known bug `state-range`).
+    #[test]
+    fn a_cursor_past_the_last_uid_plus_one_is_corrupt() {
+        let (_d, s) = store();
+        let p = s.path("u", "h", "INBOX");
+        fs::create_dir_all(s.dir()).unwrap();
+        // 2^32 (after UID 4294967295) is the highest cursor a mailbox can reach; a higher
+        // one would silence the mailbox until UIDVALIDITY changes.
+        fs::write(&p, "uid_validity = 1\nnext_uid = 4294967296\n").unwrap();
+        assert!(matches!(s.load(&p), Loaded::Found(_)));
+        fs::write(&p, "uid_validity = 1\nnext_uid = 4294967297\n").unwrap();
+        assert!(
+            matches!(s.load(&p), Loaded::Corrupt { .. }),
+            "{:?}",
+            s.load(&p)
         );
     }
 }

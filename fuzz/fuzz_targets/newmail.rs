@@ -90,7 +90,7 @@ fn connect(
                 cursor,
                 Cursor {
                     uid_validity,
-                    next_uid: uid_next.max(1)
+                    next_uid: u64::from(uid_next.max(1))
                 }
             );
             // New epoch: old UIDs mean nothing now.
@@ -104,7 +104,7 @@ fuzz_target!(|input: Input| {
     let mut epoch = Epoch::default();
     let saved = input.saved.map(|(v, n)| Cursor {
         uid_validity: v,
-        next_uid: n.max(1),
+        next_uid: u64::from(n.max(1)),
     });
     let mut cursor = connect(saved, input.uid_validity, input.uid_next, &mut epoch);
 
@@ -124,7 +124,10 @@ fuzz_target!(|input: Input| {
                     .map(|m| Seen {
                         uid: match m.uid {
                             Uid::Absolute(u) => u,
-                            Uid::Relative(d) => cursor.next_uid.saturating_add_signed(i32::from(d)),
+                            Uid::Relative(d) => u32::try_from(
+                                cursor.next_uid.saturating_add_signed(i64::from(d)),
+                            )
+                            .unwrap_or(u32::MAX),
                         },
                         seen: m.seen,
                     })
@@ -142,14 +145,17 @@ fuzz_target!(|input: Input| {
                     "next_uid went back: {before:?} -> {cursor:?}"
                 );
                 assert!(cursor.next_uid >= 1);
-                assert_eq!(cursor.fetch_range(), format!("{}:*", cursor.next_uid));
+                assert_eq!(
+                    cursor.fetch_range(),
+                    format!("{}:*", cursor.next_uid.min(u64::from(u32::MAX)))
+                );
                 assert!(
                     got.windows(2).all(|w| w[0] < w[1]),
                     "not ascending: {got:?}"
                 );
                 for &uid in &got {
                     assert!(
-                        uid >= before.next_uid,
+                        u64::from(uid) >= before.next_uid,
                         "announced {uid} below cursor {before:?}"
                     );
                     assert!(
@@ -177,9 +183,9 @@ fuzz_target!(|input: Input| {
                 }
                 // Everything new in the answer was considered: the next fetch starts past it.
                 for m in &answer {
-                    if m.uid >= before.next_uid {
+                    if u64::from(m.uid) >= before.next_uid {
                         assert!(
-                            m.uid < cursor.next_uid,
+                            u64::from(m.uid) < cursor.next_uid,
                             "UID {} seen but cursor stays at {cursor:?}: it will be fetched again",
                             m.uid
                         );

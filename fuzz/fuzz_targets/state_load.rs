@@ -1,6 +1,6 @@
 //! `StateStore::load` on arbitrary state-file contents: never panics, never reports a file
-//! that is there as missing, and either returns a cursor (which then survives a save and a
-//! load) or sets the file aside intact.
+//! that is there as missing, and either returns a cursor a mailbox can reach (`next_uid`
+//! from 1 to 2^32; it then survives a save and a load) or sets the file aside intact.
 //!
 //! Works in one scratch directory per process under /dev/shm (else the temp dir), emptied
 //! after every input; the empty directory is left behind.
@@ -42,7 +42,17 @@ fuzz_target!(|data: &[u8]| {
 
     match store.load(&path) {
         Loaded::Found(cursor) => {
-            assert!(cursor.next_uid >= 1);
+            // Past the last UID (2^32 - 1) the cursor is 2^32; anything higher no mailbox
+            // can reach, and would silence the mailbox until UIDVALIDITY changes.
+            let highest = if skip_known("state-range") {
+                u64::MAX
+            } else {
+                1 << 32
+            };
+            assert!(
+                (1..=highest).contains(&cursor.next_uid),
+                "loaded {cursor:?}"
+            );
             assert_eq!(
                 fs::read(&path).expect("still there"),
                 data,
@@ -66,3 +76,12 @@ fuzz_target!(|data: &[u8]| {
     }
     clear(dir);
 });
+
+/// Whether the run was asked to step over a known, reported bug (`FUZZ_SKIP_KNOWN`, a comma
+/// list of the names in README.md, or `all`), so that fuzzing can go on past it.
+fn skip_known(bug: &str) -> bool {
+    static LIST: OnceLock<String> = OnceLock::new();
+    LIST.get_or_init(|| std::env::var("FUZZ_SKIP_KNOWN").unwrap_or_default())
+        .split(',')
+        .any(|b| b.trim() == bug || b.trim() == "all")
+}

@@ -2,10 +2,10 @@
 //! usernames, hosts and mailboxes.
 //!
 //! - the file name is `<stem>.toml` in the store's directory, at most 255 bytes, made of
-//!   `[A-Za-z0-9._@%~-]` only, not hidden (no leading `.`), the same for any host case;
+//!   `[A-Za-z0-9._@+%~-]` only, not hidden (no leading `.`), the same for any host case;
 //! - two mailboxes that differ (user, lower-cased host, mailbox) get different files: the
-//!   second is the first re-split at another `@` and `/` of `user@host/mailbox`, or one the
-//!   fuzzer chose;
+//!   second is the first re-split at another `@` and `/` (or `+`) of `user@host/mailbox`,
+//!   or one the fuzzer chose;
 //! - what `save` writes, with the description the watcher gives it
 //!   (`"{user} on {host}, mailbox {mailbox}"`), `load` reads back.
 #![no_main]
@@ -27,14 +27,19 @@ struct Input {
     other: Other,
     uid_validity: u32,
     next_uid: u32,
+    /// The cursor after UID 4294967295 has been considered (`next_uid` 2^32).
+    past_last_uid: bool,
 }
 
 #[derive(Debug, Arbitrary)]
 enum Other {
     /// Split `user@host/mailbox` again at the `at`-th `@` and the `slash`-th `/` after it.
+    /// Join `user@host<sep>mailbox` with `sep` `/` or (with `plus`) `+`, and split it
+    /// again at the `at`-th `@` and the `sep_index`-th `sep` after it.
     Resplit {
         at: u8,
-        slash: u8,
+        sep_index: u8,
+        plus: bool,
     },
     Triple(String, String, String),
 }
@@ -54,9 +59,11 @@ fn scratch() -> &'static PathBuf {
     })
 }
 
-fn resplit(joined: &str, at: u8, slash: u8) -> Option<(String, String, String)> {
+fn resplit(joined: &str, sep: char, at: u8, sep_index: u8) -> Option<(String, String, String)> {
     let (i, _) = joined.match_indices('@').nth(usize::from(at))?;
-    let (j, _) = joined[i + 1..].match_indices('/').nth(usize::from(slash))?;
+    let (j, _) = joined[i + 1..]
+        .match_indices(sep)
+        .nth(usize::from(sep_index))?;
     let j = i + 1 + j;
     Some((
         joined[..i].to_owned(),
@@ -81,14 +88,21 @@ fuzz_target!(|input: Input| {
     assert!(!stem.is_empty() && !stem.starts_with('.'), "{name}");
     assert!(
         stem.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@%~-".contains(&b)),
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+%~-".contains(&b)),
         "{name}"
     );
     assert_eq!(path, store.path(u, &h.to_ascii_uppercase(), m));
     assert_eq!(path, store.path(u, &h.to_ascii_lowercase(), m));
 
     let other = match input.other {
-        Other::Resplit { at, slash } => resplit(&format!("{u}@{h}/{m}"), at, slash),
+        Other::Resplit {
+            at,
+            sep_index,
+            plus,
+        } => {
+            let sep = if plus { '+' } else { '/' };
+            resplit(&format!("{u}@{h}{sep}{m}"), sep, at, sep_index)
+        }
         Other::Triple(a, b, c) => Some((a, b, c)),
     };
     if let Some((u2, h2, m2)) = other {
@@ -109,7 +123,11 @@ fuzz_target!(|input: Input| {
 
     let cursor = Cursor {
         uid_validity: input.uid_validity,
-        next_uid: input.next_uid.max(1),
+        next_uid: if input.past_last_uid {
+            1 << 32
+        } else {
+            u64::from(input.next_uid.max(1))
+        },
     };
     let description = format!("{u} on {h}, mailbox {m}");
     store.save(&path, cursor, &description).expect("save");
