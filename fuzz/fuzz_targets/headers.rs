@@ -5,6 +5,7 @@
 //! - `header_text` is the identity on UTF-8 text without encoded words or folding;
 //! - `subject` and `sender` give non-empty, trimmed display text;
 //! - `one_line` leaves no control or bidi character and can be read back unambiguously;
+//! - `controls_escaped` leaves no control or bidi character, and changes nothing else;
 //! - `markup_escape` leaves no markup-significant character unescaped, no control
 //!   character but `\n`, and no bidi control;
 //! - `truncate_chars` keeps a prefix, at most `max` chars, ending in `…` when it cut.
@@ -44,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
     let lossy = String::from_utf8_lossy(data);
     for s in [text.as_str(), &lossy, &subject, &sender.display()] {
         check_one_line(s);
+        check_controls_escaped(s);
         check_markup(s);
         let n = data.first().map_or(0, |&b| usize::from(b % 64));
         for max in [0, 1, 2, n] {
@@ -94,6 +96,22 @@ fn unescape_one_line(s: &str) -> String {
         }
     }
     out
+}
+
+fn check_controls_escaped(s: &str) {
+    let out = decode::controls_escaped(s);
+    for c in out.chars() {
+        assert!(
+            !c.is_control() && !decode::is_bidi_control(c),
+            "controls_escaped left {c:?} in {out:?}"
+        );
+    }
+    if !s
+        .chars()
+        .any(|c| c.is_control() || decode::is_bidi_control(c))
+    {
+        assert_eq!(out, s, "nothing to escape");
+    }
 }
 
 fn check_markup(s: &str) {
