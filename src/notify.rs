@@ -88,11 +88,6 @@ impl DesktopNotifier {
         Ok((conn, caps))
     }
 
-    /// What the server can do (connecting if needed); `None` without a server.
-    pub fn capabilities(&mut self) -> Option<Capabilities> {
-        self.connection().ok().map(|(_, caps)| caps)
-    }
-
     /// Shows a popup, replacing notification `replaces` if non-zero, with `(key, label)`
     /// action buttons where the server supports them. Returns the notification's id. A
     /// missing notification server is logged (once) and otherwise ignored: the syslog line

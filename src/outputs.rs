@@ -153,6 +153,20 @@ pub enum Shown {
     Summary { account: String, mailbox: String },
 }
 
+impl Shown {
+    /// The UID, if this is a single message's popup in `account`/`mailbox`.
+    fn message_in(&self, account: &str, mailbox: &str) -> Option<u32> {
+        match self {
+            Shown::Message {
+                account: a,
+                mailbox: m,
+                uid,
+            } if a == account && m == mailbox => Some(*uid),
+            _ => None,
+        }
+    }
+}
+
 pub struct Outputs {
     notifier: Option<DesktopNotifier>,
     syslog: Option<SyslogSink>,
@@ -217,25 +231,24 @@ impl Outputs {
     }
 
     fn remember(&mut self, id: u32, shown: Shown) {
-        self.shown.insert(id, shown);
-        // Bounded: forget the oldest message popups of a mailbox beyond the limit.
+        // Bounded: forget the oldest message popups of a mailbox beyond the limit (ids grow,
+        // so the map's order is age).
         if let Shown::Message {
             account, mailbox, ..
-        } = self.shown[&id].clone()
+        } = &shown
         {
             let of_mailbox: Vec<u32> = self
                 .shown
                 .iter()
-                .filter(|(_, s)| matches!(s, Shown::Message { account: a, mailbox: m, .. } if *a == account && *m == mailbox))
+                .filter(|(k, s)| **k != id && s.message_in(account, mailbox).is_some())
                 .map(|(id, _)| *id)
                 .collect();
-            for old in of_mailbox
-                .iter()
-                .take(of_mailbox.len().saturating_sub(OPEN_PER_MAILBOX))
-            {
+            let excess = (of_mailbox.len() + 1).saturating_sub(OPEN_PER_MAILBOX);
+            for old in &of_mailbox[..excess] {
                 self.shown.remove(old);
             }
         }
+        self.shown.insert(id, shown);
     }
 
     /// Announces new mail from one wake of one mailbox: a syslog line each, then one popup
@@ -321,14 +334,7 @@ impl Outputs {
     pub fn open_uids(&self, account: &str, mailbox: &str) -> Vec<u32> {
         self.shown
             .values()
-            .filter_map(|s| match s {
-                Shown::Message {
-                    account: a,
-                    mailbox: m,
-                    uid,
-                } if a == account && m == mailbox => Some(*uid),
-                _ => None,
-            })
+            .filter_map(|s| s.message_in(account, mailbox))
             .collect()
     }
 
@@ -337,7 +343,10 @@ impl Outputs {
         let ids: Vec<u32> = self
             .shown
             .iter()
-            .filter(|(_, s)| matches!(s, Shown::Message { account: a, mailbox: m, uid } if a == account && m == mailbox && uids.contains(uid)))
+            .filter(|(_, s)| {
+                s.message_in(account, mailbox)
+                    .is_some_and(|uid| uids.contains(&uid))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
