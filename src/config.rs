@@ -25,6 +25,11 @@ const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_CATCH_UP_MAX: u32 = 10;
 const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
+/// Flood control window (src/burst.rs): long enough to catch a server storing a big
+/// delivery one message at a time, short enough that a summary is not long in coming.
+const DEFAULT_BURST_WINDOW_SECS: u64 = 10;
+/// An hour: a summary held longer than that would be news from the past.
+const MAX_BURST_WINDOW_SECS: u64 = 3600;
 const DEFAULT_HOOK_DEBOUNCE_MS: u64 = 1000;
 const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
@@ -173,8 +178,11 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notifications {
     pub enabled: bool,
-    /// More new messages than this in one wake become one summary popup.
+    /// More new messages than this in one wake, or within `burst_window` of a mailbox's
+    /// first popup, become one summary popup.
     pub summary_threshold: u32,
+    /// Flood control window; zero judges each wake alone.
+    pub burst_window: Duration,
     pub urgency: Urgency,
     /// Icon name from the icon theme, or a path.
     pub icon: String,
@@ -373,6 +381,7 @@ struct RawHooks {
 struct RawNotifications {
     enabled: Option<bool>,
     summary_threshold: Option<Spanned<i64>>,
+    burst_window_secs: Option<Spanned<i64>>,
     urgency: Option<Urgency>,
     icon: Option<Spanned<String>>,
     open_command: Option<Spanned<Vec<String>>>,
@@ -539,6 +548,7 @@ impl Validator<'_> {
         let raw = raw.unwrap_or(RawNotifications {
             enabled: None,
             summary_threshold: None,
+            burst_window_secs: None,
             urgency: None,
             icon: None,
             open_command: None,
@@ -553,6 +563,19 @@ impl Validator<'_> {
                 }
             },
         };
+        let burst_window = match raw.burst_window_secs {
+            None => Duration::from_secs(DEFAULT_BURST_WINDOW_SECS),
+            Some(v) => match u64::try_from(*v.get_ref()) {
+                Ok(n) if n <= MAX_BURST_WINDOW_SECS => Duration::from_secs(n),
+                _ => {
+                    self.report(
+                        &v.span(),
+                        format!("`burst_window_secs` must be 0 to {MAX_BURST_WINDOW_SECS}"),
+                    );
+                    Duration::from_secs(DEFAULT_BURST_WINDOW_SECS)
+                }
+            },
+        };
         let icon = match raw.icon {
             None => "mail-unread".to_owned(),
             Some(i) if i.get_ref().trim().is_empty() => {
@@ -564,6 +587,7 @@ impl Validator<'_> {
         Notifications {
             enabled: raw.enabled.unwrap_or(true),
             summary_threshold,
+            burst_window,
             urgency: raw.urgency.unwrap_or(Urgency::Normal),
             icon,
             open_command: self.argv(raw.open_command, "open_command"),
@@ -1124,6 +1148,7 @@ hook_timeout_secs = 5
 
 [notifications]
 summary_threshold = 5
+burst_window_secs = 0
 urgency = "low"
 icon = "/usr/share/icons/x.png"
 open_command = ["thunderbird"]
@@ -1149,6 +1174,7 @@ open_command = ["thunderbird"]
         assert_eq!(b.hooks.debounce, Duration::from_millis(250));
         assert_eq!(b.hooks.timeout, Duration::from_secs(5));
         assert_eq!(c.notifications.summary_threshold, 5);
+        assert_eq!(c.notifications.burst_window, Duration::ZERO);
         assert_eq!(c.notifications.urgency, Urgency::Low);
         assert_eq!(
             c.notifications.open_command,

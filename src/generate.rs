@@ -150,7 +150,8 @@ new mail account=work mailbox=INBOX uid=4711 from="Zhang San <z@example.com>" su
 .EE
 .RE
 .PP
-More than \fBsummary_threshold\fR new messages at once become one summary notification.
+More than \fBsummary_threshold\fR new messages at once, or a stream of them within
+\fBburst_window_secs\fR, become one summary notification.
 With an \fBopen_command\fR configured, clicking a notification (or its \fBOpen\fR button)
 starts your mail client; \fBMark as read\fR marks the message as read on the server.
 Which accounts and mailboxes notify, and whether sender and subject are shown, is
@@ -603,6 +604,19 @@ const KEYS: &[Key] = &[
     },
     Key {
         table: "notifications",
+        name: "burst_window_secs",
+        value: "integer",
+        default: "10",
+        range: Some((0, 3600)),
+        doc: "Flood control. Within this many seconds of a mailbox's first popup, up to \
+              \\fBsummary_threshold\\fR messages get popups of their own, at once; once there \
+              are more, the rest of the window is held and shown as one summary when it \
+              ends, and so on for every window while mail keeps coming. A mailbox quiet for \
+              a window is back to instant popups. Syslog lines and hooks are never held. \
+              0 judges each wake alone.",
+    },
+    Key {
+        table: "notifications",
         name: "urgency",
         value: "\"low\" | \"normal\" | \"critical\"",
         default: "\"normal\"",
@@ -1004,6 +1018,7 @@ oauth2_token_command = ["true"]
 [notifications]
 enabled = true
 summary_threshold = 3
+burst_window_secs = 10
 urgency = "normal"
 icon = "mail-unread"
 open_command = ["true"]
@@ -1111,6 +1126,10 @@ hook_timeout_secs = 60
         assert_eq!(
             default("notifications", "summary_threshold"),
             n.summary_threshold.to_string()
+        );
+        assert_eq!(
+            default("notifications", "burst_window_secs"),
+            n.burst_window.as_secs().to_string()
         );
         assert_eq!(n.urgency, config::Urgency::Normal);
         assert_eq!(default("notifications", "urgency"), "\"normal\"");

@@ -398,8 +398,6 @@ fn tls_wrap(
     account: &Account,
     tcp: TcpStream,
 ) -> Result<native_tls::TlsStream<TcpStream>, ImapError> {
-    let mut builder = native_tls::TlsConnector::builder();
-    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     if !account.tls_verify {
         // The documented escape hatch: said at every connect, so it is never forgotten.
         log::warn!(
@@ -408,23 +406,36 @@ fn tls_wrap(
             account.name,
             account.host
         );
-        builder.danger_accept_invalid_certs(true);
-        builder.danger_accept_invalid_hostnames(true);
     }
-    if let Some(path) = &account.ca_file {
-        let ca_err = |reason: String| ImapError::CaFile {
+    let extra_root_pem = match &account.ca_file {
+        // Read at every connect: the shared context is keyed by the contents, so a
+        // replaced certificate takes effect at the next connect.
+        Some(path) => Some(std::fs::read(path).map_err(|e| ImapError::CaFile {
             path: path.display().to_string(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| ca_err(e.to_string()))?;
-        builder.add_root_certificate(cert);
-    }
+            reason: e.to_string(),
+        })?),
+        None => None,
+    };
+    let trust = crate::tls::Trust {
+        verify: account.tls_verify,
+        extra_root_pem,
+    };
+    let connector = crate::tls::connector(&trust).map_err(|e| match &account.ca_file {
+        // Building fails on a bad ca_file; native-tls only logs problems with the system
+        // store, so without a ca_file it is a TLS setup error.
+        Some(path) => ImapError::CaFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        },
+        _ => ImapError::Tls {
+            host: account.host.clone(),
+            reason: e.to_string(),
+        },
+    })?;
     let tls_err = |reason: String| ImapError::Tls {
         host: account.host.clone(),
         reason,
     };
-    let connector = builder.build().map_err(|e| tls_err(e.to_string()))?;
     // Brackets around an IPv6 literal are URL syntax, not part of the name to verify.
     let domain = account.host.trim_start_matches('[').trim_end_matches(']');
     connector.connect(domain, tcp).map_err(|e| match e {

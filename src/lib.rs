@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod backoff;
+pub mod burst;
 pub mod cli;
 pub mod config;
 pub mod config_watch;
@@ -30,6 +31,7 @@ pub mod supervisor;
 pub mod suspend;
 pub mod syslog;
 pub mod systemd;
+pub mod tls;
 pub mod watcher;
 
 use std::process::ExitCode;

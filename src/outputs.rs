@@ -11,6 +11,8 @@ use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::burst::{Bursts, Decision, Held};
+
 use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
 use crate::hooks::{HookMail, Hooks};
@@ -62,7 +64,7 @@ fn value(s: &str) -> String {
 }
 
 /// What a popup may reveal (an account's `show_sender` / `show_subject`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Privacy {
     pub sender: bool,
     pub subject: bool,
@@ -109,8 +111,8 @@ pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
 
 /// One popup for many messages: "12 new messages in work/INBOX" (plus `suffix`, e.g.
 /// " while disconnected"), listing the first few senders and subjects as far as privacy
-/// allows.
-pub fn burst_popup(mails: &[Announcement], privacy: Privacy, suffix: &str) -> Popup {
+/// allows. `mails` are the first few of `total`.
+pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffix: &str) -> Popup {
     let place = mails
         .first()
         .map(|a| format!("{}/{}", a.account, a.mailbox))
@@ -130,12 +132,13 @@ pub fn burst_popup(mails: &[Announcement], privacy: Privacy, suffix: &str) -> Po
                 _ => decode::truncate_chars(&a.subject, 80),
             })
             .collect();
-        if mails.len() > SUMMARY_LINES {
-            body.push(format!("and {} more", mails.len() - SUMMARY_LINES));
+        let listed = body.len();
+        if total > listed {
+            body.push(format!("and {} more", total - listed));
         }
     }
     Popup {
-        summary: format!("{} new messages in {place}{suffix}", mails.len()),
+        summary: format!("{total} new messages in {place}{suffix}"),
         body: body.join("\n"),
     }
 }
@@ -171,7 +174,6 @@ pub struct Outputs {
     notifier: Option<DesktopNotifier>,
     syslog: Option<SyslogSink>,
     open_command: Option<Vec<String>>,
-    summary_threshold: usize,
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
     login_failing: BTreeSet<String>,
@@ -179,7 +181,12 @@ pub struct Outputs {
     shown: BTreeMap<u32, Shown>,
     events: Option<EventSender<Event>>,
     hooks: Hooks,
+    /// Flood control: popups held for a summary, per mailbox (and what it may show).
+    bursts: Bursts<BurstKey, Announcement>,
 }
+
+/// Account, mailbox, and the privacy in force when the mail arrived.
+type BurstKey = (String, String, Privacy);
 
 /// The shared lock of the design: every watcher announces through it.
 #[derive(Clone)]
@@ -200,11 +207,15 @@ impl Outputs {
                 sink
             }),
             open_command: config.notifications.open_command.clone(),
-            summary_threshold: config.notifications.summary_threshold as usize,
             login_failing: BTreeSet::new(),
             shown: BTreeMap::new(),
             events,
             hooks: Hooks::new(),
+            bursts: Bursts::new(
+                config.notifications.burst_window,
+                config.notifications.summary_threshold as usize,
+                SUMMARY_LINES,
+            ),
         }
     }
 
@@ -251,9 +262,10 @@ impl Outputs {
         self.shown.insert(id, shown);
     }
 
-    /// Announces new mail from one wake of one mailbox: a syslog line each, then one popup
-    /// each, or one summary popup for more than `summary_threshold` (`catch_up_max` after a
-    /// reconnect, with `catching_up`).
+    /// Announces new mail from one wake of one mailbox: a syslog line each, then popups as
+    /// flood control decides (src/burst.rs): one each, one summary now, or held for the
+    /// summary at the end of the mailbox's window. After a reconnect (`catching_up`) the
+    /// wake is judged alone against the account's `catch_up_max`.
     pub fn announce(
         &mut self,
         account: &Account,
@@ -267,38 +279,38 @@ impl Outputs {
         }
         if account.notify_for(mailbox) && !mails.is_empty() {
             let privacy = Privacy::of(account);
-            let (limit, suffix) = if catching_up {
-                (account.catch_up_max as usize, " while disconnected")
-            } else {
-                (self.summary_threshold, "")
-            };
-            if mails.len() > limit {
-                let replaces = self.summary_of(&account.name, mailbox);
-                let popup = burst_popup(mails, privacy, suffix);
-                let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
-                if let Some(id) = self.show(&popup, replaces, &actions) {
-                    self.shown.remove(&replaces);
-                    self.remember(
-                        id,
-                        Shown::Summary {
-                            account: account.name.clone(),
-                            mailbox: mailbox.to_owned(),
-                        },
-                    );
+            let decision = if catching_up {
+                // After a reconnect: one look at what came meanwhile, judged on its own.
+                if mails.len() > account.catch_up_max as usize {
+                    let mut held = Held::default();
+                    held.add(mails.to_vec(), SUMMARY_LINES);
+                    Decision::Summary(held)
+                } else {
+                    Decision::Singles(mails.to_vec())
                 }
             } else {
-                for a in mails {
-                    let mut actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
-                    actions.push(("read", "Mark as read"));
-                    if let Some(id) = self.show(&popup(a, privacy), 0, &actions) {
-                        self.remember(
-                            id,
-                            Shown::Message {
-                                account: a.account.clone(),
-                                mailbox: a.mailbox.clone(),
-                                uid: a.uid,
-                            },
-                        );
+                let key = (account.name.clone(), mailbox.to_owned(), privacy);
+                self.bursts.arrived(&key, mails.to_vec(), Instant::now())
+            };
+            let suffix = if catching_up {
+                " while disconnected"
+            } else {
+                ""
+            };
+            match decision {
+                Decision::Singles(singles) => {
+                    for a in &singles {
+                        self.single_popup(a, privacy);
+                    }
+                }
+                Decision::Summary(held) => {
+                    self.summary_popup(&account.name, mailbox, &held, privacy, suffix)
+                }
+                Decision::Held => {
+                    // The supervisor sleeps without a timeout while nothing is held; tell
+                    // it there is now a summary to show at the end of the window.
+                    if let Some(events) = &self.events {
+                        let _ = events.send(Event::BurstHeld);
                     }
                 }
             }
@@ -322,6 +334,57 @@ impl Outputs {
                 woke_at.elapsed().as_secs_f64() * 1e3
             );
         }
+    }
+
+    fn single_popup(&mut self, a: &Announcement, privacy: Privacy) {
+        let mut actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+        actions.push(("read", "Mark as read"));
+        if let Some(id) = self.show(&popup(a, privacy), 0, &actions) {
+            self.remember(
+                id,
+                Shown::Message {
+                    account: a.account.clone(),
+                    mailbox: a.mailbox.clone(),
+                    uid: a.uid,
+                },
+            );
+        }
+    }
+
+    /// A summary replaces the mailbox's previous one on screen.
+    fn summary_popup(
+        &mut self,
+        account: &str,
+        mailbox: &str,
+        held: &Held<Announcement>,
+        privacy: Privacy,
+        suffix: &str,
+    ) {
+        let replaces = self.summary_of(account, mailbox);
+        let popup = burst_popup(&held.first, held.total, privacy, suffix);
+        let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+        if let Some(id) = self.show(&popup, replaces, &actions) {
+            self.shown.remove(&replaces);
+            self.remember(
+                id,
+                Shown::Summary {
+                    account: account.to_owned(),
+                    mailbox: mailbox.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Shows the held summaries whose window has ended; returns when the next one is due.
+    pub fn flush_bursts(&mut self, now: Instant) -> Option<Instant> {
+        for ((account, mailbox, privacy), held) in self.bursts.due(now) {
+            self.summary_popup(&account, &mailbox, &held, privacy, "");
+            log::debug!(
+                "{account}/{mailbox}: {} held message(s) shown as one summary",
+                held.total
+            );
+        }
+        self.bursts.next_due()
     }
 
     /// "default" (clicking the popup) and "Open" run `open_command`, when there is one.
@@ -426,7 +489,14 @@ impl Outputs {
         let login_failing = std::mem::take(&mut self.login_failing);
         let shown = std::mem::take(&mut self.shown);
         let hooks = self.hooks.clone();
+        let mut bursts = std::mem::replace(&mut self.bursts, Bursts::new(Default::default(), 1, 0));
+        bursts.reconfigure(
+            config.notifications.burst_window,
+            config.notifications.summary_threshold as usize,
+        );
         *self = Outputs::new(config, events);
+        // Held summaries survive a reload.
+        self.bursts = bursts;
         self.login_failing = login_failing;
         self.shown = shown;
         // Running and pending hook runs carry on.
@@ -530,7 +600,7 @@ mod tests {
         };
         let p = popup(&m, no_sender);
         assert!(!p.body.contains("Zhang") && !p.summary.contains("Zhang"));
-        let b = burst_popup(&[m.clone(), m.clone()], none, "");
+        let b = burst_popup(&[m.clone(), m.clone()], 2, none, "");
         assert_eq!(b.summary, "2 new messages in work/INBOX");
         assert_eq!(b.body, "");
     }
@@ -538,7 +608,7 @@ mod tests {
     #[test]
     fn burst_popup_lists_a_few_and_counts_the_rest() {
         let mails: Vec<_> = (0..23).map(|i| mail(&format!("s{i}"))).collect();
-        let p = burst_popup(&mails, Privacy::ALL, " while disconnected");
+        let p = burst_popup(&mails[..3], 23, Privacy::ALL, " while disconnected");
         assert_eq!(
             p.summary,
             "23 new messages in work/INBOX while disconnected"

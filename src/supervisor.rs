@@ -46,6 +46,8 @@ pub enum Event {
     NotificationClosed { id: u32 },
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
     WatcherExited { key: Key, id: u64 },
+    /// Flood control held popups for a summary: time to set the timer for it.
+    BurstHeld,
 }
 
 struct Running {
@@ -110,21 +112,24 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
 }
 
 impl Supervisor {
-    /// The event loop, until a stop signal. With a systemd watchdog it also wakes to ping
-    /// it at half its timeout; otherwise it only wakes for events.
+    /// The event loop, until a stop signal. It wakes for events, and otherwise only on a
+    /// deadline it has: a systemd watchdog ping (at half its timeout) or a held burst
+    /// summary; with neither, it sleeps until the next event.
     fn serve(&mut self, rx: &Receiver<Event>) -> std::io::Result<()> {
         let watchdog = self.systemd.watchdog_interval();
         let mut last_ping = Instant::now();
+        let mut burst_due: Option<Instant> = None;
         loop {
-            let event = match watchdog {
-                Some(every) => {
-                    let left = every.saturating_sub(last_ping.elapsed());
-                    match rx.recv_timeout(left) {
-                        Ok(e) => Some(e),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                    }
-                }
+            let deadline = [watchdog.map(|every| last_ping + every), burst_due]
+                .into_iter()
+                .flatten()
+                .min();
+            let event = match deadline {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(e) => Some(e),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                },
                 None => match rx.recv() {
                     Ok(e) => Some(e),
                     Err(_) => return Ok(()),
@@ -135,6 +140,11 @@ impl Supervisor {
                     self.systemd.watchdog();
                     last_ping = Instant::now();
                 }
+            }
+            if burst_due.is_some_and(|at| Instant::now() >= at)
+                || matches!(event, Some(Event::BurstHeld))
+            {
+                burst_due = self.shared.outputs.lock().flush_bursts(Instant::now());
             }
             let Some(event) = event else { continue };
             match event {
@@ -168,6 +178,8 @@ impl Supervisor {
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
                 Event::NotificationClosed { id } => self.shared.outputs.lock().closed(id),
                 Event::NotificationAction { id, key } => self.action(id, &key),
+                // Handled above, with the timer.
+                Event::BurstHeld => {}
             }
         }
     }
@@ -228,6 +240,8 @@ impl Supervisor {
     /// daemon keeps running on the last good config.
     fn reload(&mut self) -> std::io::Result<()> {
         self.systemd.reloading();
+        // A reload is also the way to make new connections see an updated system CA store.
+        crate::tls::forget();
         match config::load(&self.config_path) {
             Err(e) => {
                 let text = e.to_string();

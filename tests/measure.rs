@@ -307,6 +307,16 @@ fn mem_pairs(pid: u32, prefix: &str) -> Vec<(String, String)> {
             format!("{prefix}hwm_mib"),
             format!("{:.2}", status_kib(pid, "VmHWM") as f64 / 1024.0),
         ),
+        // VmRSS = anonymous (the daemon's own heap and stacks) + file-backed (code of the
+        // binary and shared libraries, shared with every other process mapping them).
+        (
+            format!("{prefix}anon_mib"),
+            format!("{:.2}", status_kib(pid, "RssAnon") as f64 / 1024.0),
+        ),
+        (
+            format!("{prefix}file_mib"),
+            format!("{:.2}", status_kib(pid, "RssFile") as f64 / 1024.0),
+        ),
         (format!("{prefix}threads"), proc_status(pid, "Threads")),
     ]
 }

@@ -93,7 +93,18 @@ impl Daemon {
         let Some(binary) = option_env!("CARGO_BIN_EXE_mailpushd") else {
             panic!("CARGO_BIN_EXE_mailpushd is set by Cargo for integration tests only");
         };
-        let mut cmd = Command::new(binary);
+        // MAILPUSHD_WRAP runs the daemon under a profiler for measurements, e.g.
+        // `MAILPUSHD_WRAP="heaptrack -o /tmp/hp"` (words split on spaces; unset in tests).
+        let wrap = std::env::var("MAILPUSHD_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         let config_str = config_path.to_string_lossy();
         let args = DAEMON_ARGS
             .iter()
