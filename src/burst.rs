@@ -6,17 +6,23 @@
 //! stored over 14 s came as ~80 wakes), so a per-wake rule still showed ~85 popups. Here the
 //! rule is per mailbox and per *window*: within `window` of the first popup, up to
 //! `threshold` messages get popups of their own, at once; once a window has more, the
-//! rest of that window is held and shown as one summary when the window ends, and while mail
-//! keeps coming, every following window ends in one summary too. A mailbox that was quiet
-//! for a window is back to instant single popups.
+//! rest is held and shown as one summary as soon as the mail pauses for [`QUIET`] or the
+//! window ends, whichever is first. A window that ends with mail still coming starts the
+//! next one held as well, so a long flood costs one summary per window plus one when it
+//! stops; a mailbox that was quiet for a window is back to instant single popups.
 //!
-//! So ordinary mail is never delayed, and a flood costs one popup per window. Syslog lines
+//! So ordinary mail is never delayed, a flood is summed up within [`QUIET`] of its last
+//! message, and while it lasts it costs one popup per window. Syslog lines
 //! and hooks are not held: only popups are. Pure logic; `Outputs` does the showing and the
 //! supervisor calls [`Bursts::due`] at [`Bursts::next_due`] (no timer runs while nothing is
 //! held, so idling still costs no wakeups).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// Held mail is shown once no more has come for this long: a burst is over when the server
+/// stops reporting new messages, and its summary should not wait for the window's end.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// What to do with the new mail of one wake.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,11 +66,20 @@ impl<T> Held<T> {
 
 struct Window<T> {
     ends: Instant,
+    /// When mail was last held (for the [`QUIET`] rule).
+    last_held: Instant,
     /// Messages given popups of their own in this window.
     singles: usize,
     /// Summarising: every further message of this window is held.
     flooding: bool,
     held: Held<T>,
+}
+
+impl<T> Window<T> {
+    /// When what is held is to be shown.
+    fn due(&self) -> Instant {
+        self.ends.min(self.last_held + QUIET)
+    }
 }
 
 /// Per-mailbox windows. `K` names a mailbox, `T` is one message.
@@ -117,12 +132,14 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
         }
         let w = self.windows.entry(key.clone()).or_insert_with(|| Window {
             ends: now + self.window,
+            last_held: now,
             singles: 0,
             flooding: false,
             held: Held::new(),
         });
         if w.flooding {
             w.held.add(mails, self.keep);
+            w.last_held = now;
             Decision::Held
         } else if w.singles + mails.len() <= self.threshold {
             w.singles += mails.len();
@@ -136,6 +153,7 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
         } else {
             w.flooding = true;
             w.held.add(mails, self.keep);
+            w.last_held = now;
             Decision::Held
         }
     }
@@ -145,20 +163,23 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
         self.windows
             .values()
             .filter(|w| w.held.total > 0)
-            .map(|w| w.ends)
+            .map(Window::due)
             .min()
     }
 
-    /// The summaries due at `now`. Each starts a new window that keeps summarising, as
-    /// mail is still coming; a window that then stays empty ends the flood.
+    /// The summaries due at `now`. One due at the window's end starts a new window that
+    /// keeps holding, as mail is still coming; one due because the mail paused leaves the
+    /// window as it is.
     pub fn due(&mut self, now: Instant) -> Vec<(K, Held<T>)> {
         let mut out = Vec::new();
         for (key, w) in &mut self.windows {
-            if w.held.total > 0 && now >= w.ends {
+            if w.held.total > 0 && now >= w.due() {
                 out.push((key.clone(), std::mem::replace(&mut w.held, Held::new())));
-                w.ends = now + self.window;
-                w.singles = 0;
-                w.flooding = true;
+                if now >= w.ends {
+                    w.ends = now + self.window;
+                    w.singles = 0;
+                    w.flooding = true;
+                }
             }
         }
         // Windows that ended with nothing held are over; forget them so the map only holds
@@ -228,7 +249,7 @@ mod tests {
             }
         }
         let due = b.next_due().expect("the rest is held");
-        assert!(due > t);
+        assert_eq!(due, t + QUIET, "summed up once the mail pauses");
         for (_, held) in b.due(due) {
             popups += 1;
             summarised += held.total;
@@ -237,11 +258,12 @@ mod tests {
             summarised, 280,
             "every message is shown or summed up exactly once"
         );
-        // The first wake's 2 single popups, then one summary at 10 s and one at 20 s.
+        // The first wake's 2 single popups, one summary at the window's end (10 s) and one
+        // when the trickle stops (14.9 s).
         assert_eq!(popups, 4);
         assert_eq!(b.next_due(), None);
         // The flood is over after a quiet window: single popups again.
-        let later = due + W + Duration::from_millis(1);
+        let later = ms(t0, 20_000);
         assert!(b.due(later).is_empty());
         assert_eq!(b.arrived(&"in", vec![7], later), Decision::Singles(vec![7]));
     }
@@ -258,14 +280,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(b.arrived(&"in", vec![50], ms(t0, 100)), Decision::Held);
-        assert_eq!(b.next_due(), Some(ms(t0, 10_000)));
+        assert_eq!(b.arrived(&"in", vec![51], ms(t0, 900)), Decision::Held);
+        assert_eq!(b.next_due(), Some(ms(t0, 1_900)), "a second after the last");
         assert!(
-            b.due(ms(t0, 9_999)).is_empty(),
-            "not before the window ends"
+            b.due(ms(t0, 1_899)).is_empty(),
+            "not while mail is still coming"
         );
-        let due = b.due(ms(t0, 10_000));
+        let due = b.due(ms(t0, 1_900));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].1.total, 1);
+        assert_eq!(due[0].1.total, 2);
+        // Still the same (flooding) window: more mail is held, not popped up singly.
+        assert_eq!(b.arrived(&"in", vec![52], ms(t0, 5_000)), Decision::Held);
+        // A steady stream is shown at the window's end at the latest.
+        for i in 0..10u64 {
+            b.arrived(&"in", vec![60], ms(t0, 5_500 + i * 500));
+        }
+        assert_eq!(b.next_due(), Some(ms(t0, 10_000)));
     }
 
     #[test]

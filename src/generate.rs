@@ -610,9 +610,9 @@ const KEYS: &[Key] = &[
         range: Some((0, 3600)),
         doc: "Flood control. Within this many seconds of a mailbox's first popup, up to \
               \\fBsummary_threshold\\fR messages get popups of their own, at once; once there \
-              are more, the rest of the window is held and shown as one summary when it \
-              ends, and so on for every window while mail keeps coming. A mailbox quiet for \
-              a window is back to instant popups. Syslog lines and hooks are never held. \
+              are more, the rest is held and shown as one summary once no new mail has \
+              come for a second, or when the window ends while it keeps coming (then the \
+              next window holds too). A mailbox quiet for a window is back to instant popups. Syslog lines and hooks are never held. \
               0 judges each wake alone.",
     },
     Key {

@@ -378,7 +378,11 @@ impl Outputs {
     /// Shows the held summaries whose window has ended; returns when the next one is due.
     pub fn flush_bursts(&mut self, now: Instant) -> Option<Instant> {
         for ((account, mailbox, privacy), held) in self.bursts.due(now) {
-            self.summary_popup(&account, &mailbox, &held, privacy, "");
+            match held.first.as_slice() {
+                // "1 new messages" would be silly; one held message gets its own popup.
+                [only] if held.total == 1 => self.single_popup(only, privacy),
+                _ => self.summary_popup(&account, &mailbox, &held, privacy, ""),
+            }
             log::debug!(
                 "{account}/{mailbox}: {} held message(s) shown as one summary",
                 held.total

@@ -54,6 +54,10 @@ pub struct DovecotOptions {
     /// per-service process limits are raised to match, so that many accounts of the one
     /// test user can idle at once (benchmarks with 100 accounts).
     pub mail_max_userip_connections: u32,
+    /// `mail_fsync = never` when false. Dovecot's default fsyncs every delivered message,
+    /// which caps APPEND at ~70 per second here; benchmarks that need mail "as fast as
+    /// possible" (bursts, a 10,000-message prefill) turn it off.
+    pub fsync: bool,
 }
 
 impl Default for DovecotOptions {
@@ -62,6 +66,7 @@ impl Default for DovecotOptions {
             idle: true,
             idle_notify_interval: Duration::from_secs(10),
             mail_max_userip_connections: 10,
+            fsync: true,
         }
     }
 }
@@ -601,6 +606,9 @@ fn render_config(
              default_process_limit = {limit}\n",
             limit = n.max(100) + 50
         ));
+    }
+    if !options.fsync {
+        c.push_str("mail_fsync = never\n");
     }
     if !options.idle {
         c.push_str(&format!(
