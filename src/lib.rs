@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod imap;
 pub mod logging;
 pub mod mutf7;
+pub mod nesting;
 pub mod newmail;
 pub mod notify;
 pub mod outputs;

@@ -14,12 +14,16 @@
 //! And no answer is without a bound either: a hostile or broken server that sends more than
 //! [`MAX_RESPONSE`] bytes after our last command (an endless literal, a line that never
 //! ends) gets the connection closed with an error, before the crate's buffers grow further.
+//! The same for an answer whose lists nest deeper than the parser's recursion can take
+//! (src/nesting.rs): that would overflow the thread's stack and abort the whole process.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use imap::extensions::idle::SetReadTimeout;
+
+use crate::nesting::{Nesting, MAX_DEPTH};
 
 pub enum Transport {
     Plain(TcpStream),
@@ -36,6 +40,7 @@ pub struct Stream {
     /// Bound for reads when no deadline is set.
     command_timeout: Duration,
     deadline: Option<Instant>,
+    nesting: Nesting,
 }
 
 impl Stream {
@@ -45,6 +50,7 @@ impl Stream {
             read_since_write: 0,
             command_timeout,
             deadline: None,
+            nesting: Nesting::default(),
         }
     }
 
@@ -100,6 +106,12 @@ impl Read for Stream {
             Transport::Tls(s) => s.read(&mut buf[..room])?,
         };
         self.read_since_write += n;
+        if self.nesting.feed(&buf[..n]).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("server response nests lists more than {MAX_DEPTH} deep"),
+            ));
+        }
         Ok(n)
     }
 }

@@ -666,14 +666,18 @@ fn bench_burst() {
             None => 1,
         }
     };
-    poll_fine(Duration::from_secs(60), "popups covering every message", || {
-        rig.notifications
-            .notifications()
-            .iter()
-            .map(counted)
-            .sum::<usize>()
-            >= n
-    });
+    poll_fine(
+        Duration::from_secs(60),
+        "popups covering every message",
+        || {
+            rig.notifications
+                .notifications()
+                .iter()
+                .map(counted)
+                .sum::<usize>()
+                >= n
+        },
+    );
     let lines = rig.new_mail_lines().len();
     let notes = rig.notifications.notifications();
     let popups = notes.len();
@@ -688,7 +692,10 @@ fn bench_burst() {
             "last_popup_after_last_append_ms".to_owned(),
             format!(
                 "{:.1}",
-                last_popup.saturating_duration_since(last_append).as_secs_f64() * 1e3
+                last_popup
+                    .saturating_duration_since(last_append)
+                    .as_secs_f64()
+                    * 1e3
             ),
         ),
         (

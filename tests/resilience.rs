@@ -336,6 +336,30 @@ fn a_garbage_line_costs_only_the_connection() {
     });
 }
 
+/// Lists nested 500,000 deep (1 MB, well inside the 16 MiB answer bound): the `imap`
+/// crate's parser recurses once per level, so before src/nesting.rs this overflowed the
+/// watcher's stack and aborted the whole process. Now it costs only the connection.
+#[test]
+fn a_response_nested_too_deep_costs_only_the_connection() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let (proxy, daemon) = rig.proxied("");
+        let depth = 500_000;
+        let mut hostile =
+            b"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL "
+                .to_vec();
+        hostile.extend(std::iter::repeat_n(b'(', depth));
+        hostile.extend(std::iter::repeat_n(b')', depth));
+        hostile.extend(b"))\r\n");
+        proxy.inject_to_client(&hostile);
+        daemon.wait_for_output(WAIT, "server response nests lists more than 100 deep");
+        daemon.wait_for_output_count(WAIT, "watching main/INBOX ", 2);
+        rig.append("after the deep list");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["after the deep list"]);
+        assert!(daemon.try_wait().is_none(), "{}", daemon.output());
+    });
+}
+
 #[test]
 fn an_alert_is_logged_and_the_session_goes_on() {
     with_timeout(LIMIT, || {
