@@ -650,7 +650,14 @@ fn bench_idle() {
 fn bench_burst() {
     let n = env_u64("MEASURE_BURST", 1000) as usize;
     let rig = rig_for(1, 120);
-    let daemon = rig.daemon(&rig.dovecot.account_toml("m", "implicit"), &["m/INBOX"]);
+    // MEASURE_NOTIFICATIONS: extra `[notifications]` lines, e.g. "burst_window_secs = 0"
+    // for the figures without flood control.
+    let extra = std::env::var("MEASURE_NOTIFICATIONS").unwrap_or_default();
+    let config = rig.config_with(
+        &rig.dovecot.account_toml("m", "implicit"),
+        &format!("{}\n", extra.replace("\\n", "\n")),
+    );
+    let daemon = rig.daemon_with_config(&config, &["m/INBOX"]);
     let pid = daemon.pid();
     let before = mem_pairs(pid, "before_");
     let t0 = Instant::now();
