@@ -149,7 +149,9 @@ fn measure_latency_memory_and_idle_cost() {
     let proxy = ExistsProxy::start(dovecot.imap_port);
     let config = format!(
         "[[accounts]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         username = {:?}\npassword = {:?}\n\n[syslog]\nenabled = false\n",
+         username = {:?}\npassword = {:?}\n\n[syslog]\nenabled = false\n\
+         # Flood control off: messages one after another would be held after the third.\n\
+         [notifications]\nburst_window_secs = 0\n",
         proxy.port, dovecot.user, dovecot.password
     );
     let daemon = Daemon::start(&config, Some(&bus));
