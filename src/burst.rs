@@ -189,6 +189,17 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
     }
 }
 
+impl<K, T> Bursts<K, T> {
+    /// Everything held, due or not (at exit).
+    pub fn take_all(&mut self) -> Vec<(K, Held<T>)> {
+        self.windows
+            .drain()
+            .filter(|(_, w)| w.held.total > 0)
+            .map(|(k, w)| (k, w.held))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +307,12 @@ mod tests {
             b.arrived(&"in", vec![60], ms(t0, 5_500 + i * 500));
         }
         assert_eq!(b.next_due(), Some(ms(t0, 10_000)));
+        // At exit everything held comes out, due or not, once.
+        let all = b.take_all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.total, 11);
+        assert!(b.take_all().is_empty());
+        assert_eq!(b.next_due(), None);
     }
 
     #[test]

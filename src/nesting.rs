@@ -11,7 +11,12 @@
 //!
 //! The lexer knows just enough IMAP syntax to count honestly: parentheses inside quoted
 //! strings and literals (`{n}` CRLF and n bytes) are data, and a line end outside both
-//! ends the response, so the count starts again at zero. Pure: fed bytes, it answers.
+//! ends the response, so the count starts again at zero. Status responses (`* OK`, `* NO`,
+//! `* BAD`, `* BYE`, `* PREAUTH`, tagged `OK`/`NO`/`BAD`, `+` continuations) end in free
+//! text that the parser reads as characters up to the line end: there `{n}` is no literal
+//! and parentheses are no lists, so the rest of such a line is skipped. (Treating `{n}` in
+//! that text as a literal would let a server hide a deep list from the count behind
+//! `* OK {99999999}`.) Pure: fed bytes, it answers.
 
 /// Deepest list nesting accepted. Measured with imap-proto 0.16.7 in a thread with a 2 MiB
 /// stack (Rust's default): a debug build overflows at about 650 levels (~3 KiB per
@@ -20,6 +25,10 @@ pub const MAX_DEPTH: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// The start of a response line: its first two words, to tell status responses apart.
+    Head(Head),
+    /// The free text of a status response, up to the line end.
+    StatusText,
     Normal,
     Quoted,
     QuotedEscape,
@@ -29,6 +38,36 @@ enum State {
     LiteralStart(u64),
     /// Bytes of a literal still to come.
     Literal(u64),
+}
+
+/// The first bytes of a line, up to the end of its second word (`* OK`, `a12 NO`, `* 12`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    bytes: [u8; HEAD_MAX],
+    len: u8,
+}
+
+/// Enough for a tag and `PREAUTH`; a longer head is no status response of ours to skip.
+const HEAD_MAX: usize = 24;
+
+impl Head {
+    const EMPTY: Head = Head {
+        bytes: [0; HEAD_MAX],
+        len: 0,
+    };
+
+    /// Whether the line is a status response (or a continuation request), whose text the
+    /// parser does not look into.
+    fn is_status(&self) -> bool {
+        let head = &self.bytes[..usize::from(self.len)];
+        if head.first() == Some(&b'+') {
+            return true;
+        }
+        let second = head.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        ["OK", "NO", "BAD", "BYE", "PREAUTH"]
+            .iter()
+            .any(|w| second.eq_ignore_ascii_case(w.as_bytes()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +83,7 @@ pub struct TooDeep;
 impl Default for Nesting {
     fn default() -> Self {
         Nesting {
-            state: State::Normal,
+            state: State::Head(Head::EMPTY),
             depth: 0,
         }
     }
@@ -58,6 +97,36 @@ impl Nesting {
             let b = bytes[i];
             i += 1;
             self.state = match self.state {
+                State::Head(mut head) => {
+                    let spaces = head.bytes[..usize::from(head.len)]
+                        .iter()
+                        .filter(|&&c| c == b' ')
+                        .count();
+                    let ends = matches!(b, b'(' | b'{' | b'"' | b'[' | b'\r' | b'\n')
+                        || (b == b' ' && spaces == 1)
+                        || usize::from(head.len) == HEAD_MAX;
+                    if !ends {
+                        head.bytes[usize::from(head.len)] = b;
+                        head.len += 1;
+                        State::Head(head)
+                    } else if head.is_status() {
+                        // The delimiter is part of the skipped text; a line end ends it.
+                        if b == b'\n' {
+                            State::Head(Head::EMPTY)
+                        } else {
+                            State::StatusText
+                        }
+                    } else {
+                        // Not a status line: the head held nothing that counts, so the
+                        // delimiter is the first byte for the ordinary rules.
+                        i -= 1;
+                        State::Normal
+                    }
+                }
+                State::StatusText => match b {
+                    b'\n' => State::Head(Head::EMPTY),
+                    _ => State::StatusText,
+                },
                 State::Normal => match b {
                     b'(' => {
                         self.depth += 1;
@@ -75,7 +144,7 @@ impl Nesting {
                     b'\n' => {
                         // End of the response (or of a garbled one): start over.
                         self.depth = 0;
-                        State::Normal
+                        State::Head(Head::EMPTY)
                     }
                     _ => State::Normal,
                 },
@@ -85,7 +154,7 @@ impl Nesting {
                     // A quoted string cannot hold a line end; the response is over.
                     b'\n' => {
                         self.depth = 0;
-                        State::Normal
+                        State::Head(Head::EMPTY)
                     }
                     _ => State::Quoted,
                 },
@@ -100,7 +169,7 @@ impl Nesting {
                     // Not a literal after all: an ordinary `{` in text.
                     b'\n' => {
                         self.depth = 0;
-                        State::Normal
+                        State::Head(Head::EMPTY)
                     }
                     _ => State::Normal,
                 },
@@ -108,11 +177,18 @@ impl Nesting {
                     b'\r' => State::LiteralStart(n),
                     b'\n' if n == 0 => State::Normal,
                     b'\n' => State::Literal(n),
-                    _ => State::Normal,
+                    // Not a literal after all; this byte gets the ordinary rules.
+                    _ => {
+                        i -= 1;
+                        State::Normal
+                    }
                 },
                 State::Literal(n) => {
                     // Skip the literal's bytes in one step.
-                    let take = (n as usize).min(bytes.len() - i + 1);
+                    // try_from: on a 32-bit target a length past usize must not wrap to 0.
+                    let take = usize::try_from(n)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i + 1);
                     i += take - 1;
                     let left = n - take as u64;
                     if left == 0 {
@@ -190,6 +266,42 @@ mod tests {
         let mut after = literal.clone();
         after.extend(open(MAX_DEPTH + 1));
         assert_eq!(deepest_ok(&after), Err(TooDeep));
+    }
+
+    /// The reviewer's bypass: `{n}` in a status response's text is no literal (the parser
+    /// reads that text up to the line end), so it must not hide what follows from the count.
+    #[test]
+    fn braces_in_status_text_are_no_literal() {
+        for status in [
+            &b"* OK x {99999999}\r\n"[..],
+            b"* NO [ALERT] {99999999}\r\n",
+            b"a7 BAD {99999999}\r\n",
+            b"+ {99999999}\r\n",
+            b"* bye {5}\r\n",
+        ] {
+            let mut bytes = status.to_vec();
+            bytes.extend(b"* 1 FETCH (ENVELOPE ");
+            bytes.extend(open(MAX_DEPTH + 1));
+            assert_eq!(
+                deepest_ok(&bytes),
+                Err(TooDeep),
+                "{:?}",
+                String::from_utf8_lossy(status)
+            );
+        }
+        // Parentheses in status text are no lists either (the parser does not recurse).
+        let mut text = b"* OK ".to_vec();
+        text.extend(open(1000));
+        text.extend(b"\r\n");
+        assert_eq!(deepest_ok(&text), Ok(()));
+        // But a FETCH is no status line, whatever its number.
+        let mut fetch = b"* 3 FETCH ".to_vec();
+        fetch.extend(open(MAX_DEPTH + 1));
+        assert_eq!(deepest_ok(&fetch), Err(TooDeep));
+        // Nor is a tagged line whose second word only starts like one.
+        let mut odd = b"a1 OKAY ".to_vec();
+        odd.extend(open(MAX_DEPTH + 1));
+        assert_eq!(deepest_ok(&odd), Err(TooDeep));
     }
 
     #[test]

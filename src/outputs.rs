@@ -152,8 +152,13 @@ pub enum Shown {
         mailbox: String,
         uid: u32,
     },
-    /// A burst or catch-up summary: replaced by the next summary of the same mailbox.
-    Summary { account: String, mailbox: String },
+    /// A burst or catch-up summary: replaced by the next summary of the same mailbox,
+    /// which then counts these `total` messages too.
+    Summary {
+        account: String,
+        mailbox: String,
+        total: usize,
+    },
 }
 
 impl Shown {
@@ -181,12 +186,12 @@ pub struct Outputs {
     shown: BTreeMap<u32, Shown>,
     events: Option<EventSender<Event>>,
     hooks: Hooks,
-    /// Flood control: popups held for a summary, per mailbox (and what it may show).
-    bursts: Bursts<BurstKey, Announcement>,
+    /// Flood control: popups held for a summary, per (account, mailbox).
+    bursts: Bursts<(String, String), Announcement>,
+    /// The configured accounts, so that held mail is shown under the settings in force
+    /// when it is shown (a reload may have hidden subjects or removed the mailbox).
+    accounts: Vec<Arc<Account>>,
 }
-
-/// Account, mailbox, and the privacy in force when the mail arrived.
-type BurstKey = (String, String, Privacy);
 
 /// The shared lock of the design: every watcher announces through it.
 #[derive(Clone)]
@@ -216,7 +221,14 @@ impl Outputs {
                 config.notifications.summary_threshold as usize,
                 SUMMARY_LINES,
             ),
+            accounts: config.accounts.clone(),
         }
+    }
+
+    /// The accounts of a newly loaded config (every reload, not only when the
+    /// `[notifications]` settings change).
+    pub fn set_accounts(&mut self, config: &Config) {
+        self.accounts = config.accounts.clone();
     }
 
     fn record(&mut self, a: &Announcement) {
@@ -231,14 +243,20 @@ impl Outputs {
         self.notifier.as_mut()?.show(popup, replaces, actions)
     }
 
-    /// The mailbox's summary popup on screen, if any, to be replaced by the next one.
-    fn summary_of(&self, account: &str, mailbox: &str) -> u32 {
+    /// The mailbox's summary popup on screen, if any, to be replaced by the next one, and
+    /// how many messages it counts.
+    fn summary_of(&self, account: &str, mailbox: &str) -> (u32, usize) {
         self.shown
             .iter()
-            .find(|(_, s)| {
-                matches!(s, Shown::Summary { account: a, mailbox: m } if a == account && m == mailbox)
+            .find_map(|(id, s)| match s {
+                Shown::Summary {
+                    account: a,
+                    mailbox: m,
+                    total,
+                } if a == account && m == mailbox => Some((*id, *total)),
+                _ => None,
             })
-            .map_or(0, |(id, _)| *id)
+            .unwrap_or((0, 0))
     }
 
     fn remember(&mut self, id: u32, shown: Shown) {
@@ -289,7 +307,7 @@ impl Outputs {
                     Decision::Singles(mails.to_vec())
                 }
             } else {
-                let key = (account.name.clone(), mailbox.to_owned(), privacy);
+                let key = (account.name.clone(), mailbox.to_owned());
                 self.bursts.arrived(&key, mails.to_vec(), Instant::now())
             };
             let suffix = if catching_up {
@@ -351,7 +369,8 @@ impl Outputs {
         }
     }
 
-    /// A summary replaces the mailbox's previous one on screen.
+    /// A summary replaces the mailbox's previous one on screen and counts its messages
+    /// too: the popup the user sees always says how many arrived since it appeared.
     fn summary_popup(
         &mut self,
         account: &str,
@@ -360,8 +379,9 @@ impl Outputs {
         privacy: Privacy,
         suffix: &str,
     ) {
-        let replaces = self.summary_of(account, mailbox);
-        let popup = burst_popup(&held.first, held.total, privacy, suffix);
+        let (replaces, before) = self.summary_of(account, mailbox);
+        let total = before + held.total;
+        let popup = burst_popup(&held.first, total, privacy, suffix);
         let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
         if let Some(id) = self.show(&popup, replaces, &actions) {
             self.shown.remove(&replaces);
@@ -370,25 +390,48 @@ impl Outputs {
                 Shown::Summary {
                     account: account.to_owned(),
                     mailbox: mailbox.to_owned(),
+                    total,
                 },
             );
         }
     }
 
-    /// Shows the held summaries whose window has ended; returns when the next one is due.
+    /// Shows the held summaries that are due; returns when the next one is.
     pub fn flush_bursts(&mut self, now: Instant) -> Option<Instant> {
-        for ((account, mailbox, privacy), held) in self.bursts.due(now) {
+        let due = self.bursts.due(now);
+        self.show_held(due);
+        self.bursts.next_due()
+    }
+
+    /// At exit: shows everything still held, due or not (its syslog lines and hooks have
+    /// run; the popups should not be lost to a stop).
+    pub fn flush_all_bursts(&mut self) {
+        let all = self.bursts.take_all();
+        self.show_held(all);
+    }
+
+    fn show_held(&mut self, held: Vec<((String, String), Held<Announcement>)>) {
+        for ((account, mailbox), held) in held {
+            // Under the settings in force now: a reload may have removed the mailbox, made
+            // it quiet, or hidden senders and subjects since the mail arrived.
+            let Some(acct) = self.accounts.iter().find(|a| a.name == account).cloned() else {
+                log::debug!(
+                    "{account}/{mailbox}: account gone; {} held popup(s) dropped",
+                    held.total
+                );
+                continue;
+            };
+            if !acct.notify_for(&mailbox) {
+                continue;
+            }
+            let privacy = Privacy::of(&acct);
             match held.first.as_slice() {
                 // "1 new messages" would be silly; one held message gets its own popup.
                 [only] if held.total == 1 => self.single_popup(only, privacy),
                 _ => self.summary_popup(&account, &mailbox, &held, privacy, ""),
             }
-            log::debug!(
-                "{account}/{mailbox}: {} held message(s) shown as one summary",
-                held.total
-            );
+            log::debug!("{account}/{mailbox}: {} held message(s) shown", held.total);
         }
-        self.bursts.next_due()
     }
 
     /// "default" (clicking the popup) and "Open" run `open_command`, when there is one.

@@ -148,7 +148,10 @@ impl Supervisor {
             }
             let Some(event) = event else { continue };
             match event {
-                Event::Terminate => return Ok(()),
+                Event::Terminate => {
+                    self.shared.outputs.lock().flush_all_bursts();
+                    return Ok(());
+                }
                 Event::Reload => {
                     log::info!("SIGHUP: reloading {}", self.config_path.display());
                     self.reload()?;
@@ -264,6 +267,7 @@ impl Supervisor {
                 {
                     self.shared.outputs.lock().reconfigure(&new);
                 }
+                self.shared.outputs.lock().set_accounts(&new);
                 self.config = new;
                 self.apply(plan)?;
             }
