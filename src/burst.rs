@@ -35,6 +35,19 @@ pub enum Decision<T> {
     Held,
 }
 
+impl<T> Decision<T> {
+    /// One wake judged on its own: more than `limit` messages are one summary (listing
+    /// `keep` of them), fewer a popup each. Flood control off, and catch-up after a
+    /// reconnect (against `catch_up_max`), decide this way.
+    pub fn alone(mails: Vec<T>, limit: usize, keep: usize) -> Self {
+        if mails.len() > limit {
+            Decision::Summary(Held::of(mails, keep))
+        } else {
+            Decision::Singles(mails)
+        }
+    }
+}
+
 /// Mail waiting for (or making up) a summary: the first few to list, and how many in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held<T> {
@@ -52,12 +65,15 @@ impl<T> Default for Held<T> {
 }
 
 impl<T> Held<T> {
-    fn new() -> Self {
-        Self::default()
+    /// `items`, listing `keep` of them.
+    fn of(items: Vec<T>, keep: usize) -> Self {
+        let mut held = Held::default();
+        held.add(items, keep);
+        held
     }
 
     /// Keeps only `keep` items to list, so a flood of any size is held in bounded memory.
-    pub fn add(&mut self, items: Vec<T>, keep: usize) {
+    fn add(&mut self, items: Vec<T>, keep: usize) {
         self.total += items.len();
         let room = keep.saturating_sub(self.first.len());
         self.first.extend(items.into_iter().take(room));
@@ -115,13 +131,7 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
             return Decision::Singles(mails);
         }
         if self.window.is_zero() {
-            return if mails.len() > self.threshold {
-                let mut held = Held::new();
-                held.add(mails, self.keep);
-                Decision::Summary(held)
-            } else {
-                Decision::Singles(mails)
-            };
+            return Decision::alone(mails, self.threshold, self.keep);
         }
         let expired = self
             .windows
@@ -135,7 +145,7 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
             last_held: now,
             singles: 0,
             flooding: false,
-            held: Held::new(),
+            held: Held::default(),
         });
         if w.flooding {
             w.held.add(mails, self.keep);
@@ -147,9 +157,7 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
         } else if w.singles == 0 {
             // Many at once in a fresh window: the summary need not wait.
             w.flooding = true;
-            let mut held = Held::new();
-            held.add(mails, self.keep);
-            Decision::Summary(held)
+            Decision::Summary(Held::of(mails, self.keep))
         } else {
             w.flooding = true;
             w.held.add(mails, self.keep);
@@ -174,7 +182,7 @@ impl<K: std::hash::Hash + Eq + Clone, T> Bursts<K, T> {
         let mut out = Vec::new();
         for (key, w) in &mut self.windows {
             if w.held.total > 0 && now >= w.due() {
-                out.push((key.clone(), std::mem::replace(&mut w.held, Held::new())));
+                out.push((key.clone(), std::mem::take(&mut w.held)));
                 if now >= w.ends {
                     w.ends = now + self.window;
                     w.singles = 0;

@@ -64,7 +64,7 @@ fn value(s: &str) -> String {
 }
 
 /// What a popup may reveal (an account's `show_sender` / `show_subject`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Privacy {
     pub sender: bool,
     pub subject: bool,
@@ -299,13 +299,7 @@ impl Outputs {
             let privacy = Privacy::of(account);
             let decision = if catching_up {
                 // After a reconnect: one look at what came meanwhile, judged on its own.
-                if mails.len() > account.catch_up_max as usize {
-                    let mut held = Held::default();
-                    held.add(mails.to_vec(), SUMMARY_LINES);
-                    Decision::Summary(held)
-                } else {
-                    Decision::Singles(mails.to_vec())
-                }
+                Decision::alone(mails.to_vec(), account.catch_up_max as usize, SUMMARY_LINES)
             } else {
                 let key = (account.name.clone(), mailbox.to_owned());
                 self.bursts.arrived(&key, mails.to_vec(), Instant::now())
