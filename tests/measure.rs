@@ -327,29 +327,48 @@ fn mem_pairs(pid: u32, prefix: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// The most any thread has touched of its stack: the largest resident size among the
-/// threads' 2 MiB stack mappings (Rust's default size; touched pages stay resident), i.e.
-/// the deepest stack any thread has reached so far.
-fn deepest_thread_stack_kib(pid: u32) -> u64 {
+/// One mapping of `/proc/PID/smaps`: its header line and two of its sizes.
+struct Mapping {
+    /// "start-end perms offset dev inode [path]".
+    header: String,
+    size_kib: u64,
+    rss_kib: u64,
+}
+
+fn mappings(pid: u32) -> Vec<Mapping> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
-    let mut anonymous_rw = false;
-    let mut size = 0;
-    let mut deepest = 0;
+    let mut maps: Vec<Mapping> = Vec::new();
     for l in smaps.lines() {
         let fields: Vec<&str> = l.split_whitespace().collect();
-        if fields
-            .first()
-            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
-        {
-            // A mapping's header: "start-end perms offset dev inode [path]".
-            anonymous_rw = fields.get(1) == Some(&"rw-p") && fields.len() == 5;
-        } else if fields.first() == Some(&"Size:") {
-            size = fields[1].parse().unwrap_or(0);
-        } else if fields.first() == Some(&"Rss:") && anonymous_rw && size == 2048 {
-            deepest = deepest.max(fields[1].parse().unwrap_or(0));
+        let kib = || fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        match fields.first() {
+            // A header's first field is the address range; field lines end in ':'.
+            Some(f) if f.contains('-') && !f.ends_with(':') => maps.push(Mapping {
+                header: l.to_owned(),
+                size_kib: 0,
+                rss_kib: 0,
+            }),
+            Some(&"Size:") => maps.last_mut().into_iter().for_each(|m| m.size_kib = kib()),
+            Some(&"Rss:") => maps.last_mut().into_iter().for_each(|m| m.rss_kib = kib()),
+            _ => {}
         }
     }
-    deepest
+    maps
+}
+
+/// The most any thread has touched of its stack: the largest resident size among the
+/// threads' 2 MiB stack mappings (Rust's default size, anonymous, `rw-p`; touched pages
+/// stay resident), i.e. the deepest stack any thread has reached so far.
+fn deepest_thread_stack_kib(pid: u32) -> u64 {
+    mappings(pid)
+        .iter()
+        .filter(|m| {
+            let fields: Vec<&str> = m.header.split_whitespace().collect();
+            m.size_kib == 2048 && fields.len() == 5 && fields[1] == "rw-p"
+        })
+        .map(|m| m.rss_kib)
+        .max()
+        .unwrap_or(0)
 }
 
 fn emit(name: &str, pairs: Vec<(String, String)>) {
@@ -571,24 +590,10 @@ fn bench_accounts() {
             "{}",
             std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap()
         );
-        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-        let mut maps: Vec<(u64, String)> = Vec::new();
-        let mut head = String::new();
-        for l in smaps.lines() {
-            if l.contains('-') && !l.contains(':')
-                || l.split_whitespace().count() >= 5
-                    && l.contains('-')
-                    && !l.starts_with(|c: char| c.is_ascii_uppercase())
-            {
-                head = l.to_owned();
-            } else if let Some(v) = l.strip_prefix("Rss:") {
-                let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-                maps.push((kb, head.clone()));
-            }
-        }
-        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
-        for (kb, h) in maps.iter().take(15) {
-            println!("SMAPS {kb:>8} kB  {h}");
+        let mut maps = mappings(pid);
+        maps.sort_by_key(|m| std::cmp::Reverse(m.rss_kib));
+        for m in maps.iter().take(15) {
+            println!("SMAPS {:>8} kB  {}", m.rss_kib, m.header);
         }
     }
     let mut pairs = vec![
