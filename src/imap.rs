@@ -427,7 +427,7 @@ fn tls_wrap(
             path: path.display().to_string(),
             reason: e.to_string(),
         },
-        _ => ImapError::Tls {
+        None => ImapError::Tls {
             host: account.host.clone(),
             reason: e.to_string(),
         },

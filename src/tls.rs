@@ -58,8 +58,9 @@ pub fn forget() {
         .clear();
 }
 
-/// How many connectors are cached (for tests).
-pub fn cached() -> usize {
+/// How many connectors are cached.
+#[cfg(test)]
+fn cached() -> usize {
     cache().lock().unwrap_or_else(PoisonError::into_inner).len()
 }
 
