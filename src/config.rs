@@ -20,6 +20,12 @@ use toml::Spanned;
 /// Longest IDLE we allow: RFC 2177 says servers may log a client off after 30 minutes.
 const MAX_IDLE_REFRESH_SECS: u64 = 29 * 60;
 const DEFAULT_IDLE_REFRESH_SECS: u64 = 25 * 60;
+/// Silence during IDLE before the link is checked: just over the 2 minutes between
+/// Dovecot's `* OK Still here` lines (`imap_idle_notify_interval`), so a server that talks
+/// costs nothing extra, and with [`PROBE_ANSWER`] a frozen link is replaced within 150 s.
+const DEFAULT_IDLE_SILENCE_SECS: u64 = 125;
+/// Longest wait for the answer to the DONE that checks a silent link.
+pub const PROBE_ANSWER: Duration = Duration::from_secs(20);
 const DEFAULT_POLL_INTERVAL_SECS: u64 = 120;
 const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -57,6 +63,11 @@ pub struct Account {
     /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap.rs`.
     pub mailboxes: Vec<String>,
     pub idle_refresh: Duration,
+    /// During IDLE, this long without a byte from the server (no keepalive line, no data)
+    /// ends the wait and checks the link with DONE, which must be answered within
+    /// [`PROBE_ANSWER`] (or `timeout`, if shorter): a link that froze without FIN or RST is
+    /// found within this plus that, not at the end of the refresh cycle.
+    pub idle_silence: Duration,
     pub poll_interval: Duration,
     /// Longest wait between reconnect attempts (the backoff cap).
     pub reconnect_max: Duration,
@@ -336,6 +347,7 @@ struct RawAccount {
     tls_verify: Option<bool>,
     mailboxes: Option<Spanned<Vec<Spanned<RawMailbox>>>>,
     idle_refresh_secs: Option<Spanned<i64>>,
+    idle_silence_secs: Option<Spanned<i64>>,
     poll_interval_secs: Option<Spanned<i64>>,
     reconnect_max_secs: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
@@ -766,6 +778,12 @@ impl Validator<'_> {
                 .unwrap_or(DEFAULT_IDLE_REFRESH_SECS),
             10..MAX_IDLE_REFRESH_SECS + 1,
         );
+        let idle_silence = self.secs(
+            raw.idle_silence_secs,
+            "idle_silence_secs",
+            DEFAULT_IDLE_SILENCE_SECS,
+            5..MAX_IDLE_REFRESH_SECS + 1,
+        );
         let poll_interval = self.secs(
             raw.poll_interval_secs,
             "poll_interval_secs",
@@ -836,6 +854,7 @@ impl Validator<'_> {
             tls_verify: raw.tls_verify.unwrap_or(true),
             mailboxes,
             idle_refresh,
+            idle_silence,
             poll_interval,
             reconnect_max,
             timeout,

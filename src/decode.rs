@@ -82,6 +82,47 @@ pub fn sender(name: Option<&[u8]>, mailbox: Option<&[u8]>, host: Option<&[u8]>) 
     Sender { name, address }
 }
 
+/// The sender from a raw `From:` header value (RFC 5322 §3.4: a mailbox, a list, or a group
+/// such as `Team: alice@example.org, Bob <bob@example.org>;`), as [`Sender`].
+///
+/// The value is turned into text and unfolded first, then parsed as an address list by
+/// `mailparse`, and only then are encoded words in the display name decoded, so that a
+/// decoded name with a comma or quote cannot change how the addresses split. The first
+/// address is the sender; for a group, the group's name with its first member's address
+/// (or the name alone for an empty group). A value that does not parse as addresses is
+/// shown as decoded text, so something readable is shown rather than `(unknown sender)`.
+pub fn from_header(raw: &[u8]) -> Sender {
+    let text = unfold(&bytes_to_text(raw));
+    let name = |n: Option<&str>| {
+        n.map(decode_encoded_words)
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+    };
+    let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty() && a.contains('@'));
+    match mailparse::addrparse(&text).map(|list| list.into_inner()) {
+        Ok(list) => match list.into_iter().next() {
+            Some(mailparse::MailAddr::Single(one)) => Sender {
+                name: name(one.display_name.as_deref()),
+                address: address(&one.addr),
+            },
+            Some(mailparse::MailAddr::Group(group)) => {
+                let first = group.addrs.first();
+                Sender {
+                    name: name(Some(&group.group_name))
+                        .or_else(|| first.and_then(|f| name(f.display_name.as_deref()))),
+                    address: first.and_then(|f| address(&f.addr)),
+                }
+            }
+            None => Sender::default(),
+        },
+        // `<>` (a bounce's null sender) and the like say nothing worth showing.
+        Err(_) => Sender {
+            name: name(Some(&text)).filter(|n| n.chars().any(char::is_alphanumeric)),
+            address: None,
+        },
+    }
+}
+
 impl Sender {
     /// `Name <address>`, or whichever part exists, or `(unknown sender)`.
     ///
@@ -458,6 +499,31 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_header_reads_mailboxes_groups_and_encoded_names() {
+        let s = from_header(b"Team: alice@example.org, Bob <bob@example.org>;");
+        assert_eq!(s.display(), "Team <alice@example.org>");
+        let s = from_header(b"=?UTF-8?B?5byg5LiJ?= <z@example.com>");
+        assert_eq!(s.display(), "\u{5f20}\u{4e09} <z@example.com>");
+        let s = from_header(b"\"Doe, John\" <j@example.com>, other@example.com");
+        assert_eq!(s.display(), "Doe, John <j@example.com>");
+        // A decoded comma in the name does not split the address.
+        let s = from_header(b"=?UTF-8?Q?A=2C_B?= <ab@example.com>");
+        assert_eq!(s.display(), "A, B <ab@example.com>");
+        let s = from_header(b"Folded\r\n Name <f@example.com>");
+        assert_eq!(s.display(), "Folded Name <f@example.com>");
+        assert_eq!(
+            from_header(b"plain@example.com").display(),
+            "plain@example.com"
+        );
+        assert_eq!(from_header(b"").display(), "(unknown sender)");
+        assert_eq!(from_header(b"<>").display(), "(unknown sender)");
+        assert_eq!(from_header(b"Empty Group:;").display(), "Empty Group");
+        // Raw 8-bit GBK: "张三".
+        let s = from_header(b"\xd5\xc5\xc8\xfd <z@example.com>");
+        assert_eq!(s.display(), "\u{5f20}\u{4e09} <z@example.com>");
+    }
     use encoding_rs::{BIG5, EUC_KR, ISO_2022_JP, WINDOWS_1251};
 
     /// Standard base64 with padding, for building encoded words in tests from

@@ -442,6 +442,20 @@ const KEYS: &[Key] = &[
     },
     Key {
         table: "accounts",
+        name: "idle_silence_secs",
+        value: "integer",
+        default: "125",
+        range: Some((5, 1740)),
+        doc: "During IDLE, this many seconds without a word from the server (no keepalive \
+              line, no data) end the wait: mailpushd sends DONE, and a server that does not \
+              answer within 20 seconds (or \\fBtimeout_secs\\fR, if shorter) is replaced \
+              by a new connection. \
+              The default is just over Dovecot's 2 minutes between keepalive lines, so a \
+              server that talks costs nothing extra and a frozen link is found within \
+              150 seconds.",
+    },
+    Key {
+        table: "accounts",
         name: "poll_interval_secs",
         value: "integer",
         default: "120",
@@ -981,6 +995,7 @@ username = "u"
 password = "p"
 mailboxes = ["INBOX", {{ name = "Lists", notify = false }}]
 idle_refresh_secs = 1500
+idle_silence_secs = 125
 poll_interval_secs = 120
 reconnect_max_secs = 300
 timeout_secs = 30
@@ -1102,6 +1117,7 @@ hook_timeout_secs = 60
         let a = &c.accounts[0];
         let secs = |d: Duration| d.as_secs().to_string();
         assert_eq!(acct("idle_refresh_secs"), secs(a.idle_refresh));
+        assert_eq!(acct("idle_silence_secs"), secs(a.idle_silence));
         assert_eq!(acct("poll_interval_secs"), secs(a.poll_interval));
         assert_eq!(acct("reconnect_max_secs"), secs(a.reconnect_max));
         assert_eq!(acct("timeout_secs"), secs(a.timeout));

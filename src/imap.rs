@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -16,7 +17,9 @@ use imap::types::{Flag, UnsolicitedResponse};
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::{Account, AuthMethod, TlsMode};
-use crate::stream::{Stream, Transport};
+use crate::newmail::Seen;
+use crate::stream::{SharedTolerant, Stream, StreamEvents, Transport};
+use crate::tolerant::Note;
 
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -132,22 +135,21 @@ pub struct MailboxStatus {
     pub uid_next: Option<u32>,
 }
 
-/// A sender address as the ENVELOPE gives it: raw, still RFC 2047 encoded.
+/// The header fields a notification needs, as fetched: the raw block of `From:` and
+/// `Subject:` lines (RFC 5322 §2.2), at most [`HEADER_BYTES`] of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawAddress {
-    pub name: Option<Vec<u8>>,
-    pub mailbox: Option<Vec<u8>>,
-    pub host: Option<Vec<u8>>,
+pub struct Headers {
+    pub uid: u32,
+    pub block: Vec<u8>,
 }
 
-/// One message from `UID FETCH ... (UID FLAGS ENVELOPE)`, owned so the session can move on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Message {
-    pub uid: u32,
-    pub seen: bool,
-    pub subject: Option<Vec<u8>>,
-    pub from: Option<RawAddress>,
-}
+/// The most of a message's From and Subject lines fetched (a partial fetch, RFC 3501
+/// §6.4.5 `<0.n>`): the popup shows 200 characters of a subject and syslog 1,000, and a
+/// batch of [`HEADER_BATCH`] such blocks stays far inside the 16 MiB answer bound however
+/// hostile the message.
+pub const HEADER_BYTES: usize = 16 * 1024;
+/// Messages whose headers are fetched in one `UID FETCH`.
+pub const HEADER_BATCH: usize = 200;
 
 /// Why an IDLE (or poll sleep) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,14 +159,24 @@ pub enum Wake {
     Changed { at: Instant },
     /// The refresh interval passed without news; IDLE is re-issued.
     Refresh,
-    /// An untagged line the crate does not know (`* NO [ALERT] ...`): the session is still
-    /// usable, but anything after it in the same burst was discarded, so re-query.
+    /// The server said nothing for `idle_silence_secs` and answered the DONE that checked
+    /// the link: it is alive; IDLE is re-issued.
+    Silence,
+    /// The server ended IDLE by itself with a tagged answer (some do, routinely): IDLE is
+    /// re-issued.
+    EndedByServer,
+    /// An untagged line the crate does not know: the session is still usable, but anything
+    /// after it in the same burst was discarded, so re-query.
     Unexpected(String),
 }
 
 /// An authenticated session with one mailbox examined (read-only).
 pub struct Connection {
     session: imap::Session<Stream>,
+    /// What the tolerant layer under the session did (src/tolerant.rs).
+    tolerant: SharedTolerant,
+    /// What the stream saw that the crate does not report (silence, a timed-out answer).
+    events: Arc<Mutex<StreamEvents>>,
     pub capabilities: Capabilities,
     /// The server reported a change (EXISTS, EXPUNGE, FETCH) in the answer to one of our
     /// commands. It will not say so again once IDLE starts, so the watcher must look
@@ -194,7 +206,10 @@ pub fn connect(
         }
         TlsMode::None => Transport::Plain(tcp),
     };
-    let stream = Stream::new(transport, account.timeout);
+    let mut stream = Stream::new(transport, account.timeout);
+    stream.set_silence_limit(Some(account.idle_silence));
+    let tolerant = stream.tolerant();
+    let events = Arc::clone(&stream.events);
 
     let mut client = imap::Client::new(stream);
     if account.tls != TlsMode::Starttls {
@@ -272,6 +287,8 @@ pub fn connect(
 
     Ok(Connection {
         session,
+        tolerant,
+        events,
         capabilities,
         changed: false,
     })
@@ -526,13 +543,16 @@ fn write_all(tcp: &mut TcpStream, bytes: &[u8]) -> Result<(), ImapError> {
 impl Connection {
     /// EXAMINE (read-only SELECT): the daemon never changes a flag on its own.
     pub fn examine(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
-        let mb = self.session.examine(wire_name).map_err(|e| match e {
-            imap::Error::No(no) => ImapError::Mailbox {
-                mailbox: display.to_owned(),
-                reason: no.information,
-            },
-            e => ImapError::protocol("EXAMINE")(e),
-        })?;
+        let mb = match self.session.examine(wire_name) {
+            Ok(mb) => mb,
+            Err(imap::Error::No(no)) => {
+                return Err(ImapError::Mailbox {
+                    mailbox: display.to_owned(),
+                    reason: no.information,
+                })
+            }
+            Err(e) => return Err(self.failed("EXAMINE", e)),
+        };
         self.drain_unsolicited()?;
         Ok(MailboxStatus {
             exists: mb.exists,
@@ -541,43 +561,99 @@ impl Connection {
         })
     }
 
-    /// `UID FETCH <set> (UID FLAGS ENVELOPE)`: what a notification needs and no more.
-    pub fn fetch(&mut self, uid_set: &str) -> Result<Vec<Message>, ImapError> {
-        let fetches = self
-            .session
-            .uid_fetch(uid_set, "(UID FLAGS ENVELOPE)")
-            .map_err(ImapError::protocol("UID FETCH"))?;
-        let messages = fetches
+    /// `UID FETCH <set> (UID FLAGS)`: which messages there are and which are read. The
+    /// least structure there is to a message, so the least that can go wrong reading it.
+    pub fn fetch_flags(&mut self, uid_set: &str) -> Result<Vec<Seen>, ImapError> {
+        let fetches = match self.session.uid_fetch(uid_set, "(UID FLAGS)") {
+            Ok(f) => f,
+            Err(e) => return Err(self.failed("UID FETCH", e)),
+        };
+        let flags = fetches
             .iter()
             .filter_map(|f| {
-                let uid = f.uid?;
-                let seen = f.flags().contains(&Flag::Seen);
-                let env = f.envelope();
-                let subject = env.and_then(|e| e.subject.as_ref()).map(|s| s.to_vec());
-                let from = env
-                    .and_then(|e| e.from.as_ref())
-                    .and_then(|v| v.first())
-                    .map(|a| RawAddress {
-                        name: a.name.as_ref().map(|x| x.to_vec()),
-                        mailbox: a.mailbox.as_ref().map(|x| x.to_vec()),
-                        host: a.host.as_ref().map(|x| x.to_vec()),
-                    });
-                Some(Message {
-                    uid,
-                    seen,
-                    subject,
-                    from,
+                Some(Seen {
+                    uid: f.uid?,
+                    seen: f.flags().contains(&Flag::Seen),
                 })
             })
             .collect();
         drop(fetches);
         self.drain_unsolicited()?;
-        Ok(messages)
+        Ok(flags)
+    }
+
+    /// The From and Subject lines of the messages in `uid_set` (at most [`HEADER_BYTES`]
+    /// each), without setting `\Seen` (BODY.PEEK). A message the server leaves out, or
+    /// whose answer could not be read (see [`Connection::take_notes`]), is missing from
+    /// the result.
+    pub fn fetch_headers(&mut self, uid_set: &str) -> Result<Vec<Headers>, ImapError> {
+        let items = format!("(UID BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)]<0.{HEADER_BYTES}>)");
+        let fetches = match self.session.uid_fetch(uid_set, items) {
+            Ok(f) => f,
+            Err(e) => return Err(self.failed("UID FETCH", e)),
+        };
+        let headers = fetches
+            .iter()
+            .filter_map(|f| {
+                Some(Headers {
+                    uid: f.uid?,
+                    block: f.header()?.to_vec(),
+                })
+            })
+            .collect();
+        drop(fetches);
+        self.drain_unsolicited()?;
+        Ok(headers)
+    }
+
+    /// `UID SEARCH UID <set>`: the UIDs in a range, for when a FETCH answer had lines that
+    /// could not be read (a SEARCH answer is a list of numbers).
+    pub fn search_uids(&mut self, uid_set: &str) -> Result<Vec<u32>, ImapError> {
+        let uids = match self.session.uid_search(format!("UID {uid_set}")) {
+            Ok(u) => u,
+            Err(e) => return Err(self.failed("UID SEARCH", e)),
+        };
+        self.drain_unsolicited()?;
+        let mut uids: Vec<u32> = uids.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// What the tolerant layer did since the last call: server warnings, lines it mended,
+    /// set aside or could not read (src/tolerant.rs).
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        self.tolerant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_notes()
+    }
+
+    /// A failed command, said as plainly as what happened allows: the BYE the server sent
+    /// (which the crate may only see as a closed connection), or the answer's deadline.
+    fn failed(&mut self, context: &'static str, e: imap::Error) -> ImapError {
+        let bye = self
+            .tolerant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peek_bye();
+        if let Some(text) = bye {
+            return ImapError::Bye(text);
+        }
+        if std::mem::take(&mut self.events().timed_out) {
+            return ImapError::Timeout { context };
+        }
+        ImapError::protocol(context)(e)
+    }
+
+    fn events(&self) -> std::sync::MutexGuard<'_, StreamEvents> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// NOOP: lets the server report changes; used when polling a server without IDLE.
     pub fn noop(&mut self) -> Result<(), ImapError> {
-        self.session.noop().map_err(ImapError::protocol("NOOP"))?;
+        if let Err(e) = self.session.noop() {
+            return Err(self.failed("NOOP", e));
+        }
         self.drain_unsolicited()
     }
 
@@ -594,6 +670,9 @@ impl Connection {
     pub fn idle(&mut self, refresh: Duration, wake_on_flags: bool) -> Result<Wake, ImapError> {
         let mut bye: Option<String> = None;
         let mut changed_at: Option<Instant> = None;
+        let mut layer_woke = false;
+        let tolerant = Arc::clone(&self.tolerant);
+        self.events().timed_out = false;
         let outcome = {
             let mut handle = self.session.idle();
             handle.timeout(refresh).keepalive(false);
@@ -612,21 +691,54 @@ impl Connection {
                     changed_at = Some(Instant::now());
                     false
                 }
+                // The tolerant layer's own line: the server ended IDLE, or sent a line
+                // that could not be read (it may have been the EXISTS we wait for).
+                UnsolicitedResponse::Ok { .. }
+                    if tolerant
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take_wake() =>
+                {
+                    layer_woke = true;
+                    false
+                }
                 // RECENT, and flag changes nobody is waiting for: nothing to do.
                 _ => true,
             })
+            // Dropping the handle sends DONE and reads its answer, within `timeout_secs`
+            // (or the shorter probe bound after a silence).
         };
         if let Some(info) = bye {
             return Err(ImapError::Bye(info));
         }
+        let events = std::mem::take(&mut *self.events());
+        if events.timed_out {
+            // The DONE went unanswered: the link is dead, whatever the crate made of it.
+            return Err(ImapError::Timeout {
+                context: "ending IDLE",
+            });
+        }
+        let ended_by_server = self.take_notes_where(|n| matches!(n, Note::IdleEndedByServer));
         match outcome {
+            Ok(WaitOutcome::MailboxChanged) if layer_woke && ended_by_server => {
+                Ok(Wake::EndedByServer)
+            }
             Ok(WaitOutcome::MailboxChanged) => Ok(Wake::Changed {
                 at: changed_at.unwrap_or_else(Instant::now),
             }),
+            Ok(WaitOutcome::TimedOut) if events.silent => Ok(Wake::Silence),
             Ok(WaitOutcome::TimedOut) => Ok(Wake::Refresh),
             Err(imap::Error::Unexpected(resp)) => Ok(Wake::Unexpected(format!("{resp:?}"))),
-            Err(e) => Err(ImapError::protocol("IDLE")(e)),
+            Err(e) => Err(self.failed("IDLE", e)),
         }
+    }
+
+    /// Whether a note matching `pred` is pending; such notes are taken, the rest stay.
+    fn take_notes_where(&mut self, pred: impl Fn(&Note) -> bool) -> bool {
+        self.tolerant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_notes_where(pred)
     }
 
     /// Sets `\Seen` on one message ("Mark as read" on a popup). Opens the mailbox
@@ -640,9 +752,12 @@ impl Connection {
             },
             e => ImapError::protocol("SELECT")(e),
         })?;
-        self.session
+        if let Err(e) = self
+            .session
             .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
-            .map_err(ImapError::protocol("UID STORE"))?;
+        {
+            return Err(self.failed("UID STORE", e));
+        }
         self.drain_unsolicited()
     }
 

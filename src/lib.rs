@@ -33,6 +33,7 @@ pub mod suspend;
 pub mod syslog;
 pub mod systemd;
 pub mod tls;
+pub mod tolerant;
 pub mod watcher;
 
 use std::process::ExitCode;

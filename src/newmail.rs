@@ -30,12 +30,23 @@ pub struct Seen {
 pub enum Start {
     /// Continue from the existing cursor: what arrived since will be announced.
     Resume(Cursor),
-    /// First look at this mailbox, or UIDVALIDITY changed (the UIDs we knew mean nothing
-    /// now): mail already there is not announced.
-    Baseline {
-        cursor: Cursor,
-        validity_changed: bool,
-    },
+    /// First look at this mailbox, or the UIDs we knew mean nothing now: mail already there
+    /// is not announced.
+    Baseline { cursor: Cursor, why: Baseline },
+}
+
+/// Why a watcher starts from the server's UIDNEXT rather than its own cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// No cursor yet: the first look at this mailbox.
+    First,
+    /// UIDVALIDITY changed (RFC 3501 §2.3.1.1): the UIDs we knew are void.
+    ValidityChanged,
+    /// The server reported a UIDNEXT below our cursor under the same UIDVALIDITY, which
+    /// RFC 3501 forbids (UIDs only grow): a server restored from a backup, or a broken
+    /// one. Resuming would wait for UIDs we think we passed, and announce nothing until
+    /// the server caught up; starting from its UIDNEXT announces what comes next.
+    UidNextWentBack,
 }
 
 impl Start {
@@ -47,23 +58,60 @@ impl Start {
 }
 
 /// Decides how to start on a mailbox: `previous` is what we knew, `uid_validity` and
-/// `uid_next` are what EXAMINE reported.
-pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32) -> Start {
-    let fresh = Cursor {
+/// `uid_next` are what EXAMINE reported. `reported` says the server sent UIDNEXT itself;
+/// one derived from the highest UID present (servers that omit it) may lawfully be below
+/// the cursor, after the newest messages were expunged.
+pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32, reported: bool) -> Start {
+    let cursor = Cursor {
         uid_validity,
         next_uid: u64::from(uid_next.max(1)),
     };
     match previous {
-        Some(prev) if prev.uid_validity == uid_validity => Start::Resume(prev),
+        Some(prev) if prev.uid_validity == uid_validity => {
+            if reported && cursor.next_uid < prev.next_uid && prev.next_uid <= u64::from(u32::MAX) {
+                Start::Baseline {
+                    cursor,
+                    why: Baseline::UidNextWentBack,
+                }
+            } else {
+                Start::Resume(prev)
+            }
+        }
         Some(_) => Start::Baseline {
-            cursor: fresh,
-            validity_changed: true,
+            cursor,
+            why: Baseline::ValidityChanged,
         },
         None => Start::Baseline {
-            cursor: fresh,
-            validity_changed: false,
+            cursor,
+            why: Baseline::First,
         },
     }
+}
+
+/// Splits a `UID FETCH next:* (UID FLAGS)` answer into pieces, in ascending UID order, each
+/// holding at most `max_unseen` unread messages (and any read ones among them), so that
+/// each piece's headers are one bounded fetch and the cursor can be saved after each.
+/// [`Cursor::advance`] on each piece in turn gives what it gives on the whole answer.
+pub fn pieces(fetched: &[Seen], max_unseen: usize) -> Vec<Vec<Seen>> {
+    let mut sorted = fetched.to_vec();
+    // Seen-first within a UID, as `advance` wants it.
+    sorted.sort_by_key(|m| (m.uid, !m.seen));
+    let mut pieces = vec![Vec::new()];
+    let mut unseen = 0;
+    for m in sorted {
+        let last = pieces.last_mut().expect("never empty");
+        let repeat = last.last().is_some_and(|p: &Seen| p.uid == m.uid);
+        if !m.seen && !repeat && unseen == max_unseen.max(1) {
+            pieces.push(Vec::new());
+            unseen = 0;
+        }
+        if !m.seen && !repeat {
+            unseen += 1;
+        }
+        pieces.last_mut().expect("never empty").push(m);
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
 }
 
 impl Cursor {
@@ -112,7 +160,7 @@ mod tests {
 
     #[test]
     fn first_start_baselines_without_announcing() {
-        let s = start(None, 7, 42);
+        let s = start(None, 7, 42, true);
         assert_eq!(
             s,
             Start::Baseline {
@@ -120,7 +168,7 @@ mod tests {
                     uid_validity: 7,
                     next_uid: 42
                 },
-                validity_changed: false
+                why: Baseline::First
             }
         );
     }
@@ -133,7 +181,7 @@ mod tests {
         };
         // Two messages arrived while disconnected: UIDNEXT moved to 42 but we resume at 40,
         // so they get fetched and announced.
-        assert_eq!(start(Some(prev), 7, 42), Start::Resume(prev));
+        assert_eq!(start(Some(prev), 7, 42, true), Start::Resume(prev));
     }
 
     #[test]
@@ -142,7 +190,7 @@ mod tests {
             uid_validity: 7,
             next_uid: 40,
         };
-        let s = start(Some(prev), 8, 3);
+        let s = start(Some(prev), 8, 3, true);
         assert_eq!(
             s,
             Start::Baseline {
@@ -150,14 +198,71 @@ mod tests {
                     uid_validity: 8,
                     next_uid: 3
                 },
-                validity_changed: true
+                why: Baseline::ValidityChanged
             }
         );
     }
 
     #[test]
+    fn uidnext_below_the_cursor_rebaselines_when_the_server_said_so() {
+        let prev = Cursor {
+            uid_validity: 7,
+            next_uid: 40,
+        };
+        assert_eq!(
+            start(Some(prev), 7, 12, true),
+            Start::Baseline {
+                cursor: Cursor {
+                    uid_validity: 7,
+                    next_uid: 12
+                },
+                why: Baseline::UidNextWentBack
+            }
+        );
+        // Derived from the highest UID (no UIDNEXT): the newest may have been expunged.
+        assert_eq!(start(Some(prev), 7, 12, false), Start::Resume(prev));
+        assert_eq!(start(Some(prev), 7, 40, true), Start::Resume(prev));
+    }
+
+    #[test]
+    fn pieces_bound_the_unseen_and_keep_duplicates_together() {
+        let all: Vec<Seen> = (1..=7)
+            .map(|uid| Seen {
+                uid,
+                seen: uid == 3,
+            })
+            .chain([Seen { uid: 2, seen: true }])
+            .collect();
+        let p = pieces(&all, 2);
+        let uids: Vec<Vec<(u32, bool)>> = p
+            .iter()
+            .map(|p| p.iter().map(|m| (m.uid, m.seen)).collect())
+            .collect();
+        assert_eq!(
+            uids,
+            // UID 2 is read (reported both ways: seen wins), 3 is read.
+            vec![
+                vec![(1, false), (2, true), (2, false), (3, true), (4, false)],
+                vec![(5, false), (6, false)],
+                vec![(7, false)],
+            ]
+        );
+        // Piece by piece, the cursor announces what the whole answer would.
+        let mut whole = Cursor {
+            uid_validity: 1,
+            next_uid: 1,
+        };
+        let mut stepwise = whole;
+        let expected = whole.advance(&all);
+        let got: Vec<u32> = p.iter().flat_map(|p| stepwise.advance(p)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(stepwise, whole);
+        assert!(pieces(&[], 200).is_empty());
+    }
+
+    #[test]
     fn empty_mailbox_without_uidnext_starts_at_one() {
-        assert_eq!(start(None, 1, 0).cursor().next_uid, 1);
+        assert_eq!(start(None, 1, 0, false).cursor().next_uid, 1);
     }
 
     #[test]

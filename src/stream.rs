@@ -16,14 +16,25 @@
 //! ends) gets the connection closed with an error, before the crate's buffers grow further.
 //! The same for an answer whose lists nest deeper than the parser's recursion can take
 //! (src/nesting.rs): that would overflow the thread's stack and abort the whole process.
+//!
+//! Between the socket and the crate sits the tolerant layer (src/tolerant.rs): the crate
+//! reads whole responses that its parser accepts, and what the layer did about the rest is
+//! shared with the connection through [`Stream::tolerant`].
+//!
+//! During IDLE a server that says nothing at all for [`Stream::set_silence_limit`] ends the
+//! wait early, as if its deadline had come ([`Stream`] records that it was silence), so the
+//! connection can check the link with DONE instead of waiting out a 25-minute refresh.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use imap::extensions::idle::SetReadTimeout;
 
+use crate::config::PROBE_ANSWER;
 use crate::nesting::{Nesting, MAX_DEPTH};
+use crate::tolerant::Tolerant;
 
 pub enum Transport {
     Plain(TcpStream),
@@ -41,6 +52,39 @@ pub struct Stream {
     command_timeout: Duration,
     deadline: Option<Instant>,
     nesting: Nesting,
+    tolerant: SharedTolerant,
+    /// When the server last sent anything.
+    last_heard: Instant,
+    /// During a deadline (IDLE): end the wait after this much silence from the server.
+    silence_limit: Option<Duration>,
+    /// After a silent IDLE wait: the answer to DONE is due within [`PROBE_ANSWER`], and the
+    /// command timeout is back from the command after DONE on.
+    probe: Probe,
+    /// What ended the last wait early, for the connection to read: silence, or a read
+    /// outside IDLE that timed out (an unanswered DONE).
+    pub events: Arc<Mutex<StreamEvents>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Off,
+    /// The shorter read timeout is set; DONE is about to be written.
+    Armed,
+    /// DONE was written; the next write restores the command timeout.
+    DoneSent,
+}
+
+/// The tolerant layer, shared by the stream (which feeds it) and the connection (which
+/// reads its notes).
+pub type SharedTolerant = Arc<Mutex<Tolerant>>;
+
+/// What happened on the stream that the crate does not report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEvents {
+    /// An IDLE wait was ended by the server's silence, not by the refresh deadline.
+    pub silent: bool,
+    /// A read with no deadline set (a command's answer, the answer to DONE) timed out.
+    pub timed_out: bool,
 }
 
 impl Stream {
@@ -51,7 +95,30 @@ impl Stream {
             command_timeout,
             deadline: None,
             nesting: Nesting::default(),
+            tolerant: SharedTolerant::default(),
+            last_heard: Instant::now(),
+            silence_limit: None,
+            probe: Probe::Off,
+            events: Arc::default(),
         }
+    }
+
+    /// The tolerant layer this stream feeds.
+    pub fn tolerant(&self) -> SharedTolerant {
+        Arc::clone(&self.tolerant)
+    }
+
+    /// Ends an IDLE wait after `limit` without a byte from the server (`None`: never).
+    pub fn set_silence_limit(&mut self, limit: Option<Duration>) {
+        self.silence_limit = limit;
+    }
+
+    fn layer(&self) -> MutexGuard<'_, Tolerant> {
+        self.tolerant.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn event(&self, f: impl FnOnce(&mut StreamEvents)) {
+        f(&mut self.events.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     fn tcp(&self) -> &TcpStream {
@@ -81,8 +148,37 @@ fn read_timeout(
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut layer = self.layer();
+                if layer.has_output() {
+                    return Ok(layer.read(buf));
+                }
+            }
+            let mut raw = [0u8; 16 * 1024];
+            let n = self.read_raw(&mut raw)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.layer().feed(&raw[..n]);
+        }
+    }
+}
+
+impl Stream {
+    /// One read from the socket, within the deadline, the silence limit and the answer
+    /// bound, through the nesting guard.
+    fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.deadline.is_some() {
-            let Some(t) = read_timeout(self.deadline, self.command_timeout, Instant::now()) else {
+            let now = Instant::now();
+            let silence = self
+                .silence_limit
+                .map(|limit| self.last_heard + limit)
+                .filter(|at| self.deadline.is_none_or(|d| *at < d));
+            let Some(t) = read_timeout(silence.or(self.deadline), self.command_timeout, now) else {
+                if silence.is_some() {
+                    self.event(|e| e.silent = true);
+                }
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "IDLE deadline reached",
@@ -99,12 +195,33 @@ impl Read for Stream {
                 ),
             ));
         }
-        // Never read past the bound, so the crate's buffer cannot grow beyond it.
+        // Never read past the bound, so no buffer can grow beyond it.
         let room = (MAX_RESPONSE - self.read_since_write).min(buf.len());
-        let n = match &mut self.transport {
-            Transport::Plain(s) => s.read(&mut buf[..room])?,
-            Transport::Tls(s) => s.read(&mut buf[..room])?,
+        let result = match &mut self.transport {
+            Transport::Plain(s) => s.read(&mut buf[..room]),
+            Transport::Tls(s) => s.read(&mut buf[..room]),
         };
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                let timeout = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                );
+                if timeout && self.deadline.is_some() {
+                    // The silence limit, not the refresh deadline, if that came first.
+                    let silent = self
+                        .silence_limit
+                        .is_some_and(|limit| self.last_heard.elapsed() >= limit)
+                        && self.deadline.is_some_and(|d| Instant::now() < d);
+                    self.event(|e| e.silent = silent);
+                } else if timeout {
+                    self.event(|e| e.timed_out = true);
+                }
+                return Err(e);
+            }
+        };
+        self.last_heard = Instant::now();
         self.read_since_write += n;
         if self.nesting.feed(&buf[..n]).is_err() {
             return Err(io::Error::new(
@@ -119,10 +236,29 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.read_since_write = 0;
-        match &mut self.transport {
-            Transport::Plain(s) => s.write(buf),
-            Transport::Tls(s) => s.write(buf),
+        match self.probe {
+            Probe::Off => {}
+            Probe::Armed if buf.ends_with(b"\n") => self.probe = Probe::DoneSent,
+            Probe::Armed => {}
+            Probe::DoneSent => {
+                self.probe = Probe::Off;
+                self.tcp().set_read_timeout(Some(self.command_timeout))?;
+            }
         }
+        {
+            let mut layer = self.layer();
+            if layer.swallows() {
+                // The DONE for an IDLE the server already ended: not sent (see tolerant.rs).
+                layer.wrote(buf);
+                return Ok(buf.len());
+            }
+        }
+        let n = match &mut self.transport {
+            Transport::Plain(s) => s.write(buf)?,
+            Transport::Tls(s) => s.write(buf)?,
+        };
+        self.layer().wrote(&buf[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.transport {
@@ -135,7 +271,21 @@ impl Write for Stream {
 impl SetReadTimeout for Stream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> imap::error::Result<()> {
         self.deadline = timeout.map(|t| Instant::now() + t);
-        let t = timeout.unwrap_or(self.command_timeout);
+        if timeout.is_some() {
+            // A new wait: silence counts from its start.
+            self.last_heard = Instant::now();
+            self.event(|e| e.silent = false);
+        }
+        let silent = self.events.lock().unwrap_or_else(|e| e.into_inner()).silent;
+        let t = match timeout {
+            Some(t) => t,
+            // The end of a wait that silence ended: DONE checks the link, on a short bound.
+            None if silent => {
+                self.probe = Probe::Armed;
+                self.command_timeout.min(PROBE_ANSWER)
+            }
+            None => self.command_timeout,
+        };
         self.tcp()
             .set_read_timeout(Some(t))
             .map_err(imap::Error::Io)

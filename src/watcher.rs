@@ -17,19 +17,29 @@ use crate::backoff::Backoff;
 use crate::config::Account;
 use crate::credentials::{self, CredentialError};
 use crate::decode;
-use crate::imap::{self, Connection, ImapError, Interrupter, Message, Wake};
+use crate::imap::{self, Connection, Headers, ImapError, Interrupter, Wake, HEADER_BATCH};
 use crate::mutf7;
-use crate::newmail::{self, Cursor, Seen, Start};
+use crate::newmail::{self, Baseline, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
 use crate::state::{Loaded, StateStore};
 use crate::status::{Phase, Row, StatusTable};
 use crate::supervisor::Event;
+use crate::tolerant::Note;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// A connection that stayed up this long counts as healthy: the next failure starts the
 /// backoff from the beginning again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Attempts at reading one message's headers before it is announced as unreadable and
+/// passed: one in its batch, then alone, then alone once more (on a later session if the
+/// failure took the connection down).
+const MAX_READ_ATTEMPTS: u32 = 3;
+/// Distinct server warnings remembered per watcher, so each is logged at warning level
+/// once and at debug level after that.
+const WARNED_TEXTS: usize = 64;
+/// Messages remembered as failing to read, at most (a bound on hostile servers).
+const FAILING_UIDS: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Flags {
@@ -107,6 +117,15 @@ impl Control {
             Sleep::Reconnect
         } else {
             Sleep::Elapsed
+        }
+    }
+
+    /// Closes and forgets the socket of a session that ended. The clone held here would
+    /// otherwise keep the connection open (and holding one of the server's per-user
+    /// connection slots) through the whole backoff.
+    fn release(&self) {
+        if let Some(s) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            s.interrupt();
         }
     }
 
@@ -200,6 +219,13 @@ pub struct Watcher {
     /// how many failures in a row there have been.
     last_failure: Option<Kind>,
     failures_in_a_row: u32,
+    /// Lines already logged at warning level (server warnings, unreadable answers).
+    warned: Vec<String>,
+    /// Messages whose headers failed to read, with the attempts so far and the last reason.
+    failing: std::collections::BTreeMap<u32, (u32, String)>,
+    /// UIDs whose headers are being fetched right now: if the session dies meanwhile, each
+    /// has used an attempt.
+    in_flight: Vec<u32>,
 }
 
 impl Watcher {
@@ -227,6 +253,9 @@ impl Watcher {
             state_loaded: false,
             last_failure: None,
             failures_in_a_row: 0,
+            warned: Vec::new(),
+            failing: std::collections::BTreeMap::new(),
+            in_flight: Vec::new(),
         }
     }
 
@@ -250,6 +279,9 @@ impl Watcher {
         while !self.control.stopping() {
             let started = Instant::now();
             let outcome = catch_unwind(AssertUnwindSafe(|| self.session()));
+            // Whatever ended the session, its connection goes now, not after the backoff.
+            self.control.release();
+            self.session_died_reading();
             if self.control.stopping() {
                 break;
             }
@@ -408,7 +440,9 @@ impl Watcher {
         drop(password);
         self.outputs.lock().login_ok(&self.account.name);
 
-        let status = conn.examine(&self.wire_mailbox, &self.mailbox)?;
+        let status = conn.examine(&self.wire_mailbox, &self.mailbox);
+        self.report_notes(&mut conn);
+        let status = status?;
         self.report_recovery();
         // UIDVALIDITY is mandatory (RFC 3501); a server that omits it gets a constant, which
         // still lets a reconnect resume.
@@ -419,7 +453,7 @@ impl Watcher {
             None => highest_uid(&mut conn)?.map_or(1, |u| u.saturating_add(1)),
         };
         let previous = self.saved_cursor();
-        let start = newmail::start(previous, uid_validity, uid_next);
+        let start = newmail::start(previous, uid_validity, uid_next, status.uid_next.is_some());
         self.cursor = Some(start.cursor());
         let mode = if conn.capabilities.idle {
             "IDLE".to_owned()
@@ -430,15 +464,19 @@ impl Watcher {
             )
         };
         match start {
-            Start::Baseline {
-                validity_changed, ..
-            } => {
-                if validity_changed {
-                    log::warn!(
+            Start::Baseline { why, .. } => {
+                match why {
+                    Baseline::First => {}
+                    Baseline::ValidityChanged => log::warn!(
                         "{key}: UIDVALIDITY changed ({} -> {uid_validity}); mail already there is not announced again",
                         previous.map_or(0, |c| c.uid_validity)
-                    );
+                    ),
+                    Baseline::UidNextWentBack => log::warn!(
+                        "{key}: the server's UIDNEXT ({uid_next}) is below the next UID mailpushd expected ({}) with UIDVALIDITY unchanged (a server restored from a backup?); starting afresh from UIDNEXT, mail already there is not announced",
+                        previous.map_or(0, |c| c.next_uid)
+                    ),
                 }
+                self.failing.clear();
                 self.save();
             }
             Start::Resume(_) => self.check(&mut conn, Instant::now(), true)?,
@@ -463,13 +501,27 @@ impl Watcher {
                     continue;
                 }
                 let wake_on_flags = !self.open_popups().is_empty();
-                match conn.idle(self.account.idle_refresh, wake_on_flags)? {
+                let wake = conn.idle(self.account.idle_refresh, wake_on_flags);
+                self.report_notes(&mut conn);
+                match wake? {
                     Wake::Changed { at } => {
                         log::debug!("{key}: woken by the server");
                         at
                     }
                     Wake::Refresh => {
                         log::debug!("{key}: refreshing IDLE");
+                        Instant::now()
+                    }
+                    Wake::Silence => {
+                        log::debug!(
+                            "{key}: no word from the server for {}s; it answered DONE, so the link is alive",
+                            self.account.idle_silence.as_secs()
+                        );
+                        Instant::now()
+                    }
+                    Wake::EndedByServer => {
+                        // Some servers end IDLE on their own schedule: normal, not news.
+                        log::debug!("{key}: the server ended IDLE; re-issuing it");
                         Instant::now()
                     }
                     Wake::Unexpected(line) => {
@@ -489,7 +541,9 @@ impl Watcher {
                     Sleep::Reconnect => return Err(WatchError::Reconnect),
                     Sleep::Elapsed => {}
                 }
-                conn.noop()?;
+                let noop = conn.noop();
+                self.report_notes(&mut conn);
+                noop?;
                 Instant::now()
             };
             // Any wake-up is only a hint: responses after the one that woke us were
@@ -501,31 +555,91 @@ impl Watcher {
     /// Fetches everything from the cursor on, announces what is new and unread, and saves
     /// the new position. Right after a (re)connect (`catching_up`), more than
     /// `catch_up_max` messages become one summary popup (every syslog line still goes out).
+    ///
+    /// Flags first (`UID FLAGS`, the least structure to misread), then the From and
+    /// Subject lines of the unread ones, [`HEADER_BATCH`] at a time; the cursor moves and
+    /// is saved after each batch, so a bulk arrival is announced piece by piece and a
+    /// failure costs at most the batch in hand. A message whose headers cannot be read
+    /// is tried again alone, and after [`MAX_READ_ATTEMPTS`] announced as unreadable and
+    /// passed: the cursor never waits for it.
     fn check(
         &mut self,
         conn: &mut Connection,
         woke: Instant,
         catching_up: bool,
     ) -> Result<(), ImapError> {
-        let Some(cursor) = self.cursor.as_mut() else {
+        let Some(cursor) = self.cursor else {
             return Ok(());
         };
-        let before = *cursor;
-        let messages = conn.fetch(&cursor.fetch_range())?;
-        let seen: Vec<Seen> = messages
+        let range = cursor.fetch_range();
+        let flags = conn.fetch_flags(&range);
+        let unreadable = self.report_notes(conn);
+        let mut flags = flags?;
+        if !unreadable.is_empty() {
+            // Some FETCH lines could not be read: the UIDs they were about are learnt from
+            // SEARCH (a list of numbers) and treated as unread, so none is passed over.
+            let listed = conn.search_uids(&range);
+            self.report_notes(conn);
+            for uid in listed? {
+                if !flags.iter().any(|f| f.uid == uid) {
+                    flags.push(Seen { uid, seen: false });
+                }
+            }
+        }
+        for piece in newmail::pieces(&flags, HEADER_BATCH) {
+            self.check_piece(conn, &piece, woke, catching_up)?;
+        }
+        self.close_popups_read_elsewhere(conn)
+    }
+
+    /// One batch of [`Watcher::check`]: headers, announcements, cursor.
+    fn check_piece(
+        &mut self,
+        conn: &mut Connection,
+        piece: &[Seen],
+        woke: Instant,
+        catching_up: bool,
+    ) -> Result<(), ImapError> {
+        let Some(mut cursor) = self.cursor else {
+            return Ok(());
+        };
+        let fresh = cursor.advance(piece);
+        let mut read: Vec<Headers> = Vec::with_capacity(fresh.len());
+        // In the batch, unless they failed before: those are fetched alone.
+        let (alone, batch): (Vec<u32>, Vec<u32>) = fresh
             .iter()
-            .map(|m| Seen {
-                uid: m.uid,
-                seen: m.seen,
-            })
+            .copied()
+            .filter(|uid| self.attempts(*uid) < MAX_READ_ATTEMPTS)
+            .partition(|uid| self.attempts(*uid) > 0);
+        if !batch.is_empty() {
+            read.extend(self.fetch_headers(conn, &batch)?);
+        }
+        let missing: Vec<u32> = batch
+            .iter()
+            .copied()
+            .filter(|uid| !read.iter().any(|h| h.uid == *uid))
+            .chain(alone)
             .collect();
-        let fresh = cursor.advance(&seen);
-        let moved = *cursor != before;
+        for uid in missing {
+            // Alone, until it is read or its attempts run out.
+            while self.attempts(uid) < MAX_READ_ATTEMPTS {
+                let got = self.fetch_headers(conn, &[uid])?;
+                if let Some(h) = got.into_iter().find(|h| h.uid == uid) {
+                    read.push(h);
+                    break;
+                }
+            }
+        }
         let announcements: Vec<Announcement> = fresh
             .iter()
-            .filter_map(|uid| messages.iter().find(|m| m.uid == *uid))
-            .map(|m| self.announcement(m))
+            .map(|uid| match read.iter().find(|h| h.uid == *uid) {
+                Some(h) => self.announcement(h),
+                None => self.unreadable_announcement(*uid),
+            })
             .collect();
+        for uid in &fresh {
+            self.failing.remove(uid);
+        }
         if let Some(last) = announcements.last() {
             let event = format!(
                 "{} new message(s), last uid {}",
@@ -544,10 +658,123 @@ impl Watcher {
             );
         }
         // Saved after announcing: a crash in between repeats a popup rather than losing one.
+        let moved = Some(cursor) != self.cursor;
+        self.cursor = Some(cursor);
         if moved {
             self.save();
         }
-        self.close_popups_read_elsewhere(conn)
+        Ok(())
+    }
+
+    /// `fetch_headers` for `uids`, counting an attempt for each one it does not return
+    /// (and, through `in_flight`, for each if the session dies on the way).
+    fn fetch_headers(
+        &mut self,
+        conn: &mut Connection,
+        uids: &[u32],
+    ) -> Result<Vec<Headers>, ImapError> {
+        self.in_flight = uids.to_vec();
+        let got = conn.fetch_headers(&uid_set(uids));
+        self.report_notes(conn);
+        let got = got?;
+        self.in_flight.clear();
+        for uid in uids {
+            if !got.iter().any(|h| h.uid == *uid) {
+                let reason = "the server's answer for it could not be read, or it was missing";
+                self.attempt_failed(*uid, reason.to_owned());
+            }
+        }
+        Ok(got)
+    }
+
+    /// After a session that died while headers were being fetched: each has used an
+    /// attempt, so a message that takes the connection down every time is passed in the
+    /// end.
+    fn session_died_reading(&mut self) {
+        for uid in std::mem::take(&mut self.in_flight) {
+            self.attempt_failed(uid, "the connection failed while reading it".to_owned());
+        }
+    }
+
+    fn attempts(&self, uid: u32) -> u32 {
+        self.failing.get(&uid).map_or(0, |(n, _)| *n)
+    }
+
+    fn attempt_failed(&mut self, uid: u32, reason: String) {
+        if self.failing.len() >= FAILING_UIDS && !self.failing.contains_key(&uid) {
+            // A bound for hostile servers: forget the oldest (lowest) entry.
+            self.failing.pop_first();
+        }
+        let entry = self.failing.entry(uid).or_insert((0, String::new()));
+        entry.0 += 1;
+        entry.1 = reason;
+    }
+
+    /// The announcement for a message that could not be read after every attempt, logged
+    /// once with its UID and why.
+    fn unreadable_announcement(&mut self, uid: u32) -> Announcement {
+        let reason = self
+            .failing
+            .get(&uid)
+            .map_or_else(|| "unknown".to_owned(), |(_, r)| r.clone());
+        log::warn!(
+            "{}: message uid {uid} could not be read after {MAX_READ_ATTEMPTS} attempts ({reason}); announcing it without sender and subject and moving on",
+            self.key()
+        );
+        Announcement {
+            account: self.account.name.clone(),
+            mailbox: self.mailbox.clone(),
+            uid,
+            sender: decode::Sender::default(),
+            subject: UNREADABLE_SUBJECT.to_owned(),
+        }
+    }
+
+    /// Logs what the tolerant layer did during the last command and returns the notes
+    /// about lines it could not read. A server's warning (untagged NO/BAD) is logged at
+    /// warning level the first time its text is seen, at debug level after that.
+    fn report_notes(&mut self, conn: &mut Connection) -> Vec<Note> {
+        let key = self.key();
+        let mut unreadable = Vec::new();
+        for note in conn.take_notes() {
+            match &note {
+                Note::Warning(text) => {
+                    let line = format!("{key}: the server says: {}", decode::one_line(text));
+                    self.warn_once(line);
+                }
+                Note::Unreadable {
+                    context, excerpt, ..
+                } => {
+                    self.warn_once(format!(
+                        "{key}: could not parse the server's answer to {context}: {excerpt}; skipped that line"
+                    ));
+                    unreadable.push(note);
+                }
+                Note::Dropped { context, excerpt } => log::debug!(
+                    "{key}: set aside a response the {context} command does not expect: {excerpt}"
+                ),
+                Note::Normalised { context, excerpt } => log::debug!(
+                    "{key}: mended a response to {context} that bends the grammar: {excerpt}"
+                ),
+                Note::IdleEndedByServer | Note::Bye(_) => {}
+            }
+        }
+        unreadable
+    }
+
+    /// Logs `line` at warning level the first time, at debug level after that: a server
+    /// that repeats a warning (a quota notice at every EXAMINE, an unreadable newest
+    /// message at every look) is heard once.
+    fn warn_once(&mut self, line: String) {
+        if self.warned.contains(&line) {
+            log::debug!("{line}");
+            return;
+        }
+        log::warn!("{line}");
+        if self.warned.len() >= WARNED_TEXTS {
+            self.warned.remove(0);
+        }
+        self.warned.push(line);
     }
 
     /// UIDs of this mailbox's messages that have a popup on screen.
@@ -558,23 +785,16 @@ impl Watcher {
     }
 
     /// Closes the popups of messages that were read (`\Seen`) or deleted elsewhere since
-    /// they were shown. Asks the server about just those UIDs; nothing when none are open.
+    /// they were shown. Asks the server for just those UIDs' flags; nothing when none are
+    /// open.
     fn close_popups_read_elsewhere(&mut self, conn: &mut Connection) -> Result<(), ImapError> {
         let open = self.open_popups();
         if open.is_empty() {
             return Ok(());
         }
-        let set = open
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let still_unread: Vec<u32> = conn
-            .fetch(&set)?
-            .iter()
-            .filter(|m| !m.seen)
-            .map(|m| m.uid)
-            .collect();
+        let flags = conn.fetch_flags(&uid_set(&open));
+        self.report_notes(conn);
+        let still_unread: Vec<u32> = flags?.iter().filter(|m| !m.seen).map(|m| m.uid).collect();
         let gone: Vec<u32> = open
             .into_iter()
             .filter(|u| !still_unread.contains(u))
@@ -587,25 +807,49 @@ impl Watcher {
         Ok(())
     }
 
-    fn announcement(&self, m: &Message) -> Announcement {
-        let from = m.from.clone().unwrap_or_default();
+    fn announcement(&self, h: &Headers) -> Announcement {
+        let (from, subject) = header_fields(&h.block);
         Announcement {
             account: self.account.name.clone(),
             mailbox: self.mailbox.clone(),
-            uid: m.uid,
-            sender: decode::sender(
-                from.name.as_deref(),
-                from.mailbox.as_deref(),
-                from.host.as_deref(),
-            ),
-            subject: decode::subject(m.subject.as_deref()),
+            uid: h.uid,
+            sender: from.as_deref().map(decode::from_header).unwrap_or_default(),
+            subject: decode::subject(subject.as_deref()),
         }
     }
 }
 
+/// Shown as the subject of a message that could not be read.
+const UNREADABLE_SUBJECT: &str = "(could not be read)";
+
+/// `1,3,7`: a UID set for a command.
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The raw values of the first From and Subject fields in a header block, still folded and
+/// encoded (RFC 5322 §2.2, parsed by `mailparse`). A block cut short by the partial fetch
+/// still yields the fields it holds; one that does not parse yields none (the message is
+/// then shown with `(unknown sender)` and `(no subject)`, not skipped).
+fn header_fields(block: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let Ok((headers, _)) = mailparse::parse_headers(block) else {
+        return (None, None);
+    };
+    let raw = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value_raw().to_vec())
+    };
+    (raw("From"), raw("Subject"))
+}
+
 /// The highest UID in the mailbox, for servers whose EXAMINE omits UIDNEXT.
 fn highest_uid(conn: &mut Connection) -> Result<Option<u32>, ImapError> {
-    Ok(conn.fetch("*")?.iter().map(|m| m.uid).max())
+    Ok(conn.fetch_flags("*")?.iter().map(|m| m.uid).max())
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mailpushd::newmail::{self, Cursor, Seen, Start};
+use mailpushd::newmail::{self, Baseline, Cursor, Seen, Start};
 
 /// A UID in a fetch answer: anywhere, or near the cursor (where the interesting cases are).
 #[derive(Debug, Arbitrary)]
@@ -65,7 +65,7 @@ fn connect(
     uid_next: u32,
     epoch: &mut Epoch,
 ) -> Cursor {
-    let s = newmail::start(previous, uid_validity, uid_next);
+    let s = newmail::start(previous, uid_validity, uid_next, true);
     match (previous, s) {
         (Some(p), Start::Resume(c)) => {
             assert_eq!(p.uid_validity, uid_validity);
@@ -74,17 +74,19 @@ fn connect(
         (None, Start::Resume(_)) => panic!("resumed without a cursor"),
         (
             prev,
-            Start::Baseline {
-                cursor,
-                validity_changed,
-            },
+            Start::Baseline { cursor, why },
         ) => {
-            assert_eq!(validity_changed, prev.is_some());
-            if let Some(p) = prev {
-                assert_ne!(
+            match (prev, why) {
+                (None, Baseline::First) => {}
+                (Some(p), Baseline::ValidityChanged) => assert_ne!(
                     p.uid_validity, uid_validity,
                     "baselined with unchanged UIDVALIDITY"
-                );
+                ),
+                (Some(p), Baseline::UidNextWentBack) => {
+                    assert_eq!(p.uid_validity, uid_validity);
+                    assert!(u64::from(uid_next.max(1)) < p.next_uid);
+                }
+                (prev, why) => panic!("baseline {why:?} with previous {prev:?}"),
             }
             assert_eq!(
                 cursor,
