@@ -31,6 +31,10 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// A connection that stayed up this long counts as healthy: the next failure starts the
 /// backoff from the beginning again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// An IDLE the server ends sooner than this after it began counts as ended at once...
+const QUICK_END: Duration = Duration::from_secs(2);
+/// ...and this many in a row make the watcher poll that connection instead of spinning.
+const QUICK_ENDS_TO_POLL: u32 = 3;
 /// Attempts at reading one message's headers before it is announced as unreadable and
 /// passed: one in its batch, then alone, then alone once more (on a later session if the
 /// failure took the connection down).
@@ -488,6 +492,8 @@ impl Watcher {
             r.connected_since = Some(SystemTime::now());
         });
 
+        // IDLEs in a row that the server ended within QUICK_END of their start.
+        let mut quick_ends = 0u32;
         loop {
             let woke = if conn.capabilities.idle {
                 if self.control.stopping() {
@@ -501,6 +507,7 @@ impl Watcher {
                     continue;
                 }
                 let wake_on_flags = !self.open_popups().is_empty();
+                let idle_started = Instant::now();
                 let wake = conn.idle(self.account.idle_refresh, wake_on_flags);
                 self.report_notes(&mut conn);
                 match wake? {
@@ -521,7 +528,22 @@ impl Watcher {
                     }
                     Wake::EndedByServer => {
                         // Some servers end IDLE on their own schedule: normal, not news.
-                        log::debug!("{key}: the server ended IDLE; re-issuing it");
+                        // One that ends every IDLE at once would have us spin: poll it.
+                        quick_ends = if idle_started.elapsed() < QUICK_END {
+                            quick_ends + 1
+                        } else {
+                            0
+                        };
+                        if quick_ends >= QUICK_ENDS_TO_POLL {
+                            log::warn!(
+                                "{key}: the server ends every IDLE at once; checking every {}s instead",
+                                self.account.poll_interval.as_secs()
+                            );
+                            conn.capabilities.idle = false;
+                            self.set_status(|r| r.phase = Phase::Polling);
+                        } else {
+                            log::debug!("{key}: the server ended IDLE; re-issuing it");
+                        }
                         Instant::now()
                     }
                     Wake::Unexpected(line) => {

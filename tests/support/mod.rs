@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod dbus;
 pub mod dovecot;
 pub mod proxy;
+pub mod quirky;
 pub mod rig;
 pub mod syslog;
 
