@@ -376,70 +376,6 @@ fn emit(name: &str, pairs: Vec<(String, String)>) {
     bench_line(name, &p);
 }
 
-/// A raw plain-IMAP session (LOGIN, then pipelined `APPEND ... {n+}` with LITERAL+), the
-/// fastest way to put many messages into Dovecot from one session. Returns when the last
-/// APPEND's tagged OK has arrived, with that moment.
-fn bulk_append(
-    dovecot: &support::dovecot::Dovecot,
-    mailbox: &str,
-    count: usize,
-    tag: &str,
-) -> Instant {
-    use std::io::{BufRead, BufReader};
-    let stream = TcpStream::connect(("127.0.0.1", dovecot.imap_port)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    write!(
-        w,
-        "L LOGIN \"{}\" \"{}\"\r\n",
-        dovecot.user, dovecot.password
-    )
-    .unwrap();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-        if line.starts_with("L ") {
-            assert!(line.starts_with("L OK"), "bulk login: {line}");
-            break;
-        }
-    }
-    let mailbox = mailbox.to_owned();
-    let tag = tag.to_owned();
-    // Written from a thread so a long pipeline cannot deadlock against unread responses.
-    let writer = thread::spawn(move || {
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, w);
-        for i in 0..count {
-            let msg = message(&format!("{tag} {i}"), "bulk@example.com");
-            write!(out, "A{i} APPEND \"{mailbox}\" {{{}+}}\r\n", msg.len()).unwrap();
-            out.write_all(&msg).unwrap();
-            out.write_all(b"\r\n").unwrap();
-        }
-        out.flush().unwrap();
-        out.into_inner().ok()
-    });
-    let mut done = 0;
-    let mut last = Instant::now();
-    while done < count {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            panic!("bulk append: connection closed after {done} of {count}");
-        }
-        if line.starts_with('A') {
-            assert!(line.contains(" OK "), "bulk APPEND failed: {line}");
-            done += 1;
-            last = Instant::now();
-        }
-    }
-    let w = writer.join().unwrap();
-    if let Some(mut w) = w {
-        let _ = w.write_all(b"Z LOGOUT\r\n");
-    }
-    last
-}
-
 /// Polls `f` every millisecond (finer than support's 20 ms) until it is true; returns when.
 fn poll_fine(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Instant {
     let deadline = Instant::now() + timeout;
@@ -489,7 +425,9 @@ fn bench_latency() {
     let rig = rig_for(1, 120);
     if prefill > 0 {
         let t = Instant::now();
-        bulk_append(&rig.dovecot, "INBOX", prefill, "prefill");
+        rig.dovecot.bulk_append("INBOX", prefill, |i| {
+            message(&format!("prefill {i}"), "bulk@example.com")
+        });
         eprintln!("prefilled {prefill} messages in {:?}", t.elapsed());
     }
     let proxy = ExistsProxy::start(rig.dovecot.imap_port);
@@ -569,7 +507,9 @@ fn bench_accounts() {
     let prefill = env_u64("MEASURE_PREFILL", 0) as usize;
     let rig = rig_for(n, 120);
     if prefill > 0 {
-        bulk_append(&rig.dovecot, "INBOX", prefill, "prefill");
+        rig.dovecot.bulk_append("INBOX", prefill, |i| {
+            message(&format!("prefill {i}"), "bulk@example.com")
+        });
     }
     let config = rig.config(&many_accounts(&rig, n));
     let spawned = Instant::now();
@@ -668,7 +608,9 @@ fn bench_burst() {
     let pid = daemon.pid();
     let before = mem_pairs(pid, "before_");
     let t0 = Instant::now();
-    let last_append = bulk_append(&rig.dovecot, "INBOX", n, "burst");
+    let last_append = rig.dovecot.bulk_append("INBOX", n, |i| {
+        message(&format!("burst {i}"), "bulk@example.com")
+    });
     let all = poll_fine(Duration::from_secs(60), "all new-mail syslog lines", || {
         rig.new_mail_lines().len() >= n
     });
@@ -744,7 +686,9 @@ fn bench_catchup() {
         let mut first = rig.daemon(&account, &["m/INBOX"]);
         first.terminate();
     }
-    bulk_append(&rig.dovecot, "INBOX", n, "waiting");
+    rig.dovecot.bulk_append("INBOX", n, |i| {
+        message(&format!("waiting {i}"), "bulk@example.com")
+    });
     let spawned = Instant::now();
     let daemon = rig.start_daemon(&account);
     let all = poll_fine(Duration::from_secs(60), "all new-mail syslog lines", || {

@@ -297,16 +297,136 @@ fn a_frozen_link_is_detected_and_replaced() {
         );
         assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
         assert!(proxy.accepted() >= 2, "no new connection");
+        // The refresh's DONE goes unanswered: that, not a later command, ends the session.
         assert!(
             daemon
                 .output()
-                .contains("main/INBOX: UID FETCH: the server did not answer in time"),
+                .contains("main/INBOX: ending IDLE: the server did not answer in time"),
             "{}",
             daemon.output()
         );
         rig.append("after the freeze");
         let lines = rig.wait_new_mail(2);
         assert_eq!(subjects(&lines)[1], "after the freeze");
+    });
+}
+
+#[test]
+fn a_silent_link_is_checked_long_before_the_refresh() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            // Dovecot talks every 60 s: the 5 s silence limit below is what ends the wait.
+            idle_notify_interval: Duration::from_secs(60),
+            ..DovecotOptions::default()
+        });
+        let (proxy, daemon) =
+            rig.proxied("idle_refresh_secs = 1500\nidle_silence_secs = 5\ntimeout_secs = 2\n");
+        // A silent but alive server: the DONE that checks it is answered, same connection.
+        daemon.wait_for_output(WAIT, "no word from the server for 5s; it answered DONE");
+        assert_eq!(proxy.accepted(), 1);
+        let frozen = std::time::Instant::now();
+        proxy.freeze_all();
+        rig.append("sent into the freeze");
+        let lines = rig.wait_new_mail(1);
+        let took = frozen.elapsed();
+        eprintln!("FIGURE silent link (silence 5 s, timeout 2 s) -> announced on a new connection: {took:?}");
+        assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
+        assert!(proxy.accepted() >= 2, "no new connection");
+        assert!(
+            daemon
+                .output()
+                .contains("main/INBOX: ending IDLE: the server did not answer in time"),
+            "{}",
+            daemon.output()
+        );
+        // Silence 5 s + 2 s for the DONE + reconnect: far below the 1500 s refresh.
+        assert!(took < Duration::from_secs(15), "{took:?}");
+    });
+}
+
+#[test]
+fn a_failed_session_closes_its_connection_at_once() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let proxy = support::proxy::FaultProxy::start(rig.dovecot.imap_port);
+        let account = rig
+            .dovecot
+            .account_toml("main", "none")
+            .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
+            .replace(
+                &format!("port = {}", rig.dovecot.imap_port),
+                &format!("port = {}", proxy.port),
+            )
+            .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"Missing\"]");
+        // A long backoff: the connection used to stay open through all of it.
+        let daemon = rig.start_daemon(&format!("{account}reconnect_max_secs = 600\n"));
+        daemon.wait_for_output(WAIT, "main/Missing: cannot open mailbox");
+        wait_until(
+            Duration::from_secs(5),
+            "the failed connection closed",
+            || (proxy.open_connections() == 0).then_some(()),
+        );
+        assert_eq!(proxy.accepted(), 1);
+    });
+}
+
+#[test]
+fn a_bulk_arrival_is_announced_in_batches_with_one_summary() {
+    with_timeout(Duration::from_secs(300), || {
+        let rig = Rig::start(DovecotOptions {
+            fsync: false,
+            ..DovecotOptions::default()
+        });
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
+        assert_eq!(first.terminate().0.code(), Some(0));
+        // 2,500 messages with 8 KiB subjects arrive while the daemon is stopped: 20 MB of
+        // subjects, more than one 16 MiB answer could hold.
+        let n = 2500;
+        let long = "x".repeat(8 * 1024);
+        rig.dovecot.bulk_append("INBOX", n, move |i| {
+            message(&format!("bulk {i} {long}"), "bulk@example.com")
+        });
+        let started = std::time::Instant::now();
+        let second = rig.daemon(&account, &["main/INBOX"]);
+        let lines = rig
+            .syslog
+            .wait_for(Duration::from_secs(120), "every new-mail line", |lines| {
+                lines.iter().filter(|l| l.contains("new mail ")).count() >= n
+            });
+        eprintln!(
+            "FIGURE bulk arrival of {n} (8 KiB subjects) -> all lines: {:?}",
+            started.elapsed()
+        );
+        let announced: Vec<&String> = lines.iter().filter(|l| l.contains("new mail ")).collect();
+        assert_eq!(announced.len(), n);
+        let mut uids: Vec<u32> = announced
+            .iter()
+            .map(|l| {
+                l.split("uid=")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        uids.dedup();
+        assert_eq!(uids.len(), n, "a message announced twice");
+        // The popups: summaries, each replacing the one before, ending with all of them.
+        let popups = rig.notifications.notifications();
+        assert!(!popups.is_empty());
+        for pair in popups.windows(2) {
+            assert_eq!(pair[1].replaces_id, pair[0].id, "{popups:#?}");
+        }
+        let last = popups.last().unwrap();
+        assert!(
+            last.summary.contains(&n.to_string()) || last.body.contains(&n.to_string()),
+            "{last:#?}"
+        );
+        assert_eq!(second.count_output("more than 16 MiB"), 0);
     });
 }
 
