@@ -257,7 +257,13 @@ impl Tolerant {
                     self.out.extend(response);
                 }
             }
-            Kind::Warning(text) => self.notes.push(Note::Warning(text)),
+            Kind::Warning(text) => {
+                self.notes.push(Note::Warning(text));
+                if self.idle == Idle::Idling {
+                    // Said now, not at the next wake, which may be 25 minutes away.
+                    self.wake_idle();
+                }
+            }
             Kind::Bye(text) if matches!(verb, Some("EXAMINE" | "SELECT")) => {
                 // The crate panics on a BYE inside an EXAMINE answer; the closed connection
                 // that follows says the rest, with these words attached.
@@ -415,7 +421,8 @@ fn classify(response: &[u8]) -> Kind {
     let text = |code: &Option<imap_proto::ResponseCode>, info: &Option<std::borrow::Cow<str>>| {
         let mut s = String::new();
         if let Some(code) = code {
-            s.push_str(&format!("[{code:?}] "));
+            // `[ALERT]`, `[UIDNEXT(5)]`: near enough to the wire form for a log line.
+            s.push_str(&format!("[{}] ", format!("{code:?}").to_ascii_uppercase()));
         }
         s.push_str(info.as_deref().unwrap_or_default());
         s.trim().to_owned()
@@ -904,6 +911,19 @@ mod tests {
         assert!(text(&out).starts_with("a2 OK "));
         let out = through(&mut t, b"a3 NOOP\r\n", b"a3 (((\r\n");
         assert!(text(&out).starts_with("a3 BAD "));
+    }
+
+    #[test]
+    fn a_warning_during_idle_wakes_it_to_be_logged() {
+        let mut t = Tolerant::default();
+        through(&mut t, b"a8 IDLE\r\n", b"+ idling\r\n");
+        let out = through(&mut t, b"", b"* NO [ALERT] maintenance at 05:00\r\n");
+        assert_eq!(out, WAKE_LINE);
+        assert!(t.take_wake());
+        assert_eq!(
+            t.take_notes(),
+            vec![Note::Warning("[ALERT] maintenance at 05:00".into())]
+        );
     }
 
     #[test]
