@@ -22,7 +22,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::config::{Notifications, Urgency};
 use crate::decode;
-use crate::supervisor::Event;
+use crate::event::Event;
 
 const APP_NAME: &str = "mailpushd";
 const CATEGORY: &str = "email.arrived";

@@ -15,9 +15,9 @@ use crate::burst::{Bursts, Decision, Held};
 
 use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
+use crate::event::Event;
 use crate::hooks::{HookMail, Hooks};
 use crate::notify::{DesktopNotifier, Popup};
-use crate::supervisor::Event;
 use crate::syslog::{Severity, SyslogSink};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{self, Account, Config};
+pub use crate::event::Event;
 use crate::outputs::{Outputs, SharedOutputs, Shown};
 use crate::reload::{self, Key};
 use crate::state::StateStore;
@@ -25,30 +26,6 @@ use crate::{actions, config_watch, signals, suspend};
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-
-#[derive(Debug)]
-pub enum Event {
-    /// SIGTERM or SIGINT. A second one during shutdown exits at once.
-    Terminate,
-    /// SIGHUP.
-    Reload,
-    /// The config file changed on disk.
-    ConfigChanged,
-    /// SIGUSR1: write every watcher's state to the log.
-    DumpState,
-    /// The machine woke from suspend after sleeping this long.
-    Resumed(Duration),
-    /// A watcher's phase changed (connected, failed...): time to update STATUS=.
-    StatusChanged,
-    /// A popup's button (or the popup itself, key "default") was clicked.
-    NotificationAction { id: u32, key: String },
-    /// A popup went away (expired, dismissed, closed).
-    NotificationClosed { id: u32 },
-    /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
-    WatcherExited { key: Key, id: u64 },
-    /// Flood control held popups for a summary: time to set the timer for it.
-    BurstHeld,
-}
 
 struct Running {
     id: u64,

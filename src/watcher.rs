@@ -17,13 +17,13 @@ use crate::backoff::Backoff;
 use crate::config::Account;
 use crate::credentials::{self, CredentialError};
 use crate::decode;
+use crate::event::Event;
 use crate::imap::{self, Connection, ImapError, Interrupter, Message, Wake};
 use crate::mutf7;
 use crate::newmail::{self, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
 use crate::state::{Loaded, StateStore};
 use crate::status::{Phase, Row, StatusTable};
-use crate::supervisor::Event;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
