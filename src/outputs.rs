@@ -22,6 +22,16 @@ use crate::syslog::{Severity, SyslogSink};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.
 const POPUP_SUBJECT_CHARS: usize = 200;
+/// Longest sender name in a popup's title, in characters.
+const POPUP_SENDER_CHARS: usize = 80;
+/// Longest sender and subject in one line of a summary popup, in characters.
+const SUMMARY_SENDER_CHARS: usize = 40;
+const SUMMARY_SUBJECT_CHARS: usize = 80;
+/// Longest `account/mailbox` in a popup, in characters (both come from the config, but a
+/// mailbox name can be long).
+const POPUP_PLACE_CHARS: usize = 120;
+/// Longest server-supplied reason (a failed login) in a popup, in characters.
+const POPUP_REASON_CHARS: usize = 300;
 const SYSLOG_SUBJECT_CHARS: usize = 1000;
 /// How many senders and subjects a summary popup lists before "and N more".
 const SUMMARY_LINES: usize = 3;
@@ -84,18 +94,31 @@ impl Privacy {
     }
 }
 
+/// One field of a popup: a single line (see [`decode::single_line`]) of at most `max`
+/// characters, so no field can forge a line or push the rest out of view.
+fn field(s: &str, max: usize) -> String {
+    decode::truncate_chars(&decode::single_line(s), max)
+}
+
+/// `account/mailbox`, bounded.
+fn place(a: &Announcement) -> String {
+    field(&format!("{}/{}", a.account, a.mailbox), POPUP_PLACE_CHARS)
+}
+
 /// Popup text: the sender as the title, the subject and where it arrived in the body; with
-/// privacy settings, only what may be shown ("New mail in work/INBOX" at the least).
+/// privacy settings, only what may be shown ("New mail in work/INBOX" at the least). Every
+/// field is one line and bounded (sender 80, subject 200, place 120 characters).
 pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
-    let place = format!("{}/{}", a.account, a.mailbox);
-    let subject = decode::truncate_chars(&a.subject, POPUP_SUBJECT_CHARS);
+    let place = place(a);
+    let subject = field(&a.subject, POPUP_SUBJECT_CHARS);
+    let sender = field(&a.sender.short(), POPUP_SENDER_CHARS);
     match (privacy.sender, privacy.subject) {
         (true, true) => Popup {
-            summary: a.sender.short(),
+            summary: sender,
             body: format!("{subject}\n{place}"),
         },
         (true, false) => Popup {
-            summary: a.sender.short(),
+            summary: sender,
             body: place,
         },
         (false, true) => Popup {
@@ -111,25 +134,23 @@ pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
 
 /// One popup for many messages: "12 new messages in work/INBOX" (plus `suffix`, e.g.
 /// " while disconnected"), listing the first few senders and subjects as far as privacy
-/// allows. `mails` are the first few of `total`.
+/// allows, each line bounded (sender 40, subject 80 characters). `mails` are the first
+/// few of `total`.
 pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffix: &str) -> Popup {
-    let place = mails
-        .first()
-        .map(|a| format!("{}/{}", a.account, a.mailbox))
-        .unwrap_or_default();
+    let place = mails.first().map(place).unwrap_or_default();
     let mut body: Vec<String> = Vec::new();
     if privacy.sender || privacy.subject {
         body = mails
             .iter()
             .take(SUMMARY_LINES)
-            .map(|a| match (privacy.sender, privacy.subject) {
-                (true, true) => format!(
-                    "{}: {}",
-                    a.sender.short(),
-                    decode::truncate_chars(&a.subject, 80)
-                ),
-                (true, false) => a.sender.short(),
-                _ => decode::truncate_chars(&a.subject, 80),
+            .map(|a| {
+                let sender = || field(&a.sender.short(), SUMMARY_SENDER_CHARS);
+                let subject = || field(&a.subject, SUMMARY_SUBJECT_CHARS);
+                match (privacy.sender, privacy.subject) {
+                    (true, true) => format!("{}: {}", sender(), subject()),
+                    (true, false) => sender(),
+                    _ => subject(),
+                }
             })
             .collect();
         let listed = body.len();
@@ -485,8 +506,8 @@ impl Outputs {
         if self.login_failing.insert(account.to_owned()) {
             self.show(
                 &Popup {
-                    summary: format!("{account}: login failed"),
-                    body: reason.to_owned(),
+                    summary: format!("{}: login failed", field(account, POPUP_PLACE_CHARS)),
+                    body: field(reason, POPUP_REASON_CHARS),
                 },
                 0,
                 &[],
@@ -513,7 +534,10 @@ impl Outputs {
                 s.send(Severity::Error, &decode::one_line(line));
             }
         }
-        let first = problems.lines().next().unwrap_or_default();
+        let first = field(
+            problems.lines().next().unwrap_or_default(),
+            POPUP_REASON_CHARS,
+        );
         self.show(
             &Popup {
                 summary: "mailpushd: configuration not reloaded".to_owned(),
@@ -644,6 +668,42 @@ mod tests {
         let b = burst_popup(&[m.clone(), m.clone()], 2, none, "");
         assert_eq!(b.summary, "2 new messages in work/INBOX");
         assert_eq!(b.body, "");
+    }
+
+    #[test]
+    fn a_line_break_in_a_subject_or_name_cannot_forge_a_line() {
+        let mut m = mail("Invoice\r\nFrom: your bank\tpay now");
+        m.sender.name = Some("Eve\nAdmin".into());
+        let p = popup(&m, Privacy::ALL);
+        assert_eq!(p.summary, "Eve Admin");
+        assert_eq!(p.body, "Invoice From: your bank pay now\nwork/INBOX");
+        let b = burst_popup(&[m.clone(), m], 2, Privacy::ALL, "");
+        assert_eq!(b.body.lines().count(), 2, "{}", b.body);
+    }
+
+    #[test]
+    fn every_popup_field_is_bounded() {
+        let mut m = mail(&"s".repeat(5000));
+        m.sender.name = Some("N".repeat(5000));
+        m.mailbox = "M".repeat(500);
+        let p = popup(&m, Privacy::ALL);
+        assert_eq!(p.summary.chars().count(), POPUP_SENDER_CHARS);
+        assert!(p.summary.ends_with('…'));
+        let mut lines = p.body.lines();
+        assert_eq!(lines.next().unwrap().chars().count(), POPUP_SUBJECT_CHARS);
+        assert_eq!(lines.next().unwrap().chars().count(), POPUP_PLACE_CHARS);
+        let b = burst_popup(&[m.clone(), m.clone(), m.clone()], 9, Privacy::ALL, "");
+        assert!(
+            b.summary.chars().count() <= POPUP_PLACE_CHARS + 30,
+            "{}",
+            b.summary
+        );
+        for line in b.body.lines() {
+            assert!(
+                line.chars().count() <= SUMMARY_SENDER_CHARS + 2 + SUMMARY_SUBJECT_CHARS,
+                "{line}"
+            );
+        }
     }
 
     #[test]
