@@ -21,12 +21,44 @@ pub enum Event {
     Resumed(Duration),
     /// A watcher's phase changed (connected, failed...): time to update STATUS=.
     StatusChanged,
-    /// A popup's button (or the popup itself, key "default") was clicked.
-    NotificationAction { id: u32, key: String },
-    /// A popup went away (expired, dismissed, closed).
-    NotificationClosed { id: u32 },
+    /// A button (or the popup itself, key "default") of popup `id` was clicked: a popup
+    /// that mailpushd showed on the current notification server, never another
+    /// application's (the notification thread checks).
+    NotificationAction { id: u32, key: String, about: Shown },
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
     WatcherExited { key: Key, id: u64 },
     /// Flood control held popups for a summary: time to set the timer for it.
     BurstHeld,
+}
+
+/// A popup on screen that mailpushd may still act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// One message: closed when it is read elsewhere; "Mark as read" acts on it.
+    Message {
+        account: String,
+        mailbox: String,
+        uid: u32,
+    },
+    /// A burst or catch-up summary: replaced by the next summary of the same mailbox,
+    /// which then counts these `total` messages too.
+    Summary {
+        account: String,
+        mailbox: String,
+        total: usize,
+    },
+}
+
+impl Shown {
+    /// The UID, if this is a single message's popup in `account`/`mailbox`.
+    pub fn message_in(&self, account: &str, mailbox: &str) -> Option<u32> {
+        match self {
+            Shown::Message {
+                account: a,
+                mailbox: m,
+                uid,
+            } if a == account && m == mailbox => Some(*uid),
+            _ => None,
+        }
+    }
 }

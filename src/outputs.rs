@@ -3,10 +3,11 @@
 //! elsewhere, their buttons), behind the one lock all watchers share.
 //!
 //! Formatting is pure ([`syslog_line`], [`popup`], [`burst_popup`]) and unit-tested;
-//! [`Outputs`] performs the side effects. The lock is held while a popup is sent over D-Bus
-//! (local, fast, and it keeps popups in order) but never across IMAP network I/O.
+//! [`Outputs`] decides and hands the side effects on. The lock guards bookkeeping only:
+//! popups go to the notification thread over a channel (`notify.rs`), which owns every
+//! D-Bus call, so no call to a notification server (or to IMAP) is ever made under it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -16,8 +17,9 @@ use crate::burst::{Bursts, Decision, Held};
 use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
 use crate::event::Event;
+pub use crate::event::Shown;
 use crate::hooks::{HookMail, Hooks};
-use crate::notify::{DesktopNotifier, Popup};
+use crate::notify::{Actions, Notifier, Popup, Settings};
 use crate::syslog::{Severity, SyslogSink};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.
@@ -35,9 +37,6 @@ const POPUP_REASON_CHARS: usize = 300;
 const SYSLOG_SUBJECT_CHARS: usize = 1000;
 /// How many senders and subjects a summary popup lists before "and N more".
 const SUMMARY_LINES: usize = 3;
-/// Open popups remembered per mailbox (to close them when read elsewhere); older ones are
-/// forgotten, not closed.
-const OPEN_PER_MAILBOX: usize = 50;
 
 /// One new message, decoded and ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,47 +163,16 @@ pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffi
     }
 }
 
-/// A popup on screen that mailpushd may still act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shown {
-    /// One message: closed when it is read elsewhere; "Mark as read" acts on it.
-    Message {
-        account: String,
-        mailbox: String,
-        uid: u32,
-    },
-    /// A burst or catch-up summary: replaced by the next summary of the same mailbox,
-    /// which then counts these `total` messages too.
-    Summary {
-        account: String,
-        mailbox: String,
-        total: usize,
-    },
-}
-
-impl Shown {
-    /// The UID, if this is a single message's popup in `account`/`mailbox`.
-    fn message_in(&self, account: &str, mailbox: &str) -> Option<u32> {
-        match self {
-            Shown::Message {
-                account: a,
-                mailbox: m,
-                uid,
-            } if a == account && m == mailbox => Some(*uid),
-            _ => None,
-        }
-    }
-}
-
 pub struct Outputs {
-    notifier: Option<DesktopNotifier>,
+    /// The notification thread's handle; `None` while `[notifications]` is disabled.
+    notifier: Option<Notifier>,
+    /// Kept while notifications are disabled, so a reload can turn them back on.
+    notify_thread: Notifier,
     syslog: Option<SyslogSink>,
     open_command: Option<Vec<String>>,
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
     login_failing: BTreeSet<String>,
-    /// Popups on screen, by notification id.
-    shown: BTreeMap<u32, Shown>,
     events: Option<EventSender<Event>>,
     hooks: Hooks,
     /// Flood control: popups held for a summary, per (account, mailbox).
@@ -219,14 +187,13 @@ pub struct Outputs {
 pub struct SharedOutputs(Arc<Mutex<Outputs>>);
 
 impl Outputs {
-    /// `events` receives popup actions and closes (see `notify.rs`); `None` where no one
-    /// listens.
-    pub fn new(config: &Config, events: Option<EventSender<Event>>) -> Self {
+    /// `events` hears when a burst is held (see [`Event::BurstHeld`]); `notifier` is the
+    /// notification thread (see `notify.rs`), used while `[notifications]` is enabled.
+    pub fn new(config: &Config, events: Option<EventSender<Event>>, notifier: Notifier) -> Self {
+        notifier.configure(Settings::of(&config.notifications));
         Outputs {
-            notifier: config
-                .notifications
-                .enabled
-                .then(|| DesktopNotifier::new(&config.notifications, events.clone())),
+            notifier: config.notifications.enabled.then(|| notifier.clone()),
+            notify_thread: notifier,
             syslog: config.syslog.enabled.then(|| {
                 let mut sink = SyslogSink::new(config.syslog.clone());
                 sink.open_now();
@@ -234,7 +201,6 @@ impl Outputs {
             }),
             open_command: config.notifications.open_command.clone(),
             login_failing: BTreeSet::new(),
-            shown: BTreeMap::new(),
             events,
             hooks: Hooks::new(),
             bursts: Bursts::new(
@@ -260,45 +226,11 @@ impl Outputs {
         }
     }
 
-    fn show(&mut self, popup: &Popup, replaces: u32, actions: &[(&str, &str)]) -> Option<u32> {
-        self.notifier.as_mut()?.show(popup, replaces, actions)
-    }
-
-    /// The mailbox's summary popup on screen, if any, to be replaced by the next one, and
-    /// how many messages it counts.
-    fn summary_of(&self, account: &str, mailbox: &str) -> (u32, usize) {
-        self.shown
-            .iter()
-            .find_map(|(id, s)| match s {
-                Shown::Summary {
-                    account: a,
-                    mailbox: m,
-                    total,
-                } if a == account && m == mailbox => Some((*id, *total)),
-                _ => None,
-            })
-            .unwrap_or((0, 0))
-    }
-
-    fn remember(&mut self, id: u32, shown: Shown) {
-        // Bounded: forget the oldest message popups of a mailbox beyond the limit (ids grow,
-        // so the map's order is age).
-        if let Shown::Message {
-            account, mailbox, ..
-        } = &shown
-        {
-            let of_mailbox: Vec<u32> = self
-                .shown
-                .iter()
-                .filter(|(k, s)| **k != id && s.message_in(account, mailbox).is_some())
-                .map(|(id, _)| *id)
-                .collect();
-            let excess = (of_mailbox.len() + 1).saturating_sub(OPEN_PER_MAILBOX);
-            for old in &of_mailbox[..excess] {
-                self.shown.remove(old);
-            }
+    /// A popup nothing refers to later (no buttons).
+    fn show(&self, popup: Popup) {
+        if let Some(n) = &self.notifier {
+            n.show(popup);
         }
-        self.shown.insert(id, shown);
     }
 
     /// Announces new mail from one wake of one mailbox: a syslog line each, then popups as
@@ -369,46 +301,44 @@ impl Outputs {
         }
     }
 
-    fn single_popup(&mut self, a: &Announcement, privacy: Privacy) {
-        let mut actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+    fn single_popup(&self, a: &Announcement, privacy: Privacy) {
+        let Some(n) = &self.notifier else { return };
+        let mut actions: Actions = self.open_action().into_iter().collect();
         actions.push(("read", "Mark as read"));
-        if let Some(id) = self.show(&popup(a, privacy), 0, &actions) {
-            self.remember(
-                id,
-                Shown::Message {
-                    account: a.account.clone(),
-                    mailbox: a.mailbox.clone(),
-                    uid: a.uid,
-                },
-            );
-        }
+        n.show_message(
+            popup(a, privacy),
+            actions,
+            Shown::Message {
+                account: a.account.clone(),
+                mailbox: a.mailbox.clone(),
+                uid: a.uid,
+            },
+        );
     }
 
     /// A summary replaces the mailbox's previous one on screen and counts its messages
-    /// too: the popup the user sees always says how many arrived since it appeared.
+    /// too: the popup the user sees always says how many arrived since it appeared. (The
+    /// notification thread knows which one is on screen; it renders the text with the
+    /// total.)
     fn summary_popup(
-        &mut self,
+        &self,
         account: &str,
         mailbox: &str,
         held: &Held<Announcement>,
         privacy: Privacy,
         suffix: &str,
     ) {
-        let (replaces, before) = self.summary_of(account, mailbox);
-        let total = before + held.total;
-        let popup = burst_popup(&held.first, total, privacy, suffix);
-        let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
-        if let Some(id) = self.show(&popup, replaces, &actions) {
-            self.shown.remove(&replaces);
-            self.remember(
-                id,
-                Shown::Summary {
-                    account: account.to_owned(),
-                    mailbox: mailbox.to_owned(),
-                    total,
-                },
-            );
-        }
+        let Some(n) = &self.notifier else { return };
+        let first = held.first.clone();
+        let suffix = suffix.to_owned();
+        let actions: Actions = self.open_action().into_iter().collect();
+        n.summary(
+            account,
+            mailbox,
+            held.total,
+            actions,
+            Box::new(move |total| burst_popup(&first, total, privacy, &suffix)),
+        );
     }
 
     /// Shows the held summaries that are due; returns when the next one is.
@@ -457,40 +387,12 @@ impl Outputs {
     /// UIDs with a popup on screen in this mailbox, to check whether they were read
     /// elsewhere.
     pub fn open_uids(&self, account: &str, mailbox: &str) -> Vec<u32> {
-        self.shown
-            .values()
-            .filter_map(|s| s.message_in(account, mailbox))
-            .collect()
+        self.notify_thread.open_uids(account, mailbox)
     }
 
     /// Closes the popups of these messages (read or deleted elsewhere).
-    pub fn close_messages(&mut self, account: &str, mailbox: &str, uids: &[u32]) {
-        let ids: Vec<u32> = self
-            .shown
-            .iter()
-            .filter(|(_, s)| {
-                s.message_in(account, mailbox)
-                    .is_some_and(|uid| uids.contains(&uid))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.shown.remove(&id);
-            if let Some(n) = self.notifier.as_mut() {
-                log::debug!("{account}/{mailbox}: closing popup {id} (read elsewhere)");
-                n.close(id);
-            }
-        }
-    }
-
-    /// The server closed a popup (expired, dismissed, or closed by us).
-    pub fn closed(&mut self, id: u32) {
-        self.shown.remove(&id);
-    }
-
-    /// What a popup's button refers to, and the command to open mail with.
-    pub fn action_target(&self, id: u32) -> (Option<Shown>, Option<Vec<String>>) {
-        (self.shown.get(&id).cloned(), self.open_command.clone())
+    pub fn close_messages(&self, account: &str, mailbox: &str, uids: &[u32]) {
+        self.notify_thread.close_messages(account, mailbox, uids);
     }
 
     /// A login failed. Error level in the log and syslog every time the caller reports it
@@ -504,14 +406,10 @@ impl Outputs {
             s.send(Severity::Error, message);
         }
         if self.login_failing.insert(account.to_owned()) {
-            self.show(
-                &Popup {
-                    summary: format!("{}: login failed", field(account, POPUP_PLACE_CHARS)),
-                    body: field(reason, POPUP_REASON_CHARS),
-                },
-                0,
-                &[],
-            );
+            self.show(Popup {
+                summary: format!("{}: login failed", field(account, POPUP_PLACE_CHARS)),
+                body: field(reason, POPUP_REASON_CHARS),
+            });
         }
     }
 
@@ -538,32 +436,28 @@ impl Outputs {
             problems.lines().next().unwrap_or_default(),
             POPUP_REASON_CHARS,
         );
-        self.show(
-            &Popup {
-                summary: "mailpushd: configuration not reloaded".to_owned(),
-                body: format!("{first}\nStill running with the previous configuration."),
-            },
-            0,
-            &[],
-        );
+        self.show(Popup {
+            summary: "mailpushd: configuration not reloaded".to_owned(),
+            body: format!("{first}\nStill running with the previous configuration."),
+        });
     }
 
-    /// New `[notifications]` or `[syslog]` settings after a reload.
+    /// New `[notifications]` or `[syslog]` settings after a reload. The notification
+    /// thread, its one connection and listener, and the popups on screen carry on: only
+    /// its settings change (a second connection would see every click again).
     pub fn reconfigure(&mut self, config: &Config) {
         let events = self.events.take();
         let login_failing = std::mem::take(&mut self.login_failing);
-        let shown = std::mem::take(&mut self.shown);
         let hooks = self.hooks.clone();
         let mut bursts = std::mem::replace(&mut self.bursts, Bursts::new(Default::default(), 1, 0));
         bursts.reconfigure(
             config.notifications.burst_window,
             config.notifications.summary_threshold as usize,
         );
-        *self = Outputs::new(config, events);
+        *self = Outputs::new(config, events, self.notify_thread.clone());
         // Held summaries survive a reload.
         self.bursts = bursts;
         self.login_failing = login_failing;
-        self.shown = shown;
         // Running and pending hook runs carry on.
         self.hooks = hooks;
     }
