@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::burst::{Bursts, Decision, Held};
@@ -20,7 +21,7 @@ use crate::event::Event;
 pub use crate::event::Shown;
 use crate::hooks::{HookMail, Hooks};
 use crate::notify::{Actions, Notifier, Popup, Settings};
-use crate::syslog::{Severity, SyslogSink};
+use crate::syslog::{Severity, SyslogWriter};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.
 const POPUP_SUBJECT_CHARS: usize = 200;
@@ -168,7 +169,9 @@ pub struct Outputs {
     notifier: Option<Notifier>,
     /// Kept while notifications are disabled, so a reload can turn them back on.
     notify_thread: Notifier,
-    syslog: Option<SyslogSink>,
+    /// The syslog thread's handle (writes never block) and the thread.
+    syslog: Option<SyslogWriter>,
+    syslog_thread: Option<JoinHandle<()>>,
     open_command: Option<Vec<String>>,
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
@@ -191,14 +194,22 @@ impl Outputs {
     /// notification thread (see `notify.rs`), used while `[notifications]` is enabled.
     pub fn new(config: &Config, events: Option<EventSender<Event>>, notifier: Notifier) -> Self {
         notifier.configure(Settings::of(&config.notifications));
+        let (syslog, syslog_thread) = if config.syslog.enabled {
+            match SyslogWriter::spawn(config.syslog.clone()) {
+                Ok((w, t)) => (Some(w), Some(t)),
+                Err(e) => {
+                    log::warn!("cannot start the syslog thread ({e}); continuing without syslog");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         Outputs {
             notifier: config.notifications.enabled.then(|| notifier.clone()),
             notify_thread: notifier,
-            syslog: config.syslog.enabled.then(|| {
-                let mut sink = SyslogSink::new(config.syslog.clone());
-                sink.open_now();
-                sink
-            }),
+            syslog,
+            syslog_thread,
             open_command: config.notifications.open_command.clone(),
             login_failing: BTreeSet::new(),
             events,
@@ -221,7 +232,7 @@ impl Outputs {
     fn record(&mut self, a: &Announcement) {
         let line = syslog_line(a);
         log::info!("{line}");
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Info, &line);
         }
     }
@@ -402,7 +413,7 @@ impl Outputs {
     /// `message` must already be one escaped line (the watcher makes it so).
     pub fn login_failed(&mut self, account: &str, message: &str, reason: &str) {
         log::error!("{message}");
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Error, message);
         }
         if self.login_failing.insert(account.to_owned()) {
@@ -418,7 +429,7 @@ impl Outputs {
         if self.login_failing.remove(account) {
             let line = format!("{account}: login works again");
             log::info!("{line}");
-            if let Some(s) = self.syslog.as_mut() {
+            if let Some(s) = &self.syslog {
                 s.send(Severity::Info, &line);
             }
         }
@@ -427,7 +438,7 @@ impl Outputs {
     /// A reloaded config was rejected: error in syslog, one popup naming the first problem
     /// (the log has them all). The daemon carries on with the previous config.
     pub fn config_rejected(&mut self, problems: &str) {
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             for line in problems.lines() {
                 s.send(Severity::Error, &decode::one_line(line));
             }
@@ -462,6 +473,13 @@ impl Outputs {
         self.hooks = hooks;
     }
 
+    /// At exit: no more syslog lines; returns the syslog thread, which ends once it has
+    /// written what is queued (join it with a deadline).
+    pub fn stop_syslog(&mut self) -> Option<JoinHandle<()>> {
+        self.syslog = None;
+        self.syslog_thread.take()
+    }
+
     /// At exit: kill running hooks, drop pending runs (bounded wait, about a second).
     pub fn shutdown_hooks(&self) {
         self.hooks.shutdown();
@@ -470,7 +488,7 @@ impl Outputs {
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).
     /// `message` must already be one escaped line.
     pub fn warning(&mut self, message: &str) {
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Warning, message);
         }
     }

@@ -339,8 +339,14 @@ impl Supervisor {
         // The popups queued so far (held summaries flushed at the stop) go out if the
         // notification server answers promptly; a frozen one does not delay the exit.
         self.notifier.stop();
+        let syslog = self.shared.outputs.lock().stop_syslog();
         if !join_by(self.notify_thread, started + NOTIFY_GRACE) {
             log::warn!("desktop notifications still pending at exit were dropped");
+        }
+        if let Some(syslog) = syslog {
+            if !join_by(syslog, started + NOTIFY_GRACE) {
+                log::warn!("syslog lines still pending at exit were dropped");
+            }
         }
         if stopped {
             let _ = hooks.join();
