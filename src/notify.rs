@@ -629,7 +629,10 @@ impl Worker {
             let place =
                 decode::truncate_chars(&decode::single_line(&format!("{account}/{mailbox}")), 120);
             let render: Render = Box::new(move |total| Popup {
-                summary: format!("{total} new messages in {place}"),
+                summary: match total {
+                    1 => format!("1 new message in {place}"),
+                    n => format!("{n} new messages in {place}"),
+                },
                 body: "Some arrived while desktop notifications were not answering.".into(),
             });
             self.summary(account, mailbox, n, Vec::new(), render);
