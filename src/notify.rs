@@ -572,21 +572,30 @@ impl Worker {
     }
 
     fn show(&mut self, popup: Popup, actions: Actions, about: Option<Shown>) {
-        if let Some(about) = &about {
-            lock(&self.shared.popups).dequeued(about);
-        }
         if let Some(stall) = &mut self.stall {
             match about {
-                Some(Shown::Message {
-                    account, mailbox, ..
-                }) => *stall.missed.entry((account, mailbox)).or_default() += 1,
+                Some(about @ Shown::Message { .. }) => {
+                    lock(&self.shared.popups).dequeued(&about);
+                    if let Shown::Message {
+                        account, mailbox, ..
+                    } = about
+                    {
+                        *stall.missed.entry((account, mailbox)).or_default() += 1;
+                    }
+                }
                 _ => stall.dropped += 1,
             }
             return;
         }
         let result = self.notify(&popup, 0, &actions);
-        if let (Some(id), Some(about)) = (self.outcome(result), about) {
-            lock(&self.shared.popups).remember(id, about);
+        let id = self.outcome(result);
+        if let Some(about) = about {
+            // Pending until now, so a watcher never sees it neither pending nor shown.
+            let mut popups = lock(&self.shared.popups);
+            popups.dequeued(&about);
+            if let Some(id) = id {
+                popups.remember(id, about);
+            }
         }
     }
 
