@@ -3,7 +3,8 @@
 //! Owns the path from the raw bytes of an IMAP ENVELOPE field (subject, sender
 //! name, still RFC 2047 encoded, possibly raw 8-bit GBK) to display text, and
 //! the escaping of that text for the two places it is shown: syslog/log lines
-//! ([`one_line`]) and freedesktop notification bodies ([`markup_escape`]).
+//! ([`one_line`]) and freedesktop notification bodies ([`single_line`] for each field,
+//! then [`markup_escape`] for the composed body).
 //!
 //! Everything here is pure: no I/O, no global state.
 //!
@@ -190,14 +191,40 @@ fn escape(s: &str, quoted: bool) -> String {
     out
 }
 
+/// Makes one field of a popup (a subject, a sender name) a single line: every run of
+/// control characters (CR, LF, TAB, ESC, C1...) becomes one space and bidi controls are
+/// dropped, so a subject with an encoded CR/LF cannot forge a second line in the popup,
+/// and a crafted one cannot reorder its text. Apply it before the body is composed: the
+/// body's own line breaks are ours.
+pub fn single_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_controls = false;
+    for c in s.chars() {
+        if is_bidi_control(c) {
+            continue;
+        }
+        if c.is_control() {
+            if !in_controls {
+                out.push(' ');
+            }
+            in_controls = true;
+        } else {
+            out.push(c);
+            in_controls = false;
+        }
+    }
+    out
+}
+
 /// Escapes text for a freedesktop notification body (body-markup).
 ///
-/// `& < > " '` become character references. `'` uses `&#39;` rather than
-/// `&apos;` because some servers render the body with an HTML (not XML) parser
-/// that does not know `&apos;`. Line feeds are kept (the body may be
-/// multi-line), a tab becomes a space, CR is dropped (so CRLF acts as LF),
-/// other control characters become U+FFFD and bidi controls are dropped, so
-/// a crafted subject cannot reorder or fake the popup's text.
+/// Only what the markup needs: `&`, `<` and `>` become `&amp;`, `&lt;`, `&gt;`. Quotes
+/// and apostrophes stay as they are (they only matter inside attribute values, and the
+/// body is never put in one); GNOME Shell's markup filter accepts named entities only, so
+/// `&#39;` showed literally there. Line feeds are kept (the body may be multi-line), a
+/// tab becomes a space, CR is dropped (so CRLF acts as LF), other control characters
+/// become U+FFFD and bidi controls are dropped, so a crafted subject cannot reorder or
+/// fake the popup's text.
 pub fn markup_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -205,8 +232,6 @@ pub fn markup_escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
             '\n' => out.push('\n'),
             '\t' => out.push(' '),
             '\r' => {}
@@ -829,9 +854,20 @@ mod tests {
     }
 
     #[test]
+    fn single_line_turns_controls_into_one_space() {
+        assert_eq!(single_line("a\r\nb\tc"), "a b c");
+        assert_eq!(single_line("x\x1b[1my\u{85}z"), "x [1my z");
+        assert_eq!(single_line("abc\u{202e}gpj.exe"), "abcgpj.exe");
+        assert_eq!(single_line("测试 it's"), "测试 it's");
+        assert!(!single_line("\r\n\r\n").contains(['\r', '\n']));
+    }
+
+    #[test]
     fn markup_escape_entities_and_controls() {
         assert_eq!(markup_escape("<b>&</b>"), "&lt;b&gt;&amp;&lt;/b&gt;");
-        assert_eq!(markup_escape("\"it's\""), "&quot;it&#39;s&quot;");
+        // Apostrophes and quotes need no escaping in a body, and `&#39;` is shown
+        // literally by GNOME Shell.
+        assert_eq!(markup_escape("\"Don't\""), "\"Don't\"");
         assert_eq!(markup_escape("a\r\nb\tc"), "a\nb c");
         assert_eq!(markup_escape("x\x1b[1my\u{85}"), "x\u{fffd}[1my\u{fffd}");
         assert_eq!(markup_escape("abc\u{202e}gpj.exe"), "abcgpj.exe");

@@ -12,6 +12,7 @@ pub mod config;
 pub mod config_watch;
 pub mod credentials;
 pub mod decode;
+pub mod event;
 pub mod generate;
 pub mod hooks;
 pub mod imap;

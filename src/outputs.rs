@@ -3,31 +3,41 @@
 //! elsewhere, their buttons), behind the one lock all watchers share.
 //!
 //! Formatting is pure ([`syslog_line`], [`popup`], [`burst_popup`]) and unit-tested;
-//! [`Outputs`] performs the side effects. The lock is held while a popup is sent over D-Bus
-//! (local, fast, and it keeps popups in order) but never across IMAP network I/O.
+//! [`Outputs`] decides and hands the side effects on. The lock guards bookkeeping only:
+//! popups go to the notification thread over a channel (`notify.rs`), which owns every
+//! D-Bus call, so no call to a notification server (or to IMAP) is ever made under it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::burst::{Bursts, Decision, Held};
 
 use crate::config::{Account, Config};
 use crate::decode::{self, Sender};
+use crate::event::Event;
+pub use crate::event::Shown;
 use crate::hooks::{HookMail, Hooks};
-use crate::notify::{DesktopNotifier, Popup};
-use crate::supervisor::Event;
-use crate::syslog::{Severity, SyslogSink};
+use crate::notify::{Actions, Notifier, Popup, Settings};
+use crate::syslog::{Severity, SyslogWriter};
 
 /// Longest subject shown in a popup, in characters; syslog gets more.
 const POPUP_SUBJECT_CHARS: usize = 200;
+/// Longest sender name in a popup's title, in characters.
+const POPUP_SENDER_CHARS: usize = 80;
+/// Longest sender and subject in one line of a summary popup, in characters.
+const SUMMARY_SENDER_CHARS: usize = 40;
+const SUMMARY_SUBJECT_CHARS: usize = 80;
+/// Longest `account/mailbox` in a popup, in characters (both come from the config, but a
+/// mailbox name can be long).
+const POPUP_PLACE_CHARS: usize = 120;
+/// Longest server-supplied reason (a failed login) in a popup, in characters.
+const POPUP_REASON_CHARS: usize = 300;
 const SYSLOG_SUBJECT_CHARS: usize = 1000;
 /// How many senders and subjects a summary popup lists before "and N more".
 const SUMMARY_LINES: usize = 3;
-/// Open popups remembered per mailbox (to close them when read elsewhere); older ones are
-/// forgotten, not closed.
-const OPEN_PER_MAILBOX: usize = 50;
 
 /// One new message, decoded and ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,18 +94,31 @@ impl Privacy {
     }
 }
 
+/// One field of a popup: a single line (see [`decode::single_line`]) of at most `max`
+/// characters, so no field can forge a line or push the rest out of view.
+fn field(s: &str, max: usize) -> String {
+    decode::truncate_chars(&decode::single_line(s), max)
+}
+
+/// `account/mailbox`, bounded.
+fn place(a: &Announcement) -> String {
+    field(&format!("{}/{}", a.account, a.mailbox), POPUP_PLACE_CHARS)
+}
+
 /// Popup text: the sender as the title, the subject and where it arrived in the body; with
-/// privacy settings, only what may be shown ("New mail in work/INBOX" at the least).
+/// privacy settings, only what may be shown ("New mail in work/INBOX" at the least). Every
+/// field is one line and bounded (sender 80, subject 200, place 120 characters).
 pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
-    let place = format!("{}/{}", a.account, a.mailbox);
-    let subject = decode::truncate_chars(&a.subject, POPUP_SUBJECT_CHARS);
+    let place = place(a);
+    let subject = field(&a.subject, POPUP_SUBJECT_CHARS);
+    let sender = field(&a.sender.short(), POPUP_SENDER_CHARS);
     match (privacy.sender, privacy.subject) {
         (true, true) => Popup {
-            summary: a.sender.short(),
+            summary: sender,
             body: format!("{subject}\n{place}"),
         },
         (true, false) => Popup {
-            summary: a.sender.short(),
+            summary: sender,
             body: place,
         },
         (false, true) => Popup {
@@ -111,25 +134,23 @@ pub fn popup(a: &Announcement, privacy: Privacy) -> Popup {
 
 /// One popup for many messages: "12 new messages in work/INBOX" (plus `suffix`, e.g.
 /// " while disconnected"), listing the first few senders and subjects as far as privacy
-/// allows. `mails` are the first few of `total`.
+/// allows, each line bounded (sender 40, subject 80 characters). `mails` are the first
+/// few of `total`.
 pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffix: &str) -> Popup {
-    let place = mails
-        .first()
-        .map(|a| format!("{}/{}", a.account, a.mailbox))
-        .unwrap_or_default();
+    let place = mails.first().map(place).unwrap_or_default();
     let mut body: Vec<String> = Vec::new();
     if privacy.sender || privacy.subject {
         body = mails
             .iter()
             .take(SUMMARY_LINES)
-            .map(|a| match (privacy.sender, privacy.subject) {
-                (true, true) => format!(
-                    "{}: {}",
-                    a.sender.short(),
-                    decode::truncate_chars(&a.subject, 80)
-                ),
-                (true, false) => a.sender.short(),
-                _ => decode::truncate_chars(&a.subject, 80),
+            .map(|a| {
+                let sender = || field(&a.sender.short(), SUMMARY_SENDER_CHARS);
+                let subject = || field(&a.subject, SUMMARY_SUBJECT_CHARS);
+                match (privacy.sender, privacy.subject) {
+                    (true, true) => format!("{}: {}", sender(), subject()),
+                    (true, false) => sender(),
+                    _ => subject(),
+                }
             })
             .collect();
         let listed = body.len();
@@ -143,47 +164,18 @@ pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffi
     }
 }
 
-/// A popup on screen that mailpushd may still act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shown {
-    /// One message: closed when it is read elsewhere; "Mark as read" acts on it.
-    Message {
-        account: String,
-        mailbox: String,
-        uid: u32,
-    },
-    /// A burst or catch-up summary: replaced by the next summary of the same mailbox,
-    /// which then counts these `total` messages too.
-    Summary {
-        account: String,
-        mailbox: String,
-        total: usize,
-    },
-}
-
-impl Shown {
-    /// The UID, if this is a single message's popup in `account`/`mailbox`.
-    fn message_in(&self, account: &str, mailbox: &str) -> Option<u32> {
-        match self {
-            Shown::Message {
-                account: a,
-                mailbox: m,
-                uid,
-            } if a == account && m == mailbox => Some(*uid),
-            _ => None,
-        }
-    }
-}
-
 pub struct Outputs {
-    notifier: Option<DesktopNotifier>,
-    syslog: Option<SyslogSink>,
+    /// The notification thread's handle; `None` while `[notifications]` is disabled.
+    notifier: Option<Notifier>,
+    /// Kept while notifications are disabled, so a reload can turn them back on.
+    notify_thread: Notifier,
+    /// The syslog thread's handle (writes never block) and the thread.
+    syslog: Option<SyslogWriter>,
+    syslog_thread: Option<JoinHandle<()>>,
     open_command: Option<Vec<String>>,
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
     login_failing: BTreeSet<String>,
-    /// Popups on screen, by notification id.
-    shown: BTreeMap<u32, Shown>,
     events: Option<EventSender<Event>>,
     hooks: Hooks,
     /// Flood control: popups held for a summary, per (account, mailbox).
@@ -198,22 +190,28 @@ pub struct Outputs {
 pub struct SharedOutputs(Arc<Mutex<Outputs>>);
 
 impl Outputs {
-    /// `events` receives popup actions and closes (see `notify.rs`); `None` where no one
-    /// listens.
-    pub fn new(config: &Config, events: Option<EventSender<Event>>) -> Self {
+    /// `events` hears when a burst is held (see [`Event::BurstHeld`]); `notifier` is the
+    /// notification thread (see `notify.rs`), used while `[notifications]` is enabled.
+    pub fn new(config: &Config, events: Option<EventSender<Event>>, notifier: Notifier) -> Self {
+        notifier.configure(Settings::of(&config.notifications));
+        let (syslog, syslog_thread) = if config.syslog.enabled {
+            match SyslogWriter::spawn(config.syslog.clone()) {
+                Ok((w, t)) => (Some(w), Some(t)),
+                Err(e) => {
+                    log::warn!("cannot start the syslog thread ({e}); continuing without syslog");
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         Outputs {
-            notifier: config
-                .notifications
-                .enabled
-                .then(|| DesktopNotifier::new(&config.notifications, events.clone())),
-            syslog: config.syslog.enabled.then(|| {
-                let mut sink = SyslogSink::new(config.syslog.clone());
-                sink.open_now();
-                sink
-            }),
+            notifier: config.notifications.enabled.then(|| notifier.clone()),
+            notify_thread: notifier,
+            syslog,
+            syslog_thread,
             open_command: config.notifications.open_command.clone(),
             login_failing: BTreeSet::new(),
-            shown: BTreeMap::new(),
             events,
             hooks: Hooks::new(),
             bursts: Bursts::new(
@@ -234,50 +232,16 @@ impl Outputs {
     fn record(&mut self, a: &Announcement) {
         let line = syslog_line(a);
         log::info!("{line}");
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Info, &line);
         }
     }
 
-    fn show(&mut self, popup: &Popup, replaces: u32, actions: &[(&str, &str)]) -> Option<u32> {
-        self.notifier.as_mut()?.show(popup, replaces, actions)
-    }
-
-    /// The mailbox's summary popup on screen, if any, to be replaced by the next one, and
-    /// how many messages it counts.
-    fn summary_of(&self, account: &str, mailbox: &str) -> (u32, usize) {
-        self.shown
-            .iter()
-            .find_map(|(id, s)| match s {
-                Shown::Summary {
-                    account: a,
-                    mailbox: m,
-                    total,
-                } if a == account && m == mailbox => Some((*id, *total)),
-                _ => None,
-            })
-            .unwrap_or((0, 0))
-    }
-
-    fn remember(&mut self, id: u32, shown: Shown) {
-        // Bounded: forget the oldest message popups of a mailbox beyond the limit (ids grow,
-        // so the map's order is age).
-        if let Shown::Message {
-            account, mailbox, ..
-        } = &shown
-        {
-            let of_mailbox: Vec<u32> = self
-                .shown
-                .iter()
-                .filter(|(k, s)| **k != id && s.message_in(account, mailbox).is_some())
-                .map(|(id, _)| *id)
-                .collect();
-            let excess = (of_mailbox.len() + 1).saturating_sub(OPEN_PER_MAILBOX);
-            for old in &of_mailbox[..excess] {
-                self.shown.remove(old);
-            }
+    /// A popup nothing refers to later (no buttons).
+    fn show(&self, popup: Popup) {
+        if let Some(n) = &self.notifier {
+            n.show(popup);
         }
-        self.shown.insert(id, shown);
     }
 
     /// Announces new mail from one wake of one mailbox: a syslog line each, then popups as
@@ -348,46 +312,44 @@ impl Outputs {
         }
     }
 
-    fn single_popup(&mut self, a: &Announcement, privacy: Privacy) {
-        let mut actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
+    fn single_popup(&self, a: &Announcement, privacy: Privacy) {
+        let Some(n) = &self.notifier else { return };
+        let mut actions: Actions = self.open_action().into_iter().collect();
         actions.push(("read", "Mark as read"));
-        if let Some(id) = self.show(&popup(a, privacy), 0, &actions) {
-            self.remember(
-                id,
-                Shown::Message {
-                    account: a.account.clone(),
-                    mailbox: a.mailbox.clone(),
-                    uid: a.uid,
-                },
-            );
-        }
+        n.show_message(
+            popup(a, privacy),
+            actions,
+            Shown::Message {
+                account: a.account.clone(),
+                mailbox: a.mailbox.clone(),
+                uid: a.uid,
+            },
+        );
     }
 
     /// A summary replaces the mailbox's previous one on screen and counts its messages
-    /// too: the popup the user sees always says how many arrived since it appeared.
+    /// too: the popup the user sees always says how many arrived since it appeared. (The
+    /// notification thread knows which one is on screen; it renders the text with the
+    /// total.)
     fn summary_popup(
-        &mut self,
+        &self,
         account: &str,
         mailbox: &str,
         held: &Held<Announcement>,
         privacy: Privacy,
         suffix: &str,
     ) {
-        let (replaces, before) = self.summary_of(account, mailbox);
-        let total = before + held.total;
-        let popup = burst_popup(&held.first, total, privacy, suffix);
-        let actions: Vec<(&str, &str)> = self.open_action().into_iter().collect();
-        if let Some(id) = self.show(&popup, replaces, &actions) {
-            self.shown.remove(&replaces);
-            self.remember(
-                id,
-                Shown::Summary {
-                    account: account.to_owned(),
-                    mailbox: mailbox.to_owned(),
-                    total,
-                },
-            );
-        }
+        let Some(n) = &self.notifier else { return };
+        let first = held.first.clone();
+        let suffix = suffix.to_owned();
+        let actions: Actions = self.open_action().into_iter().collect();
+        n.summary(
+            account,
+            mailbox,
+            held.total,
+            actions,
+            Box::new(move |total| burst_popup(&first, total, privacy, &suffix)),
+        );
     }
 
     /// Shows the held summaries that are due; returns when the next one is.
@@ -436,40 +398,12 @@ impl Outputs {
     /// UIDs with a popup on screen in this mailbox, to check whether they were read
     /// elsewhere.
     pub fn open_uids(&self, account: &str, mailbox: &str) -> Vec<u32> {
-        self.shown
-            .values()
-            .filter_map(|s| s.message_in(account, mailbox))
-            .collect()
+        self.notify_thread.open_uids(account, mailbox)
     }
 
     /// Closes the popups of these messages (read or deleted elsewhere).
-    pub fn close_messages(&mut self, account: &str, mailbox: &str, uids: &[u32]) {
-        let ids: Vec<u32> = self
-            .shown
-            .iter()
-            .filter(|(_, s)| {
-                s.message_in(account, mailbox)
-                    .is_some_and(|uid| uids.contains(&uid))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.shown.remove(&id);
-            if let Some(n) = self.notifier.as_mut() {
-                log::debug!("{account}/{mailbox}: closing popup {id} (read elsewhere)");
-                n.close(id);
-            }
-        }
-    }
-
-    /// The server closed a popup (expired, dismissed, or closed by us).
-    pub fn closed(&mut self, id: u32) {
-        self.shown.remove(&id);
-    }
-
-    /// What a popup's button refers to, and the command to open mail with.
-    pub fn action_target(&self, id: u32) -> (Option<Shown>, Option<Vec<String>>) {
-        (self.shown.get(&id).cloned(), self.open_command.clone())
+    pub fn close_messages(&self, account: &str, mailbox: &str, uids: &[u32]) {
+        self.notify_thread.close_messages(account, mailbox, uids);
     }
 
     /// A login failed. Error level in the log and syslog every time the caller reports it
@@ -479,18 +413,14 @@ impl Outputs {
     /// `message` must already be one escaped line (the watcher makes it so).
     pub fn login_failed(&mut self, account: &str, message: &str, reason: &str) {
         log::error!("{message}");
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Error, message);
         }
         if self.login_failing.insert(account.to_owned()) {
-            self.show(
-                &Popup {
-                    summary: format!("{account}: login failed"),
-                    body: reason.to_owned(),
-                },
-                0,
-                &[],
-            );
+            self.show(Popup {
+                summary: format!("{}: login failed", field(account, POPUP_PLACE_CHARS)),
+                body: field(reason, POPUP_REASON_CHARS),
+            });
         }
     }
 
@@ -499,7 +429,7 @@ impl Outputs {
         if self.login_failing.remove(account) {
             let line = format!("{account}: login works again");
             log::info!("{line}");
-            if let Some(s) = self.syslog.as_mut() {
+            if let Some(s) = &self.syslog {
                 s.send(Severity::Info, &line);
             }
         }
@@ -508,40 +438,46 @@ impl Outputs {
     /// A reloaded config was rejected: error in syslog, one popup naming the first problem
     /// (the log has them all). The daemon carries on with the previous config.
     pub fn config_rejected(&mut self, problems: &str) {
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             for line in problems.lines() {
                 s.send(Severity::Error, &decode::one_line(line));
             }
         }
-        let first = problems.lines().next().unwrap_or_default();
-        self.show(
-            &Popup {
-                summary: "mailpushd: configuration not reloaded".to_owned(),
-                body: format!("{first}\nStill running with the previous configuration."),
-            },
-            0,
-            &[],
+        let first = field(
+            problems.lines().next().unwrap_or_default(),
+            POPUP_REASON_CHARS,
         );
+        self.show(Popup {
+            summary: "mailpushd: configuration not reloaded".to_owned(),
+            body: format!("{first}\nStill running with the previous configuration."),
+        });
     }
 
-    /// New `[notifications]` or `[syslog]` settings after a reload.
+    /// New `[notifications]` or `[syslog]` settings after a reload. The notification
+    /// thread, its one connection and listener, and the popups on screen carry on: only
+    /// its settings change (a second connection would see every click again).
     pub fn reconfigure(&mut self, config: &Config) {
         let events = self.events.take();
         let login_failing = std::mem::take(&mut self.login_failing);
-        let shown = std::mem::take(&mut self.shown);
         let hooks = self.hooks.clone();
         let mut bursts = std::mem::replace(&mut self.bursts, Bursts::new(Default::default(), 1, 0));
         bursts.reconfigure(
             config.notifications.burst_window,
             config.notifications.summary_threshold as usize,
         );
-        *self = Outputs::new(config, events);
+        *self = Outputs::new(config, events, self.notify_thread.clone());
         // Held summaries survive a reload.
         self.bursts = bursts;
         self.login_failing = login_failing;
-        self.shown = shown;
         // Running and pending hook runs carry on.
         self.hooks = hooks;
+    }
+
+    /// At exit: no more syslog lines; returns the syslog thread, which ends once it has
+    /// written what is queued (join it with a deadline).
+    pub fn stop_syslog(&mut self) -> Option<JoinHandle<()>> {
+        self.syslog = None;
+        self.syslog_thread.take()
     }
 
     /// At exit: kill running hooks, drop pending runs (bounded wait, about a second).
@@ -552,7 +488,7 @@ impl Outputs {
     /// Connection trouble and the like: warning level in syslog (the caller logs it too).
     /// `message` must already be one escaped line.
     pub fn warning(&mut self, message: &str) {
-        if let Some(s) = self.syslog.as_mut() {
+        if let Some(s) = &self.syslog {
             s.send(Severity::Warning, message);
         }
     }
@@ -644,6 +580,42 @@ mod tests {
         let b = burst_popup(&[m.clone(), m.clone()], 2, none, "");
         assert_eq!(b.summary, "2 new messages in work/INBOX");
         assert_eq!(b.body, "");
+    }
+
+    #[test]
+    fn a_line_break_in_a_subject_or_name_cannot_forge_a_line() {
+        let mut m = mail("Invoice\r\nFrom: your bank\tpay now");
+        m.sender.name = Some("Eve\nAdmin".into());
+        let p = popup(&m, Privacy::ALL);
+        assert_eq!(p.summary, "Eve Admin");
+        assert_eq!(p.body, "Invoice From: your bank pay now\nwork/INBOX");
+        let b = burst_popup(&[m.clone(), m], 2, Privacy::ALL, "");
+        assert_eq!(b.body.lines().count(), 2, "{}", b.body);
+    }
+
+    #[test]
+    fn every_popup_field_is_bounded() {
+        let mut m = mail(&"s".repeat(5000));
+        m.sender.name = Some("N".repeat(5000));
+        m.mailbox = "M".repeat(500);
+        let p = popup(&m, Privacy::ALL);
+        assert_eq!(p.summary.chars().count(), POPUP_SENDER_CHARS);
+        assert!(p.summary.ends_with('…'));
+        let mut lines = p.body.lines();
+        assert_eq!(lines.next().unwrap().chars().count(), POPUP_SUBJECT_CHARS);
+        assert_eq!(lines.next().unwrap().chars().count(), POPUP_PLACE_CHARS);
+        let b = burst_popup(&[m.clone(), m.clone(), m.clone()], 9, Privacy::ALL, "");
+        assert!(
+            b.summary.chars().count() <= POPUP_PLACE_CHARS + 30,
+            "{}",
+            b.summary
+        );
+        for line in b.body.lines() {
+            assert!(
+                line.chars().count() <= SUMMARY_SENDER_CHARS + 2 + SUMMARY_SUBJECT_CHARS,
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::config::{Account, Config};
 
 /// `(account name, mailbox)`.
-pub type Key = (String, String);
+pub use crate::event::Key;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {

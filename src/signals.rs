@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use crate::supervisor::Event;
+use crate::event::Event;
 
 /// Starts the signal thread. It lives as long as the process.
 pub fn spawn(events: Sender<Event>) -> std::io::Result<()> {

@@ -39,13 +39,32 @@ impl Default for Row {
     }
 }
 
-/// Shared between the supervisor and the watchers.
+/// Shared between the supervisor, the watchers and the notification thread.
 #[derive(Debug, Clone, Default)]
-pub struct StatusTable(Arc<Mutex<BTreeMap<String, Row>>>);
+pub struct StatusTable {
+    rows: Arc<Mutex<BTreeMap<String, Row>>>,
+    /// Trouble outside the watchers, by source ("notifications"): appended to `STATUS=`.
+    notices: Arc<Mutex<BTreeMap<&'static str, String>>>,
+}
 
 impl StatusTable {
     fn rows(&self) -> MutexGuard<'_, BTreeMap<String, Row>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.rows.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notices(&self) -> MutexGuard<'_, BTreeMap<&'static str, String>> {
+        self.notices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets (`Some`) or clears (`None`) the notice of `source`, a short plain-words line
+    /// such as "desktop notifications not answering". Returns whether it changed (worth a
+    /// new STATUS=).
+    pub fn set_notice(&self, source: &'static str, text: Option<String>) -> bool {
+        let mut notices = self.notices();
+        match text {
+            Some(t) => notices.insert(source, t.clone()).as_ref() != Some(&t),
+            None => notices.remove(source).is_some(),
+        }
     }
 
     /// Changes one watcher's row; returns whether its phase changed (worth a new STATUS=).
@@ -64,7 +83,12 @@ impl StatusTable {
     /// One line for `systemctl status`: "3/4 mailboxes idling, 1 reconnecting
     /// (work/INBOX: connection refused)".
     pub fn summary(&self) -> String {
-        summary(&self.rows())
+        let mut line = summary(&self.rows());
+        for notice in self.notices().values() {
+            line.push_str("; ");
+            line.push_str(notice);
+        }
+        line
     }
 
     /// One line per watcher, for SIGUSR1.
@@ -199,5 +223,17 @@ mod tests {
             Some((SystemTime::now(), "x".into()))));
         t.remove("a");
         assert_eq!(t.dump(SystemTime::now()).len(), 0);
+    }
+
+    #[test]
+    fn notices_are_appended_and_cleared() {
+        let t = StatusTable::default();
+        t.update("a/INBOX", |r| r.phase = Phase::Idling);
+        assert!(t.set_notice("notifications", Some("popups stalled".into())));
+        assert!(!t.set_notice("notifications", Some("popups stalled".into())));
+        assert_eq!(t.summary(), "1/1 mailboxes watching; popups stalled");
+        assert!(t.set_notice("notifications", None));
+        assert!(!t.set_notice("notifications", None));
+        assert_eq!(t.summary(), "1/1 mailboxes watching");
     }
 }

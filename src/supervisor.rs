@@ -14,7 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{self, Account, Config};
-use crate::outputs::{Outputs, SharedOutputs, Shown};
+pub use crate::event::Event;
+use crate::event::Shown;
+use crate::notify::{Notifier, Settings};
+use crate::outputs::{Outputs, SharedOutputs};
 use crate::reload::{self, Key};
 use crate::state::StateStore;
 use crate::status::StatusTable;
@@ -25,30 +28,9 @@ use crate::{actions, config_watch, signals, suspend};
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-
-#[derive(Debug)]
-pub enum Event {
-    /// SIGTERM or SIGINT. A second one during shutdown exits at once.
-    Terminate,
-    /// SIGHUP.
-    Reload,
-    /// The config file changed on disk.
-    ConfigChanged,
-    /// SIGUSR1: write every watcher's state to the log.
-    DumpState,
-    /// The machine woke from suspend after sleeping this long.
-    Resumed(Duration),
-    /// A watcher's phase changed (connected, failed...): time to update STATUS=.
-    StatusChanged,
-    /// A popup's button (or the popup itself, key "default") was clicked.
-    NotificationAction { id: u32, key: String },
-    /// A popup went away (expired, dismissed, closed).
-    NotificationClosed { id: u32 },
-    /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
-    WatcherExited { key: Key, id: u64 },
-    /// Flood control held popups for a summary: time to set the timer for it.
-    BurstHeld,
-}
+/// How long after the stop began the last popups may take to go out (the notification
+/// thread's calls time out later than that, so a frozen server is not waited for).
+const NOTIFY_GRACE: Duration = Duration::from_millis(1800);
 
 struct Running {
     id: u64,
@@ -66,6 +48,9 @@ struct Supervisor {
     retiring: Vec<Running>,
     next_id: u64,
     systemd: SystemdNotifier,
+    /// The notification thread: all D-Bus traffic, never waited on for long.
+    notifier: Notifier,
+    notify_thread: JoinHandle<()>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the watchers have stopped (or the
@@ -82,14 +67,22 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
             config_path.display()
         );
     }
+    let status = StatusTable::default();
+    let (notifier, notify_thread) = Notifier::spawn(
+        Settings::of(&config.notifications),
+        Some(tx.clone()),
+        status.clone(),
+    )?;
     let mut sup = Supervisor {
         shared: Shared {
-            outputs: SharedOutputs::new(Outputs::new(&config, Some(tx.clone()))),
-            status: StatusTable::default(),
+            outputs: SharedOutputs::new(Outputs::new(&config, Some(tx.clone()), notifier.clone())),
+            status,
             store,
             events: tx,
         },
         config_path,
+        notifier,
+        notify_thread,
         running: BTreeMap::new(),
         retiring: Vec::new(),
         next_id: 0,
@@ -179,8 +172,7 @@ impl Supervisor {
                     self.systemd.status(&status);
                 }
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
-                Event::NotificationClosed { id } => self.shared.outputs.lock().closed(id),
-                Event::NotificationAction { id, key } => self.action(id, &key),
+                Event::NotificationAction { id, key, about } => self.action(id, &key, about),
                 // Handled above, with the timer.
                 Event::BurstHeld => {}
             }
@@ -214,19 +206,21 @@ impl Supervisor {
     /// A popup's button: "default" / "open" run `open_command`; "read" marks the message
     /// as read on the server, from a short-lived connection of its own so the watcher's
     /// IDLE is not disturbed (it then sees the flag change and closes the popup).
-    fn action(&mut self, id: u32, key: &str) {
-        let (target, open_command) = self.shared.outputs.lock().action_target(id);
+    /// `about` is the popup's subject; the notification thread passes on only clicks on
+    /// popups that mailpushd showed, on the server it shows them on.
+    fn action(&mut self, id: u32, key: &str, about: Shown) {
+        log::info!("popup {id}: action {key:?}");
         match key {
-            "default" | "open" => match open_command {
-                Some(argv) => actions::open(&argv),
+            "default" | "open" => match &self.config.notifications.open_command {
+                Some(argv) => actions::open(argv),
                 None => log::debug!("popup {id} clicked; no open_command configured"),
             },
             "read" => {
-                let Some(Shown::Message {
+                let Shown::Message {
                     account,
                     mailbox,
                     uid,
-                }) = target
+                } = about
                 else {
                     return;
                 };
@@ -331,6 +325,7 @@ impl Supervisor {
     }
 
     fn shutdown(self, rx: &Receiver<Event>) {
+        let started = Instant::now();
         // Hooks are killed in parallel with the watchers' stop (each bounded), so the whole
         // stop stays within SHUTDOWN_GRACE plus a little.
         let outputs = self.shared.outputs.clone();
@@ -340,11 +335,40 @@ impl Supervisor {
         for r in &left {
             r.control.stop();
         }
-        if wait_for_exits(left, rx) {
+        let stopped = wait_for_exits(left, rx);
+        // The popups queued so far (held summaries flushed at the stop) go out if the
+        // notification server answers promptly; a frozen one does not delay the exit.
+        self.notifier.stop();
+        let syslog = self.shared.outputs.lock().stop_syslog();
+        if !join_by(self.notify_thread, started + NOTIFY_GRACE) {
+            log::warn!("desktop notifications still pending at exit were dropped");
+        }
+        if let Some(syslog) = syslog {
+            if !join_by(syslog, started + NOTIFY_GRACE) {
+                log::warn!("syslog lines still pending at exit were dropped");
+            }
+        }
+        if stopped {
             let _ = hooks.join();
             log::info!("stopped");
         }
     }
+}
+
+/// Joins `thread` if it ends by `deadline`; false if it did not (it is then left to die
+/// with the process).
+fn join_by(thread: JoinHandle<()>, deadline: Instant) -> bool {
+    let (done, ended) = mpsc::channel();
+    let joiner = std::thread::Builder::new()
+        .name("join".into())
+        .spawn(move || {
+            let _ = thread.join();
+            let _ = done.send(());
+        });
+    joiner.is_ok()
+        && ended
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
 }
 
 /// Waits (at most SHUTDOWN_GRACE) for stopped watchers to exit; false if they did not all

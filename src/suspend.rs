@@ -16,7 +16,7 @@ use rustix::time::{
     TimerfdFlags, TimerfdTimerFlags, Timespec,
 };
 
-use crate::supervisor::Event;
+use crate::event::Event;
 
 /// Less than this between BOOTTIME and MONOTONIC is clock noise, not a suspend.
 const MIN_SLEEP: Duration = Duration::from_secs(1);

@@ -17,13 +17,13 @@ use crate::backoff::Backoff;
 use crate::config::Account;
 use crate::credentials::{self, CredentialError};
 use crate::decode;
+use crate::event::Event;
 use crate::imap::{self, Connection, Headers, ImapError, Interrupter, Wake, HEADER_BATCH};
 use crate::mutf7;
 use crate::newmail::{self, Baseline, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
 use crate::state::{Loaded, StateStore};
 use crate::status::{Phase, Row, StatusTable};
-use crate::supervisor::Event;
 use crate::tolerant::Note;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.

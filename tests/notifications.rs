@@ -1,11 +1,17 @@
 //! Popups worth reading, through the real binary, Dovecot and the recording notification
 //! server: charsets decoded end to end, bursts summarised (and replaced), privacy, quiet
-//! mailboxes, the popup's buttons, and popups closed when the mail is read elsewhere.
+//! mailboxes, the popup's buttons, and popups closed when the mail is read elsewhere; text
+//! that cannot forge lines or escape its bounds; and a notification server that freezes,
+//! restarts, or sends clicks on popups that are not ours, which must cost only itself.
 
 mod support;
 
-use std::time::Duration;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use support::daemon::Daemon;
+use support::dbus::{connections_of, send_notify};
 use support::dovecot::{message, DovecotOptions};
 use support::rig::{subjects, Rig, WAIT};
 use support::{wait_until, with_timeout};
@@ -166,11 +172,9 @@ fn a_trickle_of_mail_is_summed_up_once_it_pauses() {
             // One wake per message: wait for its syslog line before the next.
             rig.wait_new_mail(i + 1);
         }
-        // Syslog is never held; popups past the threshold are. The two singles were sent
-        // before the second line was written (popups follow their syslog lines in the same
-        // call), so this is no race.
-        let singles = rig.notifications.notifications();
-        assert_eq!(singles.len(), 2, "{singles:#?}");
+        // Syslog is never held; popups past the threshold are. (Popups go out from the
+        // notification thread, so wait for the first two.)
+        let singles = rig.notifications.wait_for_count(2, WAIT)[..2].to_vec();
         assert!(singles[0].body.starts_with("trickle 0\n"), "{singles:#?}");
         assert!(singles[1].body.starts_with("trickle 1\n"), "{singles:#?}");
 
@@ -355,5 +359,311 @@ fn hooks_run_once_per_burst_and_mail_data_stays_inert() {
         assert!(!pwned.exists(), "mail data was executed");
         daemon.wait_for_output(WAIT, "on_new_mail");
         assert!(!dir.join("run1.json").exists(), "more than one run");
+    });
+}
+
+/// Lines written to a notification socket, read on a thread of their own (sd_notify).
+fn notify_socket(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<String>>>) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // Ends when the test process does; the socket outlives the daemon harmlessly.
+        while let Ok(n) = socket.recv(&mut buf) {
+            support::lock(&sink).push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    (path.to_string_lossy().into_owned(), received)
+}
+
+/// Appends to `mailbox` and waits for its syslog line; returns how long that took.
+fn append_and_time(rig: &Rig, mailbox: &str, subject: &str) -> Duration {
+    let sent = Instant::now();
+    rig.dovecot
+        .append(mailbox, &message(subject, "sender@example.com"));
+    rig.syslog
+        .wait_for_line(WAIT, &format!("subject=\"{subject}\""));
+    sent.elapsed()
+}
+
+/// Issue 12: a notification server that stops answering (SIGSTOP, a frozen compositor)
+/// used to block every account under the shared lock, and SIGTERM with it. Now each
+/// account's syslog line still comes at once, the stall is logged once and shown in
+/// STATUS=, what was missed is summed up when the server answers again, and a stop takes
+/// under 2 s even with a call to the frozen server in flight.
+#[test]
+fn a_frozen_notification_server_costs_only_itself() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        let accounts = format!(
+            "{}\n{}",
+            rig.dovecot.account_toml("a", "implicit"),
+            rig.dovecot
+                .account_toml("b", "implicit")
+                .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"Lists\"]"),
+        );
+        let sd = tempfile::tempdir().unwrap();
+        let (socket, status) = notify_socket(sd.path());
+        let mut daemon = Daemon::start_with_env(
+            &rig.config(&accounts),
+            Some(&rig.bus),
+            rig.state.path(),
+            &[("NOTIFY_SOCKET", &socket)],
+        );
+        daemon.wait_for_output(WAIT, "watching a/INBOX ");
+        daemon.wait_for_output(WAIT, "watching b/Lists ");
+        rig.append("warm up");
+        rig.notifications.wait_for_count(1, WAIT);
+
+        rig.notifications.freeze();
+        // Each line well within the 3 s that one popup call now waits for the server (and
+        // they used to wait for ever): the lock is not held across D-Bus calls.
+        for (mailbox, subject) in [
+            ("INBOX", "frozen a1"),
+            ("Lists", "frozen b1"),
+            ("INBOX", "frozen a2"),
+            ("Lists", "frozen b2"),
+        ] {
+            let took = append_and_time(&rig, mailbox, subject);
+            assert!(
+                took < Duration::from_millis(2500),
+                "{subject}: syslog line after {took:?}"
+            );
+        }
+        daemon.wait_for_output(WAIT, "does not answer");
+        wait_until(WAIT, "STATUS= naming the stall", || {
+            support::lock(&status)
+                .iter()
+                .any(|m| m.contains("STATUS=") && m.contains("notifications not answering"))
+                .then_some(())
+        });
+        assert_eq!(daemon.count_output("does not answer"), 1, "logged once");
+
+        // Answering again: the popups missed meanwhile are summed up per mailbox.
+        rig.notifications.thaw();
+        daemon.wait_for_output(Duration::from_secs(30), "answers again");
+        let summed = wait_until(WAIT, "a summary for each mailbox", || {
+            let all = rig.notifications.notifications();
+            let of = |place: &str| {
+                all.iter()
+                    .any(|n| n.summary.ends_with(&format!("in {place}")))
+            };
+            (of("a/INBOX") && of("b/Lists")).then_some(all)
+        });
+        assert!(summed.len() <= 6, "bounded: {summed:#?}");
+        wait_until(WAIT, "STATUS= without the stall", || {
+            support::lock(&status)
+                .last()
+                .is_some_and(|m| !m.contains("not answering"))
+                .then_some(())
+        });
+
+        // Frozen again, with a popup call in flight: SIGTERM still stops within 2 s.
+        rig.notifications.freeze();
+        append_and_time(&rig, "INBOX", "frozen at stop");
+        let (exit, took) = daemon.terminate();
+        assert!(exit.success(), "{exit}");
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    });
+}
+
+/// Issue 12: after reloads that changed `[notifications]`, each reload used to add a
+/// connection and a listener, so one click ran `open_command` once per reload plus one.
+#[test]
+fn a_click_after_reloads_runs_open_command_once() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let marker = rig.state.path().join("opened");
+        let open = format!(
+            "open_command = [\"sh\", \"-c\", \"echo run >> \\\"$0\\\"\", {}]\n",
+            support::toml_string(&marker.to_string_lossy())
+        );
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let daemon = rig.daemon_with_config(&rig.config_with(&account, &open), &["main/INBOX"]);
+        rig.append("before the reloads");
+        rig.notifications.wait_for_count(1, WAIT);
+        for (i, urgency) in ["low", "critical"].iter().enumerate() {
+            let changed = format!("{open}urgency = \"{urgency}\"\n");
+            std::fs::write(daemon.config_path(), rig.config_with(&account, &changed)).unwrap();
+            assert!(daemon.signal("HUP"));
+            daemon.wait_for_output_count(WAIT, "configuration reloaded", i + 1);
+        }
+        rig.append("after the reloads");
+        let note = rig.notifications.wait_for_count(2, WAIT).remove(1);
+        assert_eq!(note.urgency, Some(2), "the reload took effect");
+        assert_eq!(
+            connections_of(&rig.bus, daemon.pid()),
+            1,
+            "one notification connection, whatever the reloads"
+        );
+
+        rig.notifications.emit_action_invoked(note.id, "default");
+        // Signals are handled in order: once this is ignored, the click was passed on.
+        rig.notifications.emit_action_invoked(9999, "default");
+        daemon.wait_for_output(WAIT, "ActionInvoked(9999");
+        daemon.wait_for_output(WAIT, "open_command \"sh\" started");
+        let runs = wait_until(WAIT, "open_command's run", || {
+            std::fs::read_to_string(&marker)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+        });
+        assert_eq!(runs, "run\n");
+        assert_eq!(daemon.count_output("open_command \"sh\" started"), 1);
+        assert_eq!(
+            daemon.count_output(&format!("popup {}: action", note.id)),
+            1
+        );
+    });
+}
+
+/// Issue 12: GNOME Shell (and the test server) send `ActionInvoked` to every listener,
+/// so a click on another application's popup must not run mailpushd's `open_command`,
+/// nor "Mark as read" anything.
+#[test]
+fn a_click_on_a_popup_that_is_not_ours_does_nothing() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let marker = rig.state.path().join("opened");
+        let config = rig.config_with(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &format!(
+                "open_command = [\"touch\", {}]\n",
+                support::toml_string(&marker.to_string_lossy())
+            ),
+        );
+        let daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        rig.append("ours");
+        let ours = rig.notifications.wait_for_count(1, WAIT).remove(0);
+        let theirs = send_notify(&rig.bus, "another-app", "Chat", "hello");
+        assert_ne!(theirs, ours.id);
+
+        rig.notifications.emit_action_invoked(theirs, "default");
+        rig.notifications.emit_action_invoked(theirs, "read");
+        daemon.wait_for_output(WAIT, &format!("ActionInvoked({theirs}, \"read\") ignored"));
+        // Ours still works, and it is the only click acted on.
+        rig.notifications.emit_action_invoked(ours.id, "default");
+        wait_until(WAIT, "open_command to run", || {
+            marker.exists().then_some(())
+        });
+        daemon.wait_for_output(WAIT, &format!("popup {}: action \"default\"", ours.id));
+        assert_eq!(daemon.count_output(": action \""), 1, "{}", daemon.output());
+        assert_eq!(daemon.count_output(&format!("popup {theirs}:")), 0);
+        assert_eq!(daemon.count_output("marked as read"), 0);
+    });
+}
+
+/// Issue 12: a notification server that restarts hands our popups' ids to other
+/// applications. The daemon forgets them (no close of another app's popup, no
+/// `replaces_id` with a stale id, no count of the old server's messages in a summary)
+/// and asks the new server what it can do.
+#[test]
+fn a_restarted_server_gets_no_stale_ids_and_is_asked_its_capabilities() {
+    with_timeout(LIMIT, || {
+        let mut rig = Rig::start(DovecotOptions::default());
+        // One popup, then the rest of the window held for a summary.
+        let config = rig.config_with(
+            &rig.dovecot.account_toml("main", "implicit"),
+            "summary_threshold = 1\nburst_window_secs = 60\n",
+        );
+        let daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        rig.append("one");
+        rig.notifications.wait_for_count(1, WAIT);
+        rig.append("two");
+        rig.append("three");
+        let old = wait_until(WAIT, "the first summary", || {
+            rig.notifications
+                .notifications()
+                .into_iter()
+                .find(|n| n.summary == "2 new messages in main/INBOX")
+        });
+        assert_eq!(rig.notifications.call_count("GetCapabilities"), 1);
+
+        let Rig {
+            notifications, bus, ..
+        } = &mut rig;
+        notifications.restart(bus);
+        daemon.wait_for_output(WAIT, "desktop notification server changed");
+        wait_until(WAIT, "the new server's capabilities read", || {
+            (rig.notifications.call_count("GetCapabilities") >= 1).then_some(())
+        });
+        // Another application's popup gets the id our first popup had on the old server.
+        assert_eq!(send_notify(&rig.bus, "another-app", "Chat", "hello"), 1);
+
+        // Read elsewhere: the old popup (id 1 on the old server) must not be closed here.
+        let mut s = rig.dovecot.session();
+        s.select("INBOX").unwrap();
+        s.uid_store("1", "+FLAGS (\\Seen)").unwrap();
+        let _ = s.logout();
+        rig.append("four");
+        rig.append("five");
+        let new = wait_until(WAIT, "a summary on the new server", || {
+            rig.notifications
+                .notifications()
+                .into_iter()
+                .find(|n| n.app_name == "mailpushd" && n.summary.contains("new messages"))
+        });
+        assert_eq!(new.summary, "2 new messages in main/INBOX", "{new:#?}");
+        assert_eq!(
+            new.replaces_id, 0,
+            "not the old server's summary {}",
+            old.id
+        );
+        assert!(rig.notifications.closed().is_empty());
+        assert!(!daemon.output().contains("closing popup"));
+    });
+}
+
+/// Issue 12 item 8: a subject with an encoded CR/LF stays on one line, a sender name of
+/// thousands of characters is cut in the title, and an apostrophe arrives as it is (GNOME
+/// Shell shows `&#39;` literally).
+#[test]
+fn popup_text_is_one_line_per_field_bounded_and_plainly_escaped() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let _daemon = rig.daemon(
+            &rig.dovecot.account_toml("main", "implicit"),
+            &["main/INBOX"],
+        );
+        rig.dovecot.append(
+            "INBOX",
+            &message(
+                "=?UTF-8?Q?Invoice=0D=0AFrom:_your_bank=09pay_now?=",
+                "sender@example.com",
+            ),
+        );
+        let words = vec![format!("=?UTF-8?Q?{}?=", "N".repeat(60)); 50].join("\r\n ");
+        rig.dovecot.append(
+            "INBOX",
+            &message("long name", &format!("{words} <long@example.com>")),
+        );
+        rig.dovecot
+            .append("INBOX", &message("Don't <stop> & go", "sender@example.com"));
+        let notes = rig.notifications.wait_for_count(3, WAIT);
+        let find = |needle: &str| {
+            notes
+                .iter()
+                .find(|n| n.body.contains(needle))
+                .unwrap_or_else(|| panic!("no popup with {needle:?}: {notes:#?}"))
+        };
+
+        let forged = find("Invoice");
+        assert_eq!(
+            forged.body, "Invoice From: your bank pay now\nmain/INBOX",
+            "one line for the subject"
+        );
+
+        let long = find("long name");
+        assert!(long.summary.starts_with("NNNN"), "{}", long.summary);
+        assert_eq!(long.summary.chars().count(), 80, "{}", long.summary);
+        assert!(long.summary.ends_with('…'));
+
+        let apostrophe = find("Don");
+        assert_eq!(
+            apostrophe.body, "Don't &lt;stop&gt; &amp; go\nmain/INBOX",
+            "only & < > escaped"
+        );
     });
 }

@@ -482,6 +482,67 @@ fn notification_server_records_zbus_client_and_answers_dbus_send() {
     });
 }
 
+#[test]
+fn notification_server_can_be_frozen_and_restarted() {
+    with_timeout(LIMIT, || {
+        let bus = SessionBus::start();
+        let mut server = NotificationServer::start(&bus);
+        assert_eq!(
+            support::dbus::name_owner(&bus, support::dbus::NOTIFICATIONS_NAME).as_deref(),
+            Some(server.unique_name())
+        );
+        assert_eq!(support::dbus::send_notify(&bus, "a", "b", "c"), 1);
+
+        // Frozen: a call is not answered within its timeout, and is answered once thawed.
+        server.freeze();
+        assert!(!dbus_send_ok(&bus, "GetCapabilities", 300));
+        assert_eq!(server.call_count("GetCapabilities"), 0);
+        server.thaw();
+        wait_until(WAIT, "the frozen call answered after the thaw", || {
+            (server.call_count("GetCapabilities") == 1).then_some(())
+        });
+        assert!(dbus_send_ok(&bus, "GetCapabilities", 10_000));
+        assert_eq!(
+            server.calls(),
+            ["Notify", "GetCapabilities", "GetCapabilities"]
+        );
+
+        // Restarted: a new owner of the name, numbering from 1 again, nothing recorded.
+        let old = server.unique_name().to_owned();
+        server.restart(&bus);
+        assert_ne!(server.unique_name(), old);
+        assert_eq!(
+            support::dbus::name_owner(&bus, support::dbus::NOTIFICATIONS_NAME).as_deref(),
+            Some(server.unique_name())
+        );
+        assert!(server.calls().is_empty());
+        assert_eq!(support::dbus::send_notify(&bus, "a", "b", "c"), 1);
+        assert_eq!(server.wait_for_count(1, WAIT).len(), 1);
+        // A process's bus connections: this one has the server's and the asking one (the
+        // old server's is closed).
+        assert_eq!(support::dbus::connections_of(&bus, std::process::id()), 2);
+    });
+}
+
+/// Whether `dbus-send` to the notification server got a reply within `timeout_ms`.
+fn dbus_send_ok(bus: &SessionBus, method: &str, timeout_ms: u32) -> bool {
+    let mut cmd = Command::new("dbus-send");
+    cmd.arg(format!("--bus={}", bus.address))
+        .arg("--print-reply")
+        .arg(format!("--reply-timeout={timeout_ms}"))
+        .arg("--dest=org.freedesktop.Notifications")
+        .arg("/org/freedesktop/Notifications")
+        .arg(format!("org.freedesktop.Notifications.{method}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = spawn_tracked("dbus-send", &mut cmd).unwrap();
+    child
+        .wait_timeout(WAIT)
+        .expect("dbus-send did not finish")
+        .success()
+}
+
 /// `dbus-send --print-reply` to the notification server; returns its stdout.
 fn dbus_send(bus: &SessionBus, method: &str, args: &[&str]) -> String {
     let mut cmd = Command::new("dbus-send");

@@ -118,7 +118,7 @@ fn check_markup(s: &str) {
     let out = decode::markup_escape(s);
     for c in out.chars() {
         assert!(
-            !matches!(c, '<' | '>' | '"' | '\'' | '\r' | '\t'),
+            !matches!(c, '<' | '>' | '\r' | '\t'),
             "{c:?} in {out:?}"
         );
         assert!(c == '\n' || !c.is_control(), "control {c:?} in {out:?}");
@@ -127,7 +127,7 @@ fn check_markup(s: &str) {
     for (i, _) in out.match_indices('&') {
         let rest = &out[i..];
         assert!(
-            ["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"]
+            ["&amp;", "&lt;", "&gt;"]
                 .iter()
                 .any(|e| rest.starts_with(e)),
             "bare & in {out:?}"

@@ -4,6 +4,13 @@
 //! Owns: the `dbus-daemon` process and its generated config and socket (in a TempDir), and
 //! the zbus connection serving `org.freedesktop.Notifications` on its own thread.
 //!
+//! The server can be frozen ([`NotificationServer::freeze`]): every method handler then
+//! blocks the connection's executor until [`NotificationServer::thaw`], so calls are
+//! received by the bus but never answered, as with a notification server stopped by
+//! SIGSTOP. It can be restarted ([`NotificationServer::restart`]): a new connection takes
+//! the name, so the name's owner changes and ids start again at 1, as when a real server
+//! restarts. Every method call is recorded by name ([`NotificationServer::calls`]).
+//!
 //! zbus 6 is async only. The server thread runs one `zbus::block_on` for its whole life: it
 //! builds the connection (which requests the well-known name before returning), reports
 //! readiness over a std channel, then awaits commands (emit a signal, shut down) from a tiny
@@ -17,7 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -150,16 +157,55 @@ struct Recorded {
     notifications: Vec<Notify>,
     closed: Vec<u32>,
     next_id: u32,
+    /// Every method call, by name, in arrival order (recorded once it is answered).
+    calls: Vec<String>,
+}
+
+/// Longest a frozen handler waits for [`NotificationServer::thaw`]: a test that forgets
+/// to thaw must not hang the server thread for ever.
+const FREEZE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Blocks method handlers while frozen.
+#[derive(Default)]
+struct Gate {
+    frozen: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn set(&self, frozen: bool) {
+        *lock(&self.frozen) = frozen;
+        self.changed.notify_all();
+    }
+
+    /// Returns at once unless frozen; then blocks the calling (executor) thread until
+    /// thawed, which is what makes the whole connection stop answering.
+    fn pass(&self) {
+        let frozen = lock(&self.frozen);
+        let _unfrozen = self
+            .changed
+            .wait_timeout_while(frozen, FREEZE_LIMIT, |f| *f)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
 }
 
 /// The served object. Methods only record; nothing is displayed.
 struct Server {
     recorded: Arc<Mutex<Recorded>>,
+    gate: Arc<Gate>,
+}
+
+impl Server {
+    fn called(&self, method: &str) {
+        self.gate.pass();
+        lock(&self.recorded).calls.push(method.to_owned());
+    }
 }
 
 #[interface(name = "org.freedesktop.Notifications")]
 impl Server {
     fn get_capabilities(&self) -> Vec<String> {
+        self.called("GetCapabilities");
         ["body", "body-markup", "actions", "persistence"]
             .map(String::from)
             .to_vec()
@@ -167,6 +213,7 @@ impl Server {
 
     #[zbus(out_args("name", "vendor", "version", "spec_version"))]
     fn get_server_information(&self) -> (String, String, String, String) {
+        self.called("GetServerInformation");
         (
             "mailpushd-test".into(),
             "mailpushd".into(),
@@ -187,6 +234,7 @@ impl Server {
         hints: HashMap<String, OwnedVariant>,
         expire_timeout: i32,
     ) -> u32 {
+        self.called("Notify");
         let at = Instant::now();
         let category = hints.get("category").and_then(variant_string);
         let urgency = hints.get("urgency").and_then(variant_u8);
@@ -220,6 +268,7 @@ impl Server {
     }
 
     fn close_notification(&self, id: u32) {
+        self.called("CloseNotification");
         lock(&self.recorded).closed.push(id);
     }
 }
@@ -300,6 +349,9 @@ pub struct NotificationServer {
     recorded: Arc<Mutex<Recorded>>,
     mailbox: Arc<Mutex<Mailbox>>,
     thread: Option<JoinHandle<()>>,
+    gate: Arc<Gate>,
+    /// The connection's unique name (`:1.5`): the owner of the well-known name.
+    unique_name: String,
 }
 
 impl NotificationServer {
@@ -307,10 +359,12 @@ impl NotificationServer {
     pub fn start(bus: &SessionBus) -> NotificationServer {
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let mailbox = Arc::new(Mutex::new(Mailbox::default()));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let gate = Arc::new(Gate::default());
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let address = bus.address.clone();
         let server = Server {
             recorded: Arc::clone(&recorded),
+            gate: Arc::clone(&gate),
         };
         let thread_mailbox = Arc::clone(&mailbox);
         let thread = thread::Builder::new()
@@ -320,16 +374,62 @@ impl NotificationServer {
             })
             .expect("spawn notification server thread");
 
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => {}
+        let unique_name = match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(name)) => name,
             Ok(Err(e)) => panic!("notification server failed to start: {e}"),
             Err(e) => panic!("notification server did not start within {START_TIMEOUT:?}: {e}"),
-        }
+        };
         NotificationServer {
             recorded,
             mailbox,
             thread: Some(thread),
+            gate,
+            unique_name,
         }
+    }
+
+    /// Stops answering: every method call (already received or later) blocks until
+    /// [`NotificationServer::thaw`] (or two minutes), like a server under SIGSTOP.
+    pub fn freeze(&self) {
+        self.gate.set(true);
+    }
+
+    /// Answers again, beginning with the calls that waited.
+    pub fn thaw(&self) {
+        self.gate.set(false);
+    }
+
+    /// Restarts the server: this connection goes (the name has no owner for a moment),
+    /// a new one takes the name. The new server remembers nothing and numbers its
+    /// popups from 1 again; what was recorded before is gone too. Returns once the new
+    /// connection owns the name.
+    pub fn restart(&mut self, bus: &SessionBus) {
+        self.shut_down();
+        wait_until(
+            START_TIMEOUT,
+            "the notification name to be released",
+            || name_owner(bus, NOTIFICATIONS_NAME).is_none().then_some(()),
+        );
+        *self = NotificationServer::start(bus);
+    }
+
+    /// The unique name of the server's connection (the owner of the well-known name).
+    pub fn unique_name(&self) -> &str {
+        &self.unique_name
+    }
+
+    /// The names of the methods called so far, in order (answered calls only).
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.recorded).calls.clone()
+    }
+
+    /// How many times `method` was called (and answered).
+    pub fn call_count(&self, method: &str) -> usize {
+        lock(&self.recorded)
+            .calls
+            .iter()
+            .filter(|c| *c == method)
+            .count()
     }
 
     /// All `Notify` calls so far, in arrival order.
@@ -381,6 +481,14 @@ impl NotificationServer {
 
 impl Drop for NotificationServer {
     fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+impl NotificationServer {
+    /// Thaws, closes the connection and ends the thread (bounded); idempotent.
+    fn shut_down(&mut self) {
+        self.thaw();
         post(&self.mailbox, ServerCommand::Shutdown);
         if let Some(thread) = self.thread.take() {
             // Bounded: if the thread is stuck (e.g. the bus died mid-call), leave it rather
@@ -400,7 +508,7 @@ async fn serve(
     address: String,
     server: Server,
     mailbox: Arc<Mutex<Mailbox>>,
-    ready: mpsc::Sender<Result<(), String>>,
+    ready: mpsc::Sender<Result<String, String>>,
 ) {
     let built = zbus::connection::Builder::address(address.as_str())
         .serve_at(NOTIFICATIONS_PATH, server)
@@ -414,7 +522,11 @@ async fn serve(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    let name = conn
+        .unique_name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let _ = ready.send(Ok(name));
     loop {
         match NextCommand(&mailbox).await {
             ServerCommand::Shutdown => break,
@@ -500,4 +612,90 @@ pub fn send_notify(bus: &SessionBus, app_name: &str, summary: &str, body: &str) 
     })
     .join()
     .expect("notify client thread")
+}
+
+/// The unique name that owns `name` on `bus`, if any (asked from a fresh connection).
+pub fn name_owner(bus: &SessionBus, name: &str) -> Option<String> {
+    let address = bus.address.clone();
+    let name = name.to_owned();
+    thread::spawn(move || {
+        zbus::block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .expect("client connect to private bus");
+            let reply = conn
+                .call_method(
+                    Some("org.freedesktop.DBus"),
+                    "/org/freedesktop/DBus",
+                    Some("org.freedesktop.DBus"),
+                    "GetNameOwner",
+                    &(name.as_str(),),
+                )
+                .await;
+            reply
+                .ok()
+                .and_then(|r| r.body().deserialize::<String>().ok())
+        })
+    })
+    .join()
+    .expect("name owner client thread")
+}
+
+/// How many connections to `bus` the process `pid` has open (asked from a fresh
+/// connection, which is not counted unless it is `pid`'s).
+pub fn connections_of(bus: &SessionBus, pid: u32) -> usize {
+    let address = bus.address.clone();
+    thread::spawn(move || {
+        zbus::block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .expect("client connect to private bus");
+            let call = |method: &'static str, arg: Option<String>| {
+                let conn = conn.clone();
+                async move {
+                    let reply = match &arg {
+                        Some(a) => {
+                            conn.call_method(
+                                Some("org.freedesktop.DBus"),
+                                "/org/freedesktop/DBus",
+                                Some("org.freedesktop.DBus"),
+                                method,
+                                &(a.as_str(),),
+                            )
+                            .await
+                        }
+                        None => {
+                            conn.call_method(
+                                Some("org.freedesktop.DBus"),
+                                "/org/freedesktop/DBus",
+                                Some("org.freedesktop.DBus"),
+                                method,
+                                &(),
+                            )
+                            .await
+                        }
+                    };
+                    reply.ok()
+                }
+            };
+            let names: Vec<String> = call("ListNames", None)
+                .await
+                .and_then(|r| r.body().deserialize().ok())
+                .expect("ListNames");
+            let mut count = 0;
+            for name in names.into_iter().filter(|n| n.starts_with(':')) {
+                let owner_pid: Option<u32> = call("GetConnectionUnixProcessID", Some(name))
+                    .await
+                    .and_then(|r| r.body().deserialize().ok());
+                if owner_pid == Some(pid) {
+                    count += 1;
+                }
+            }
+            count
+        })
+    })
+    .join()
+    .expect("connection count client thread")
 }

@@ -1,0 +1,64 @@
+//! The one message type every thread sends to the supervisor: signals, the config watch,
+//! the suspend watch, the notification thread and the watchers. Leaf threads import this
+//! module, never the supervisor, so imports run one way (towards the leaves).
+
+use std::time::Duration;
+
+/// A watcher's key: (account name, mailbox name as configured).
+pub type Key = (String, String);
+
+#[derive(Debug)]
+pub enum Event {
+    /// SIGTERM or SIGINT. A second one during shutdown exits at once.
+    Terminate,
+    /// SIGHUP.
+    Reload,
+    /// The config file changed on disk.
+    ConfigChanged,
+    /// SIGUSR1: write every watcher's state to the log.
+    DumpState,
+    /// The machine woke from suspend after sleeping this long.
+    Resumed(Duration),
+    /// A watcher's phase changed (connected, failed...): time to update STATUS=.
+    StatusChanged,
+    /// A button (or the popup itself, key "default") of popup `id` was clicked: a popup
+    /// that mailpushd showed on the current notification server, never another
+    /// application's (the notification thread checks).
+    NotificationAction { id: u32, key: String, about: Shown },
+    /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
+    WatcherExited { key: Key, id: u64 },
+    /// Flood control held popups for a summary: time to set the timer for it.
+    BurstHeld,
+}
+
+/// A popup on screen that mailpushd may still act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// One message: closed when it is read elsewhere; "Mark as read" acts on it.
+    Message {
+        account: String,
+        mailbox: String,
+        uid: u32,
+    },
+    /// A burst or catch-up summary: replaced by the next summary of the same mailbox,
+    /// which then counts these `total` messages too.
+    Summary {
+        account: String,
+        mailbox: String,
+        total: usize,
+    },
+}
+
+impl Shown {
+    /// The UID, if this is a single message's popup in `account`/`mailbox`.
+    pub fn message_in(&self, account: &str, mailbox: &str) -> Option<u32> {
+        match self {
+            Shown::Message {
+                account: a,
+                mailbox: m,
+                uid,
+            } if a == account && m == mailbox => Some(*uid),
+            _ => None,
+        }
+    }
+}
