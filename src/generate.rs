@@ -205,6 +205,14 @@ invalid.
 The systemd unit does not restart the service after this status: fix the file, check it
 with \fBmailpushd \-\-check\fR, then start the service again.
 .TP
+\fB75\fR
+\fBEX_TEMPFAIL\fR: another \fBmailpushd\fR already runs on the same state directory
+(it holds the lock file \fIlock\fR there, see \fBFILES\fR); the message names its PID.
+Two would announce every message twice.
+The systemd unit does not restart the service after this status either: stop the other
+one, then start the service again.
+\fB\-\-check\fR never takes the lock.
+.TP
 \fB1\fR
 Any other failure, including \fB\-\-check \-\-connect\fR finding an account or mailbox that
 cannot be used.
@@ -258,6 +266,11 @@ its state.
 A file that cannot be parsed is renamed to \fI*.corrupt\-\fItime\fR and the mailbox starts
 afresh.
 Deleting the directory is safe: mail then present is simply not announced.
+.TP
+\fI~/.local/state/mailpushd/lock\fR
+Held (\fBflock\fR(2)) by the running daemon, and holding its PID, so that only one
+\fBmailpushd\fR runs per state directory.
+It is harmless when left behind: the lock ends with the process.
 .TP
 \fI/usr/lib/systemd/user/mailpushd.service\fR
 The systemd user unit.
