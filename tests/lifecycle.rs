@@ -90,3 +90,50 @@ fn a_second_instance_on_the_same_state_directory_exits_75_naming_the_first() {
         assert_eq!(third.terminate().0.code(), Some(0));
     });
 }
+
+#[test]
+fn inbox_listed_twice_in_another_case_is_a_config_error_with_its_position() {
+    with_timeout(LIMIT, || {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        fs::write(
+            &config,
+            "[[accounts]]\nname = \"a\"\nhost = \"imap.example.com\"\nusername = \"u\"\n\
+             password_command = [\"true\"]\nmailboxes = [\"INBOX\", \"Lists\", \"Inbox\"]\n",
+        )
+        .unwrap();
+        let check = run_command(
+            "mailpushd --check",
+            std::process::Command::new(binary())
+                .arg("--check")
+                .arg("--config")
+                .arg(&config),
+            WAIT,
+        );
+        assert_eq!(check.status.code(), Some(78), "{check:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&check.stdout),
+            format!(
+                "{}:6:32: mailbox \"Inbox\" is listed twice (as \"INBOX\": INBOX is \
+                 case-insensitive)\n",
+                config.display()
+            )
+        );
+        // The daemon refuses it the same way: no second watcher on one mailbox.
+        let run = run_command(
+            "mailpushd",
+            std::process::Command::new(binary())
+                .arg("--config")
+                .arg(&config)
+                .env("XDG_STATE_HOME", dir.path().join("state")),
+            WAIT,
+        );
+        assert_eq!(run.status.code(), Some(78), "{run:?}");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains(":6:32: mailbox \"Inbox\" is listed twice"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("watching"), "{stderr}");
+    });
+}
