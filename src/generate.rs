@@ -436,7 +436,8 @@ const KEYS: &[Key] = &[
               names with non\\-ASCII characters are encoded for the server (modified UTF\\-7) \
               automatically. \
               Each gets its own connection. \
-              Names must not be empty, repeated or contain line breaks. \
+              Names must not be empty, repeated or contain line breaks; \
+              \\fBINBOX\\fR is case\\-insensitive, so \\fB\"Inbox\"\\fR repeats it. \
               An entry can also be a table, \\fB{ name = \"Lists\", notify = false }\\fR, whose \
               \\fBnotify\\fR overrides the account's for that mailbox.",
     },
