@@ -261,8 +261,8 @@ It may hold a password: keep it private (\fBchmod 600\fR).
 \fI~/.local/state/mailpushd/\fR
 State: one small file per watched mailbox holding its UIDVALIDITY and the next UID not yet
 announced, replaced atomically after every announcement.
-The files are named after the user name, host and mailbox, so renaming an account keeps
-its state.
+The files are named after the user name, host, port and mailbox, so renaming an account
+keeps its state; files of earlier versions, named without the port, are renamed on start.
 A file that cannot be parsed is renamed to \fI*.corrupt\-\fItime\fR and the mailbox starts
 afresh.
 Deleting the directory is safe: mail then present is simply not announced.

@@ -209,9 +209,10 @@ impl Watcher {
         shared: Shared,
         control: Arc<Control>,
     ) -> Self {
-        let state_path = shared
-            .store
-            .path(&account.username, &account.host, &mailbox);
+        let state_path =
+            shared
+                .store
+                .path_migrated(&account.username, &account.host, account.port, &mailbox);
         Watcher {
             wire_mailbox: mutf7::encode(&mailbox),
             backoff: Backoff::new(BACKOFF_FIRST, account.reconnect_max),

@@ -6,9 +6,10 @@
 mod support;
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
-use support::dovecot::DovecotOptions;
+use support::dovecot::{message, Dovecot, DovecotOptions};
 use support::rig::{subjects, Rig, WAIT};
 use support::{run_command, with_timeout};
 
@@ -19,6 +20,19 @@ const EX_ALREADY_RUNNING: i32 = 75;
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_mailpushd")
+}
+
+/// The `*.toml` state files in the state home, sorted.
+fn state_files(state_home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(state_home.join("mailpushd"))
+        .map(|it| {
+            it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 #[test]
@@ -135,5 +149,80 @@ fn inbox_listed_twice_in_another_case_is_a_config_error_with_its_position() {
             "{stderr}"
         );
         assert!(!stderr.contains("watching"), "{stderr}");
+    });
+}
+
+#[test]
+fn accounts_differing_only_by_port_each_announce_what_arrived_while_stopped() {
+    with_timeout(LIMIT, || {
+        // Two servers on one host, one user name: SSH tunnels to localhost, say.
+        let rig = Rig::start(DovecotOptions::default());
+        let other = Dovecot::start(DovecotOptions::default());
+        assert_eq!(rig.dovecot.user, other.user);
+        // Different numbers of messages, so a shared cursor would be wrong for one of them
+        // even if both mailboxes had the same UIDVALIDITY.
+        for i in 0..3 {
+            rig.append(&format!("old a {i}"));
+        }
+        other.append("INBOX", &message("old b", "sender@example.com"));
+        let accounts = format!(
+            "{}{}",
+            rig.dovecot.account_toml("a", "implicit"),
+            other.account_toml("b", "implicit")
+        );
+        let mut first = rig.daemon(&accounts, &["a/INBOX", "b/INBOX"]);
+        assert_eq!(first.terminate().0.code(), Some(0));
+        let files = state_files(rig.state.path());
+        assert_eq!(
+            files,
+            {
+                let mut want = vec![
+                    format!("alice@localhost+{}+INBOX.toml", rig.dovecot.imaps_port),
+                    format!("alice@localhost+{}+INBOX.toml", other.imaps_port),
+                ];
+                want.sort();
+                want
+            },
+            "one state file per server"
+        );
+
+        rig.append("new a");
+        other.append("INBOX", &message("new b", "sender@example.com"));
+        let second = rig.daemon(&accounts, &["a/INBOX", "b/INBOX"]);
+        let lines = rig.wait_new_mail(2);
+        // Both announced; then one more live message proves nothing else was pending.
+        rig.append("live a");
+        second.wait_for_output(WAIT, "subject=\"live a\"");
+        let mut got = subjects(&rig.new_mail_lines());
+        got.sort();
+        assert_eq!(got, ["live a", "new a", "new b"], "{lines:#?}");
+        assert_eq!(state_files(rig.state.path()), files);
+    });
+}
+
+#[test]
+fn a_state_file_named_without_the_port_is_adopted_on_upgrade() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig.dovecot.account_toml("main", "implicit");
+        rig.append("already there");
+        let mut first = rig.daemon(&account, &["main/INBOX"]);
+        assert_eq!(first.terminate().0.code(), Some(0));
+        // What an earlier version left: the same contents under the old name.
+        let dir = rig.state.path().join("mailpushd");
+        let current = format!("alice@localhost+{}+INBOX.toml", rig.dovecot.imaps_port);
+        fs::rename(dir.join(&current), dir.join("alice@localhost+INBOX.toml")).unwrap();
+
+        rig.append("while stopped");
+        let second = rig.daemon(&account, &["main/INBOX"]);
+        let lines = rig.wait_new_mail(1);
+        rig.append("live");
+        second.wait_for_output(WAIT, "subject=\"live\"");
+        assert_eq!(
+            subjects(&rig.new_mail_lines()),
+            ["while stopped", "live"],
+            "{lines:#?}"
+        );
+        assert_eq!(state_files(rig.state.path()), [current]);
     });
 }
