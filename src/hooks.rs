@@ -38,9 +38,9 @@
 //! (`mbsync -a 2>/dev/null &`): the pipe is closed once the hook itself exits.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::child::{self, Capture};
 use crate::config::HookConfig;
 use crate::decode;
 use crate::outputs::Announcement;
@@ -567,7 +568,7 @@ impl Worker {
         };
         let deadline = Instant::now() + timeout;
         let mut feed = child.stdin.take().and_then(|pipe| Feed::new(pipe, stdin));
-        let mut capture = Capture::new(child.stderr.take());
+        let mut capture = Capture::new(child.stderr.take(), STDERR_LIMIT);
         loop {
             if feed.as_mut().is_some_and(|f| f.pump()) {
                 // Everything written, or the hook closed its stdin: EOF for the hook.
@@ -583,13 +584,13 @@ impl Worker {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    kill(&mut child);
+                    child::kill_group(&mut child);
                     return Outcome::Lost(e);
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                kill(&mut child);
+                child::kill_group(&mut child);
                 return Outcome::TimedOut {
                     stderr: capture.finish(),
                 };
@@ -598,23 +599,12 @@ impl Worker {
                 Ok(Msg::Mail { config, mails }) => self.batch.add(Instant::now(), config, mails),
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                    kill(&mut child);
+                    child::kill_group(&mut child);
                     return Outcome::Stopped;
                 }
             }
         }
     }
-}
-
-/// SIGKILL to the hook's process group, then reap the hook. The hook leads its own group
-/// (`process_group(0)`), so the group id is its pid, which cannot have been reused: the
-/// hook has not been waited for yet.
-fn kill(child: &mut Child) {
-    let group = rustix::process::Pid::from_child(child);
-    if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_err() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
 }
 
 /// The JSON for the hook's stdin, written without blocking as the pipe takes it.
@@ -646,56 +636,6 @@ impl<'a> Feed<'a> {
             }
         }
         true
-    }
-}
-
-/// The first [`STDERR_LIMIT`] bytes of the hook's stderr; the rest is read and dropped so
-/// the hook never blocks on a full pipe.
-struct Capture {
-    pipe: Option<ChildStderr>,
-    kept: Vec<u8>,
-}
-
-impl Capture {
-    fn new(pipe: Option<ChildStderr>) -> Self {
-        let pipe = pipe.filter(|p| rustix::io::ioctl_fionbio(p, true).is_ok());
-        Capture {
-            pipe,
-            kept: Vec::new(),
-        }
-    }
-
-    /// Reads what is there, at most 64 KiB a call so a flood cannot hold up the timeout.
-    fn pump(&mut self) {
-        let Some(pipe) = self.pipe.as_mut() else {
-            return;
-        };
-        let mut chunk = [0u8; 4096];
-        for _ in 0..16 {
-            match pipe.read(&mut chunk) {
-                Ok(0) => {
-                    self.pipe = None;
-                    return;
-                }
-                Ok(n) => {
-                    let room = STDERR_LIMIT - self.kept.len();
-                    self.kept.extend_from_slice(&chunk[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.pipe = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The last read after the hook ended; the pipe is closed here, even if a background
-    /// process of the hook still holds its other end.
-    fn finish(mut self) -> Vec<u8> {
-        self.pump();
-        self.kept
     }
 }
 

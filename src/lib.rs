@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod burst;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod config_watch;

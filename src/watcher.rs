@@ -403,7 +403,8 @@ impl Watcher {
             r.phase = Phase::Connecting;
             r.next_retry = None;
         });
-        let password = credentials::resolve(&self.account.secret)?;
+        let password =
+            credentials::resolve_until(&self.account.secret, || self.control.stopping())?;
         let control = Arc::clone(&self.control);
         let mut conn = imap::connect(&self.account, &password, |i| control.register(i))?;
         drop(password);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::dovecot::{message, Dovecot, DovecotOptions};
 use support::rig::{subjects, Rig, WAIT};
-use support::{run_command, with_timeout};
+use support::{run_command, toml_string, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -224,5 +224,67 @@ fn a_state_file_named_without_the_port_is_adopted_on_upgrade() {
             "{lines:#?}"
         );
         assert_eq!(state_files(rig.state.path()), [current]);
+    });
+}
+
+/// Live (not zombie) processes whose process group is `pgid`.
+fn live_group_members(pgid: u32) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("");
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_interrupts_a_hanging_password_command_and_kills_its_group() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let scratch = tempfile::tempdir().unwrap();
+        let pidfile = scratch.path().join("pid");
+        // A helper that never answers, with a background child holding its stdout.
+        let command = format!(
+            "password_command = [\"sh\", \"-c\", \"echo $$ > \\\"$1\\\"; sleep 1000 & sleep 1000\", \
+             \"sh\", {}]\n",
+            toml_string(&pidfile.to_string_lossy())
+        );
+        let account = rig
+            .dovecot
+            .account_toml("main", "implicit")
+            .lines()
+            .filter(|l| !l.starts_with("password ="))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + &command;
+        let mut daemon = rig.start_daemon(&account);
+        let pgid: u32 = support::wait_until(WAIT, "the password command's pid", || {
+            fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+        });
+        support::wait_until(WAIT, "the background sleep", || {
+            (live_group_members(pgid).len() >= 2).then_some(())
+        });
+
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0), "{}", daemon.output());
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+        // Killed with its group by the daemon, not left to the timeout (or forever).
+        assert_eq!(live_group_members(pgid), Vec::<u32>::new());
+        assert!(
+            daemon.output().contains("stopped"),
+            "watchers stopped cleanly: {}",
+            daemon.output()
+        );
     });
 }
