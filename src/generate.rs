@@ -422,6 +422,9 @@ const KEYS: &[Key] = &[
               It must finish within 60 seconds and print something; otherwise the attempt \
               fails with its exit status and standard error, and is retried like any other \
               failure. \
+              It runs in a process group of its own, which is killed at the 60 seconds or when \
+              the daemon stops; a process it leaves behind that still holds its standard \
+              output is killed one second after it exits. \
               For example \\fB[\"pass\", \"show\", \"mail/work\"]\\fR or \
               \\fB[\"secret\\-tool\", \"lookup\", \"service\", \"imap\", \"user\", \"me\"]\\fR.",
     },
