@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use support::daemon::Daemon;
 use support::dovecot::{message, Dovecot, DovecotOptions};
 use support::rig::{subjects, Rig, WAIT};
 use support::{run_command, toml_string, with_timeout};
@@ -286,5 +287,56 @@ fn sigterm_interrupts_a_hanging_password_command_and_kills_its_group() {
             "watchers stopped cleanly: {}",
             daemon.output()
         );
+    });
+}
+
+#[test]
+fn a_replaced_config_directory_is_still_watched() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let config_for = |mailboxes: &str| {
+            rig.config(&account.replace(
+                "mailboxes = [\"INBOX\"]",
+                &format!("mailboxes = [{mailboxes}]"),
+            ))
+        };
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("mailpushd");
+        let config = dir.join("config.toml");
+        fs::create_dir(&dir).unwrap();
+        fs::write(&config, config_for("\"INBOX\"")).unwrap();
+        let daemon = Daemon::start_at(&config, Some(&rig.bus), rig.state.path());
+        daemon.wait_for_output(WAIT, "watching main/INBOX ");
+
+        // Moved away; a new directory with a changed config appears a moment later.
+        fs::rename(&dir, root.path().join("old-1")).unwrap();
+        daemon.wait_for_output(WAIT, "is gone");
+        fs::create_dir(&dir).unwrap();
+        fs::write(&config, config_for("\"INBOX\", \"Lists\"")).unwrap();
+        daemon.wait_for_output(WAIT, "watching main/Lists ");
+
+        // Swapped for another in two renames, as a dotfiles tool deploys.
+        let next = root.path().join("next");
+        fs::create_dir(&next).unwrap();
+        fs::write(next.join("config.toml"), config_for("\"INBOX\"")).unwrap();
+        fs::rename(&dir, root.path().join("old-2")).unwrap();
+        fs::rename(&next, &dir).unwrap();
+        daemon.wait_for_output(WAIT, "1 kept, 0 restarted, 1 stopped, 0 started");
+
+        // And an ordinary edit in the newest directory is seen too.
+        let tmp = dir.join("config.toml.new");
+        fs::write(&tmp, config_for("\"INBOX\", \"Lists\"")).unwrap();
+        fs::rename(&tmp, &config).unwrap();
+        daemon.wait_for_output_count(WAIT, "watching main/Lists ", 2);
+        assert_eq!(daemon.count_output("config file watching stopped"), 0);
+        assert!(daemon.try_wait().is_none(), "{}", daemon.output());
+
+        // It still announces.
+        rig.dovecot
+            .append("Lists", &message("after the swaps", "sender@example.com"));
+        let lines = rig.wait_new_mail(1);
+        assert_eq!(subjects(&lines), ["after the swaps"]);
     });
 }
