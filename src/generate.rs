@@ -701,7 +701,10 @@ const KEYS: &[Key] = &[
         doc: "A program and its arguments, run without a shell when new mail arrives, e.g. \
               \\fB[\"mbsync\", \"\\-a\"]\\fR to fetch it or \\fB[\"notmuch\", \"new\"]\\fR. \
               Messages that arrive within \\fBhook_debounce_ms\\fR of each other make one \
-              run.",
+              run. \
+              Hooks run at most once per message: when the daemon stops, a running hook is \
+              killed and messages still waiting for their run are logged and dropped, and \
+              they are not offered again after a restart.",
     },
     Key {
         table: "hooks",

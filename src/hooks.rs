@@ -36,6 +36,13 @@
 //!
 //! A hook that leaves a background process behind should give that process its own stderr
 //! (`mbsync -a 2>/dev/null &`): the pipe is closed once the hook itself exits.
+//!
+//! Delivery is at most once, unlike popups (at least once). At shutdown a running hook is
+//! killed and a batch still in its debounce window is dropped, with a warning naming its
+//! UIDs, so that SIGTERM is done within about 2 s; and the mailbox's cursor was saved when
+//! the mail was announced, so neither a restart nor a crash offers those messages to the
+//! hooks again. Running them at shutdown instead would hold the stop for up to
+//! `hook_timeout_secs` (twice, with `on_new_mail_post`) and still not cover a crash.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -180,8 +187,9 @@ impl Hooks {
         }
     }
 
-    /// Stops accepting work, drops batches still waiting, kills running hooks (their process
-    /// groups) and joins the threads, waiting at most about a second in all.
+    /// Stops accepting work, drops batches still waiting (a warning names their UIDs), kills
+    /// running hooks (their process groups) and joins the threads, waiting at most about a
+    /// second in all. Hooks are at most once: see the module documentation.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -425,6 +433,34 @@ fn stderr_suffix(stderr: &[u8]) -> String {
     }
 }
 
+/// How many UIDs [`uid_list`] names before it stops.
+const UID_LIST_MAX: usize = 20;
+
+/// `INBOX 3, 4; Lists 7`: the UIDs of `mails` by mailbox, in arrival order, at most
+/// [`UID_LIST_MAX`] of them (then `…`).
+fn uid_list(mails: &[Queued]) -> String {
+    let mut out = String::new();
+    let mut current: Option<&str> = None;
+    for (i, q) in mails.iter().enumerate() {
+        if i == UID_LIST_MAX {
+            out.push_str(", …");
+            break;
+        }
+        if current != Some(q.mailbox.as_str()) {
+            if current.is_some() {
+                out.push_str("; ");
+            }
+            out.push_str(&decode::controls_escaped(&q.mailbox));
+            out.push(' ');
+            current = Some(&q.mailbox);
+        } else {
+            out.push_str(", ");
+        }
+        out.push_str(&q.mail.uid.to_string());
+    }
+    out
+}
+
 // ---- the account's thread --------------------------------------------------------------
 
 struct Worker {
@@ -463,11 +499,14 @@ impl Worker {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // At most once: the cursor was saved when the mail was announced, so this batch is
+        // not offered again after a restart (README, Hooks). Said loudly enough to act on.
         if let Some(p) = self.batch.take() {
-            log::info!(
-                "{}: shutting down; hooks not run for {} pending message(s)",
+            log::warn!(
+                "{}: shutting down; hooks not run for {} pending message(s) ({})",
                 self.account,
-                p.mails.len()
+                p.mails.len(),
+                uid_list(&p.mails)
             );
         }
     }
@@ -840,6 +879,23 @@ mod tests {
         assert_eq!(level, log::Level::Warn);
         assert!(line.contains("could not be started"), "{line}");
         assert_eq!(d(&Outcome::Stopped).0, log::Level::Info);
+    }
+
+    #[test]
+    fn dropped_batches_name_their_uids_by_mailbox() {
+        assert_eq!(
+            uid_list(&[
+                queued("INBOX", 3, "a", "s"),
+                queued("INBOX", 4, "a", "s"),
+                queued("Lists", 7, "a", "s"),
+                queued("a\nb", 1, "a", "s"),
+            ]),
+            "INBOX 3, 4; Lists 7; a\\nb 1"
+        );
+        let many: Vec<Queued> = (1..=25).map(|u| queued("INBOX", u, "a", "s")).collect();
+        let text = uid_list(&many);
+        assert!(text.starts_with("INBOX 1, 2, "), "{text}");
+        assert!(text.ends_with("19, 20, …"), "{text}");
     }
 
     #[test]

@@ -340,3 +340,46 @@ fn a_replaced_config_directory_is_still_watched() {
         assert_eq!(subjects(&lines), ["after the swaps"]);
     });
 }
+
+#[test]
+fn hooks_are_at_most_once_a_pending_batch_is_named_and_dropped_at_a_prompt_stop() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let scratch = tempfile::tempdir().unwrap();
+        let ran = scratch.path().join("ran");
+        // A long debounce window: the batch is still waiting when SIGTERM comes.
+        let account = format!(
+            "{}on_new_mail = [\"touch\", {}]\nhook_debounce_ms = 600000\n",
+            rig.dovecot.account_toml("main", "implicit"),
+            toml_string(&ran.to_string_lossy())
+        );
+        let mut daemon = rig.daemon(&account, &["main/INBOX"]);
+        rig.append("waits for its hook");
+        rig.wait_new_mail(1);
+        rig.notifications.wait_for_count(1, WAIT);
+
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0), "{}", daemon.output());
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+        let line = daemon.wait_for_output(WAIT, "hooks not run for");
+        assert!(
+            line.contains("WARN")
+                && line.contains(
+                    "main: shutting down; hooks not run for 1 pending message(s) (INBOX 1)"
+                ),
+            "{line}"
+        );
+        assert!(!ran.exists(), "the hook ran after all");
+
+        // Not offered again after a restart: the cursor had been saved.
+        let mut again = rig.daemon(&account.replace("600000", "0"), &["main/INBOX"]);
+        rig.append("live");
+        again.wait_for_output(WAIT, "subject=\"live\"");
+        again.wait_for_output(WAIT, "on_new_mail \"touch\" for 1 message(s) exited 0");
+        assert_eq!(
+            subjects(&rig.new_mail_lines()),
+            ["waits for its hook", "live"]
+        );
+        assert_eq!(again.terminate().0.code(), Some(0));
+    });
+}
