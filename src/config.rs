@@ -754,8 +754,13 @@ impl Validator<'_> {
                         self.report(&mb_span, "mailbox name must not be empty");
                     } else if mb.contains(['\r', '\n', '\0']) {
                         self.report(&mb_span, "mailbox name must not contain line breaks or NUL");
-                    } else if names.contains(&mb) {
-                        self.report(&mb_span, format!("mailbox {mb:?} is listed twice"));
+                    } else if let Some(first) = names.iter().find(|n| same_mailbox(n, &mb)) {
+                        let why = if *first == mb {
+                            String::new()
+                        } else {
+                            format!(" (as {first:?}: INBOX is case-insensitive)")
+                        };
+                        self.report(&mb_span, format!("mailbox {mb:?} is listed twice{why}"));
                     } else {
                         if let Some(n) = notify {
                             mailbox_notify.insert(mb.clone(), n);
@@ -958,6 +963,12 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// Whether two configured mailbox names mean the same mailbox: equal, or both INBOX, whose
+/// name alone is case-insensitive (RFC 3501 §5.1; `INBOX/x` and `Inbox/x` may differ).
+fn same_mailbox(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1095,6 +1106,34 @@ facility = "nope"
         assert!(p[4].message.contains("listed twice"));
         assert!(p[5].message.contains("udp:HOST:PORT"));
         assert!(p[6].message.contains("facility"));
+    }
+
+    #[test]
+    fn inbox_is_listed_twice_in_any_case_other_names_are_case_sensitive() {
+        let text = "[[accounts]]\nname = \"a\"\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\n\
+                    mailboxes = [\"INBOX\", \"Work\", \"work\", { name = \"Inbox\" }, \"inbox\"]\n";
+        let p = problems(text);
+        assert_eq!(
+            p.iter()
+                .map(|p| (p.line, p.column, p.message.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    6,
+                    39,
+                    "mailbox \"Inbox\" is listed twice (as \"INBOX\": INBOX is case-insensitive)"
+                ),
+                (
+                    6,
+                    59,
+                    "mailbox \"inbox\" is listed twice (as \"INBOX\": INBOX is case-insensitive)"
+                ),
+            ],
+            "{p:#?}"
+        );
+        assert!(same_mailbox("INBOX", "iNbOx"));
+        assert!(!same_mailbox("INBOX/Work", "Inbox/Work"));
+        assert!(!same_mailbox("Work", "work"));
     }
 
     #[test]

@@ -205,6 +205,14 @@ invalid.
 The systemd unit does not restart the service after this status: fix the file, check it
 with \fBmailpushd \-\-check\fR, then start the service again.
 .TP
+\fB75\fR
+\fBEX_TEMPFAIL\fR: another \fBmailpushd\fR already runs on the same state directory
+(it holds the lock file \fIlock\fR there, see \fBFILES\fR); the message names its PID.
+Two would announce every message twice.
+The systemd unit does not restart the service after this status either: stop the other
+one, then start the service again.
+\fB\-\-check\fR never takes the lock.
+.TP
 \fB1\fR
 Any other failure, including \fB\-\-check \-\-connect\fR finding an account or mailbox that
 cannot be used.
@@ -253,11 +261,16 @@ It may hold a password: keep it private (\fBchmod 600\fR).
 \fI~/.local/state/mailpushd/\fR
 State: one small file per watched mailbox holding its UIDVALIDITY and the next UID not yet
 announced, replaced atomically after every announcement.
-The files are named after the user name, host and mailbox, so renaming an account keeps
-its state.
+The files are named after the user name, host, port and mailbox, so renaming an account
+keeps its state; files of earlier versions, named without the port, are renamed on start.
 A file that cannot be parsed is renamed to \fI*.corrupt\-\fItime\fR and the mailbox starts
 afresh.
 Deleting the directory is safe: mail then present is simply not announced.
+.TP
+\fI~/.local/state/mailpushd/lock\fR
+Held (\fBflock\fR(2)) by the running daemon, and holding its PID, so that only one
+\fBmailpushd\fR runs per state directory.
+It is harmless when left behind: the lock ends with the process.
 .TP
 \fI/usr/lib/systemd/user/mailpushd.service\fR
 The systemd user unit.
@@ -409,6 +422,9 @@ const KEYS: &[Key] = &[
               It must finish within 60 seconds and print something; otherwise the attempt \
               fails with its exit status and standard error, and is retried like any other \
               failure. \
+              It runs in a process group of its own, which is killed at the 60 seconds or when \
+              the daemon stops; a process it leaves behind that still holds its standard \
+              output is killed one second after it exits. \
               For example \\fB[\"pass\", \"show\", \"mail/work\"]\\fR or \
               \\fB[\"secret\\-tool\", \"lookup\", \"service\", \"imap\", \"user\", \"me\"]\\fR.",
     },
@@ -423,7 +439,8 @@ const KEYS: &[Key] = &[
               names with non\\-ASCII characters are encoded for the server (modified UTF\\-7) \
               automatically. \
               Each gets its own connection. \
-              Names must not be empty, repeated or contain line breaks. \
+              Names must not be empty, repeated or contain line breaks; \
+              \\fBINBOX\\fR is case\\-insensitive, so \\fB\"Inbox\"\\fR repeats it. \
               An entry can also be a table, \\fB{ name = \"Lists\", notify = false }\\fR, whose \
               \\fBnotify\\fR overrides the account's for that mailbox.",
     },
@@ -698,7 +715,10 @@ const KEYS: &[Key] = &[
         doc: "A program and its arguments, run without a shell when new mail arrives, e.g. \
               \\fB[\"mbsync\", \"\\-a\"]\\fR to fetch it or \\fB[\"notmuch\", \"new\"]\\fR. \
               Messages that arrive within \\fBhook_debounce_ms\\fR of each other make one \
-              run.",
+              run. \
+              Hooks run at most once per message: when the daemon stops, a running hook is \
+              killed and messages still waiting for their run are logged and dropped, and \
+              they are not offered again after a restart.",
     },
     Key {
         table: "hooks",

@@ -36,11 +36,18 @@
 //!
 //! A hook that leaves a background process behind should give that process its own stderr
 //! (`mbsync -a 2>/dev/null &`): the pipe is closed once the hook itself exits.
+//!
+//! Delivery is at most once, unlike popups (at least once). At shutdown a running hook is
+//! killed and a batch still in its debounce window is dropped, with a warning naming its
+//! UIDs, so that SIGTERM is done within about 2 s; and the mailbox's cursor was saved when
+//! the mail was announced, so neither a restart nor a crash offers those messages to the
+//! hooks again. Running them at shutdown instead would hold the stop for up to
+//! `hook_timeout_secs` (twice, with `on_new_mail_post`) and still not cover a crash.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -48,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::child::{self, Capture};
 use crate::config::HookConfig;
 use crate::decode;
 use crate::outputs::Announcement;
@@ -179,8 +187,9 @@ impl Hooks {
         }
     }
 
-    /// Stops accepting work, drops batches still waiting, kills running hooks (their process
-    /// groups) and joins the threads, waiting at most about a second in all.
+    /// Stops accepting work, drops batches still waiting (a warning names their UIDs), kills
+    /// running hooks (their process groups) and joins the threads, waiting at most about a
+    /// second in all. Hooks are at most once: see the module documentation.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -424,6 +433,34 @@ fn stderr_suffix(stderr: &[u8]) -> String {
     }
 }
 
+/// How many UIDs [`uid_list`] names before it stops.
+const UID_LIST_MAX: usize = 20;
+
+/// `INBOX 3, 4; Lists 7`: the UIDs of `mails` by mailbox, in arrival order, at most
+/// [`UID_LIST_MAX`] of them (then `…`).
+fn uid_list(mails: &[Queued]) -> String {
+    let mut out = String::new();
+    let mut current: Option<&str> = None;
+    for (i, q) in mails.iter().enumerate() {
+        if i == UID_LIST_MAX {
+            out.push_str(", …");
+            break;
+        }
+        if current != Some(q.mailbox.as_str()) {
+            if current.is_some() {
+                out.push_str("; ");
+            }
+            out.push_str(&decode::controls_escaped(&q.mailbox));
+            out.push(' ');
+            current = Some(&q.mailbox);
+        } else {
+            out.push_str(", ");
+        }
+        out.push_str(&q.mail.uid.to_string());
+    }
+    out
+}
+
 // ---- the account's thread --------------------------------------------------------------
 
 struct Worker {
@@ -462,11 +499,14 @@ impl Worker {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // At most once: the cursor was saved when the mail was announced, so this batch is
+        // not offered again after a restart (README, Hooks). Said loudly enough to act on.
         if let Some(p) = self.batch.take() {
-            log::info!(
-                "{}: shutting down; hooks not run for {} pending message(s)",
+            log::warn!(
+                "{}: shutting down; hooks not run for {} pending message(s) ({})",
                 self.account,
-                p.mails.len()
+                p.mails.len(),
+                uid_list(&p.mails)
             );
         }
     }
@@ -567,7 +607,7 @@ impl Worker {
         };
         let deadline = Instant::now() + timeout;
         let mut feed = child.stdin.take().and_then(|pipe| Feed::new(pipe, stdin));
-        let mut capture = Capture::new(child.stderr.take());
+        let mut capture = Capture::new(child.stderr.take(), STDERR_LIMIT);
         loop {
             if feed.as_mut().is_some_and(|f| f.pump()) {
                 // Everything written, or the hook closed its stdin: EOF for the hook.
@@ -583,13 +623,13 @@ impl Worker {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    kill(&mut child);
+                    child::kill_group(&mut child);
                     return Outcome::Lost(e);
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                kill(&mut child);
+                child::kill_group(&mut child);
                 return Outcome::TimedOut {
                     stderr: capture.finish(),
                 };
@@ -598,23 +638,12 @@ impl Worker {
                 Ok(Msg::Mail { config, mails }) => self.batch.add(Instant::now(), config, mails),
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                    kill(&mut child);
+                    child::kill_group(&mut child);
                     return Outcome::Stopped;
                 }
             }
         }
     }
-}
-
-/// SIGKILL to the hook's process group, then reap the hook. The hook leads its own group
-/// (`process_group(0)`), so the group id is its pid, which cannot have been reused: the
-/// hook has not been waited for yet.
-fn kill(child: &mut Child) {
-    let group = rustix::process::Pid::from_child(child);
-    if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_err() {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
 }
 
 /// The JSON for the hook's stdin, written without blocking as the pipe takes it.
@@ -646,56 +675,6 @@ impl<'a> Feed<'a> {
             }
         }
         true
-    }
-}
-
-/// The first [`STDERR_LIMIT`] bytes of the hook's stderr; the rest is read and dropped so
-/// the hook never blocks on a full pipe.
-struct Capture {
-    pipe: Option<ChildStderr>,
-    kept: Vec<u8>,
-}
-
-impl Capture {
-    fn new(pipe: Option<ChildStderr>) -> Self {
-        let pipe = pipe.filter(|p| rustix::io::ioctl_fionbio(p, true).is_ok());
-        Capture {
-            pipe,
-            kept: Vec::new(),
-        }
-    }
-
-    /// Reads what is there, at most 64 KiB a call so a flood cannot hold up the timeout.
-    fn pump(&mut self) {
-        let Some(pipe) = self.pipe.as_mut() else {
-            return;
-        };
-        let mut chunk = [0u8; 4096];
-        for _ in 0..16 {
-            match pipe.read(&mut chunk) {
-                Ok(0) => {
-                    self.pipe = None;
-                    return;
-                }
-                Ok(n) => {
-                    let room = STDERR_LIMIT - self.kept.len();
-                    self.kept.extend_from_slice(&chunk[..n.min(room)]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.pipe = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The last read after the hook ended; the pipe is closed here, even if a background
-    /// process of the hook still holds its other end.
-    fn finish(mut self) -> Vec<u8> {
-        self.pump();
-        self.kept
     }
 }
 
@@ -900,6 +879,23 @@ mod tests {
         assert_eq!(level, log::Level::Warn);
         assert!(line.contains("could not be started"), "{line}");
         assert_eq!(d(&Outcome::Stopped).0, log::Level::Info);
+    }
+
+    #[test]
+    fn dropped_batches_name_their_uids_by_mailbox() {
+        assert_eq!(
+            uid_list(&[
+                queued("INBOX", 3, "a", "s"),
+                queued("INBOX", 4, "a", "s"),
+                queued("Lists", 7, "a", "s"),
+                queued("a\nb", 1, "a", "s"),
+            ]),
+            "INBOX 3, 4; Lists 7; a\\nb 1"
+        );
+        let many: Vec<Queued> = (1..=25).map(|u| queued("INBOX", u, "a", "s")).collect();
+        let text = uid_list(&many);
+        assert!(text.starts_with("INBOX 1, 2, "), "{text}");
+        assert!(text.ends_with("19, 20, …"), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod burst;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod config_watch;
@@ -16,6 +17,7 @@ pub mod event;
 pub mod generate;
 pub mod hooks;
 pub mod imap;
+pub mod instance;
 pub mod logging;
 pub mod mutf7;
 pub mod nesting;
@@ -43,6 +45,10 @@ use anyhow::Context;
 
 /// sysexits.h EX_CONFIG: the configuration is unusable. systemd's unit does not restart on it.
 pub const EX_CONFIG: u8 = 78;
+
+/// sysexits.h EX_TEMPFAIL: another mailpushd already runs on the same state directory
+/// ([`instance`]). systemd's unit does not restart on it either: the other one is running.
+pub const EX_ALREADY_RUNNING: u8 = 75;
 
 /// Runs the command line: `--check`, or the daemon in the foreground.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
@@ -101,6 +107,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         std::env::var_os("HOME").map(Into::into),
     ));
     log::debug!("state directory: {}", store.dir().display());
+    // Held until the supervisor returns: every output and state write happens under it.
+    let _lock = match instance::InstanceLock::acquire(store.dir()) {
+        Ok(lock) => lock,
+        Err(e @ instance::InstanceError::Running { .. }) => {
+            log::error!("{e}");
+            return Ok(ExitCode::from(EX_ALREADY_RUNNING));
+        }
+        Err(e) => return Err(e).context("taking the single-instance lock"),
+    };
     supervisor::run(path, cfg, store).context("starting the supervisor")?;
     Ok(ExitCode::SUCCESS)
 }

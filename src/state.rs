@@ -2,9 +2,11 @@
 //! that "never miss, never repeat" holds across daemon restarts as well as reconnects.
 //!
 //! One small TOML file per mailbox in `$XDG_STATE_HOME/mailpushd/` (else
-//! `~/.local/state/mailpushd/`), named after user, host and mailbox, not the account's
+//! `~/.local/state/mailpushd/`), named after user, host, port and mailbox, not the account's
 //! display name, so renaming an account keeps its state while pointing it at another server
-//! does not. Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash
+//! does not. The port is part of the name because two servers can share a host name (SSH
+//! tunnels on localhost); names without it, from earlier versions, are still read and renamed
+//! ([`StateStore::path_migrated`]). Writes are atomic (temp file, fsync, rename, fsync of the directory): a crash
 //! mid-write leaves the old state. A file that does not parse is renamed aside and reported,
 //! never fatal.
 
@@ -66,10 +68,40 @@ impl StateStore {
         &self.dir
     }
 
-    /// The file that holds the state of `mailbox` for `username` on `host`.
-    pub fn path(&self, username: &str, host: &str, mailbox: &str) -> PathBuf {
+    /// The file that holds the state of `mailbox` for `username` on `host`:`port`.
+    pub fn path(&self, username: &str, host: &str, port: u16, mailbox: &str) -> PathBuf {
         self.dir
-            .join(format!("{}.toml", file_stem(username, host, mailbox)))
+            .join(format!("{}.toml", file_stem(username, host, port, mailbox)))
+    }
+
+    /// [`StateStore::path`], after adopting the file of an earlier version if there is one:
+    /// when no file has the current name and one named without the port (as earlier versions named it)
+    /// exists, that one is renamed to the current name, so an upgrade loses nothing.
+    ///
+    /// Two accounts that differ only by port shared that one old file; the first to ask
+    /// gets it, and the other starts afresh (as it did before: the shared file held the
+    /// other server's UIDVALIDITY). A failed rename is logged and leaves the old file.
+    pub fn path_migrated(&self, username: &str, host: &str, port: u16, mailbox: &str) -> PathBuf {
+        let path = self.path(username, host, port, mailbox);
+        let legacy = self.dir.join(format!(
+            "{}.toml",
+            legacy_file_stem(username, host, mailbox)
+        ));
+        if !path.exists() && legacy.exists() {
+            match fs::rename(&legacy, &path) {
+                Ok(()) => log::info!(
+                    "state file {} renamed to {} (state files now include the port)",
+                    legacy.display(),
+                    path.display()
+                ),
+                Err(e) => log::warn!(
+                    "cannot rename state file {} to {}: {e}; starting afresh",
+                    legacy.display(),
+                    path.display()
+                ),
+            }
+        }
+        path
     }
 
     pub fn load(&self, path: &Path) -> Loaded {
@@ -143,19 +175,25 @@ impl StateStore {
     }
 }
 
-/// `user@host+mailbox`, each part with every byte outside `[A-Za-z0-9._-]` percent-encoded,
-/// so the separators `@` and `+` appear only between parts and no two mailboxes share a
-/// name; very long names are cut and suffixed with a hash.
-fn file_stem(username: &str, host: &str, mailbox: &str) -> String {
-    fn enc(part: &str, out: &mut String) {
-        for b in part.bytes() {
-            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
+/// `user@host+port+mailbox`, each text part with every byte outside `[A-Za-z0-9._-]`
+/// percent-encoded, so the separators `@` and `+` appear only between parts and no two
+/// mailboxes share a name; very long names are cut and suffixed with a hash. Two `+` tell
+/// it from the older `user@host+mailbox`, whose mailbox part can hold no `+`.
+fn file_stem(username: &str, host: &str, port: u16, mailbox: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let mut out = String::new();
+    enc(username, &mut out);
+    out.push('@');
+    enc(&host, &mut out);
+    out.push('+');
+    out.push_str(&port.to_string());
+    out.push('+');
+    enc(mailbox, &mut out);
+    finish_stem(out, &format!("{username}\0{host}\0{port}\0{mailbox}"))
+}
+
+/// The name before 0.2, without the port: `user@host+mailbox`. Read only, to migrate.
+fn legacy_file_stem(username: &str, host: &str, mailbox: &str) -> String {
     let host = host.to_ascii_lowercase();
     let mut out = String::new();
     enc(username, &mut out);
@@ -163,12 +201,27 @@ fn file_stem(username: &str, host: &str, mailbox: &str) -> String {
     enc(&host, &mut out);
     out.push('+');
     enc(mailbox, &mut out);
+    finish_stem(out, &format!("{username}\0{host}\0{mailbox}"))
+}
+
+/// Percent-encodes every byte of `part` outside `[A-Za-z0-9._-]` onto `out`.
+fn enc(part: &str, out: &mut String) {
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// Cuts a stem longer than [`MAX_STEM`] and appends the hash of `raw` (the unencoded
+/// parts); encodes a leading dot, which would hide the file.
+fn finish_stem(mut out: String, raw: &str) -> String {
     if out.len() > MAX_STEM {
-        let raw = format!("{username}\0{host}\0{mailbox}");
         out.truncate(MAX_STEM);
         out.push_str(&format!("~{:016x}", fnv1a(raw.as_bytes())));
     }
-    // A leading dot would hide the file; encode it.
     if let Some(rest) = out.strip_prefix('.') {
         out = format!("%2E{rest}");
     }
@@ -201,7 +254,7 @@ mod tests {
     #[test]
     fn save_then_load_round_trips() {
         let (_d, s) = store();
-        let p = s.path("me@example.com", "IMAP.example.com", "INBOX");
+        let p = s.path("me@example.com", "IMAP.example.com", 993, "INBOX");
         assert_eq!(s.load(&p), Loaded::Missing);
         s.save(&p, C, "me@example.com on imap.example.com, INBOX")
             .unwrap();
@@ -229,7 +282,7 @@ mod tests {
     #[test]
     fn a_crash_before_rename_leaves_the_old_state() {
         let (_d, s) = store();
-        let p = s.path("u", "h", "INBOX");
+        let p = s.path("u", "h", 993, "INBOX");
         s.save(&p, C, "x").unwrap();
         // What a crash mid-write leaves: a half-written temp file beside the real one.
         fs::write(p.with_extension("toml.tmp-999"), "uid_valid").unwrap();
@@ -239,7 +292,7 @@ mod tests {
     #[test]
     fn corrupt_files_are_set_aside_not_fatal() {
         let (_d, s) = store();
-        let p = s.path("u", "h", "INBOX");
+        let p = s.path("u", "h", 993, "INBOX");
         fs::create_dir_all(s.dir()).unwrap();
         for junk in [
             &b"uid_validity = \"x\"\n"[..],
@@ -266,23 +319,91 @@ mod tests {
 
     #[test]
     fn file_names_are_safe_and_distinct() {
-        let a = file_stem("me@example.com", "Imap.Example.com", "其他/工作");
+        let a = file_stem("me@example.com", "Imap.Example.com", 993, "其他/工作");
         assert!(
             a.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._@+-%".contains(&b)),
             "{a}"
         );
-        assert_ne!(a, file_stem("me@example.com", "imap.example.com", "INBOX"));
+        assert_ne!(
+            a,
+            file_stem("me@example.com", "imap.example.com", 993, "INBOX")
+        );
         // Host names are case-insensitive.
         assert_eq!(
             a,
-            file_stem("me@example.com", "imap.example.com", "其他/工作")
+            file_stem("me@example.com", "imap.example.com", 993, "其他/工作")
         );
-        assert_ne!(file_stem("a/b", "h", "c"), file_stem("a", "h", "b/c"));
-        assert!(!file_stem(".hidden", "h", "x").starts_with('.'));
-        let long = file_stem("u", "h", &"x".repeat(1000));
+        assert_ne!(
+            file_stem("a/b", "h", 993, "c"),
+            file_stem("a", "h", 993, "b/c")
+        );
+        assert!(!file_stem(".hidden", "h", 993, "x").starts_with('.'));
+        let long = file_stem("u", "h", 993, &"x".repeat(1000));
         assert!(long.len() < 220, "{}", long.len());
-        assert_ne!(long, file_stem("u", "h", &"x".repeat(999)));
+        assert_ne!(long, file_stem("u", "h", 993, &"x".repeat(999)));
+    }
+
+    #[test]
+    fn accounts_that_differ_only_by_port_have_their_own_files() {
+        let (_d, s) = store();
+        let a = s.path("me", "localhost", 1993, "INBOX");
+        let b = s.path("me", "localhost", 2993, "INBOX");
+        assert_ne!(a, b);
+        assert_eq!(
+            a.file_name().unwrap().to_str().unwrap(),
+            "me@localhost+1993+INBOX.toml"
+        );
+        s.save(&a, C, "a").unwrap();
+        let other = Cursor {
+            uid_validity: 7,
+            next_uid: 3,
+        };
+        s.save(&b, other, "b").unwrap();
+        assert_eq!(s.load(&a), Loaded::Found(C));
+        assert_eq!(s.load(&b), Loaded::Found(other));
+        // The port is a part of its own: no host or mailbox can imitate it.
+        assert_ne!(
+            file_stem("me", "h", 993, "1+INBOX"),
+            file_stem("me", "h+993", 1, "INBOX")
+        );
+        assert_ne!(
+            file_stem("me", "h", 993, "INBOX"),
+            legacy_file_stem("me", "h", "INBOX")
+        );
+    }
+
+    #[test]
+    fn a_file_named_without_the_port_is_adopted_once() {
+        let (_d, s) = store();
+        fs::create_dir_all(s.dir()).unwrap();
+        let legacy = s
+            .dir()
+            .join(format!("{}.toml", legacy_file_stem("me", "Host", "INBOX")));
+        assert_eq!(legacy.file_name().unwrap(), "me@host+INBOX.toml");
+        s.save(&legacy, C, "from an earlier version").unwrap();
+
+        let p = s.path_migrated("me", "HOST", 993, "INBOX");
+        assert_eq!(p, s.path("me", "host", 993, "INBOX"));
+        assert_eq!(s.load(&p), Loaded::Found(C));
+        assert!(!legacy.exists(), "renamed, not copied");
+
+        // A second account on another port finds nothing left to adopt: it starts afresh.
+        let q = s.path_migrated("me", "host", 143, "INBOX");
+        assert_eq!(s.load(&q), Loaded::Missing);
+
+        // A current file is never replaced by an old one.
+        let newer = Cursor { next_uid: 99, ..C };
+        s.save(&p, newer, "x").unwrap();
+        s.save(&legacy, C, "stale").unwrap();
+        assert_eq!(s.path_migrated("me", "host", 993, "INBOX"), p);
+        assert_eq!(s.load(&p), Loaded::Found(newer));
+        assert!(legacy.exists());
+
+        // Nothing to adopt, nothing done; no directory needed.
+        let empty = StateStore::new(s.dir().join("missing"));
+        let r = empty.path_migrated("u", "h", 1, "INBOX");
+        assert_eq!(empty.load(&r), Loaded::Missing);
     }
 
     #[test]
@@ -301,7 +422,7 @@ mod tests {
     #[test]
     fn control_characters_in_the_description_keep_the_file_loadable() {
         let (_d, s) = store();
-        let p = s.path("u", "h", "INBOX");
+        let p = s.path("u", "h", 993, "INBOX");
         // The watcher's description is "{username} on {host}, mailbox {mailbox}"; the config
         // lets a username hold any character and a mailbox any but CR, LF and NUL.
         for description in [
@@ -322,12 +443,12 @@ mod tests {
         // `user@host/mailbox` is joined before it is encoded, so an `@` or `/` inside a
         // part can move the boundaries.
         assert_ne!(
-            file_stem("alice", "imap.example.com", "lists@work/archive"),
-            file_stem("alice@imap.example.com/lists", "work", "archive")
+            file_stem("alice", "imap.example.com", 993, "lists@work/archive"),
+            file_stem("alice@imap.example.com/lists", "work", 993, "archive")
         );
         assert_ne!(
-            file_stem("me@example.com", "imap.example.com", "INBOX"),
-            file_stem("me", "example.com@imap.example.com", "INBOX")
+            file_stem("me@example.com", "imap.example.com", 993, "INBOX"),
+            file_stem("me", "example.com@imap.example.com", 993, "INBOX")
         );
     }
 
@@ -335,7 +456,7 @@ mod tests {
     #[test]
     fn a_cursor_past_the_last_uid_plus_one_is_corrupt() {
         let (_d, s) = store();
-        let p = s.path("u", "h", "INBOX");
+        let p = s.path("u", "h", 993, "INBOX");
         fs::create_dir_all(s.dir()).unwrap();
         // 2^32 (after UID 4294967295) is the highest cursor a mailbox can reach; a higher
         // one would silence the mailbox until UIDVALIDITY changes.

@@ -239,9 +239,10 @@ impl Watcher {
         shared: Shared,
         control: Arc<Control>,
     ) -> Self {
-        let state_path = shared
-            .store
-            .path(&account.username, &account.host, &mailbox);
+        let state_path =
+            shared
+                .store
+                .path_migrated(&account.username, &account.host, account.port, &mailbox);
         Watcher {
             wire_mailbox: mutf7::encode(&mailbox),
             backoff: Backoff::new(BACKOFF_FIRST, account.reconnect_max),
@@ -438,7 +439,8 @@ impl Watcher {
             r.phase = Phase::Connecting;
             r.next_retry = None;
         });
-        let password = credentials::resolve(&self.account.secret)?;
+        let password =
+            credentials::resolve_until(&self.account.secret, || self.control.stopping())?;
         let control = Arc::clone(&self.control);
         let mut conn = imap::connect(&self.account, &password, |i| control.register(i))?;
         drop(password);

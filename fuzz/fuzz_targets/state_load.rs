@@ -37,7 +37,7 @@ fn clear(dir: &PathBuf) {
 fuzz_target!(|data: &[u8]| {
     let dir = scratch();
     let store = StateStore::new(dir.clone());
-    let path = store.path("me@example.com", "imap.example.com", "INBOX");
+    let path = store.path("me@example.com", "imap.example.com", 993, "INBOX");
     fs::write(&path, data).expect("write state file");
 
     match store.load(&path) {

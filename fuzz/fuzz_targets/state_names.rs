@@ -1,5 +1,5 @@
 //! State file names (`StateStore::path`) and the save/load round trip, for arbitrary
-//! usernames, hosts and mailboxes.
+//! usernames, hosts, ports and mailboxes.
 //!
 //! - the file name is `<stem>.toml` in the store's directory, at most 255 bytes, made of
 //!   `[A-Za-z0-9._@+%~-]` only, not hidden (no leading `.`), the same for any host case;
@@ -23,6 +23,7 @@ use mailpushd::state::{Loaded, StateStore};
 struct Input {
     user: String,
     host: String,
+    port: u16,
     mailbox: String,
     other: Other,
     uid_validity: u32,
@@ -76,7 +77,7 @@ fuzz_target!(|input: Input| {
     let dir = scratch();
     let store = StateStore::new(dir.clone());
     let (u, h, m) = (&input.user, &input.host, &input.mailbox);
-    let path = store.path(u, h, m);
+    let path = store.path(u, h, input.port, m);
 
     assert_eq!(path.parent(), Some(dir.as_path()));
     let name = path
@@ -91,8 +92,8 @@ fuzz_target!(|input: Input| {
             .all(|b| b.is_ascii_alphanumeric() || b"._@+%~-".contains(&b)),
         "{name}"
     );
-    assert_eq!(path, store.path(u, &h.to_ascii_uppercase(), m));
-    assert_eq!(path, store.path(u, &h.to_ascii_lowercase(), m));
+    assert_eq!(path, store.path(u, &h.to_ascii_uppercase(), input.port, m));
+    assert_eq!(path, store.path(u, &h.to_ascii_lowercase(), input.port, m));
 
     let other = match input.other {
         Other::Resplit {
@@ -115,7 +116,7 @@ fuzz_target!(|input: Input| {
         if !same && !known {
             assert_ne!(
                 path,
-                store.path(&u2, &h2, &m2),
+                store.path(&u2, &h2, input.port, &m2),
                 "({u:?}, {h:?}, {m:?}) and ({u2:?}, {h2:?}, {m2:?}) share a state file"
             );
         }

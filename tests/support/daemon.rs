@@ -65,8 +65,24 @@ impl Daemon {
         Self::start_inner(config_toml, bus, Some(state_home), env)
     }
 
+    /// Like [`Daemon::start_with_state`], on a config file the test wrote itself at
+    /// `config_path` (to move or replace its directory).
+    pub fn start_at(config_path: &Path, bus: Option<&SessionBus>, state_home: &Path) -> Daemon {
+        Self::start_inner_at(None, Some(config_path), bus, Some(state_home), &[])
+    }
+
     fn start_inner(
         config_toml: &str,
+        bus: Option<&SessionBus>,
+        state_home: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Self::start_inner_at(Some(config_toml), None, bus, state_home, env)
+    }
+
+    fn start_inner_at(
+        config_toml: Option<&str>,
+        config_at: Option<&Path>,
         bus: Option<&SessionBus>,
         state_home: Option<&Path>,
         env: &[(&str, &str)],
@@ -75,8 +91,11 @@ impl Daemon {
             .prefix("mailpushd-daemon.")
             .tempdir()
             .expect("create daemon temp dir");
-        let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, config_toml).expect("write daemon config");
+        let config_path =
+            config_at.map_or_else(|| dir.path().join("config.toml"), Path::to_path_buf);
+        if let Some(text) = config_toml {
+            std::fs::write(&config_path, text).expect("write daemon config");
+        }
         let home = dir.path().join("home");
         let state = state_home.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let config_home = dir.path().join("config");
