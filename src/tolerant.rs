@@ -969,4 +969,43 @@ mod tests {
             })
         );
     }
+
+    /// Review finding: `feed` re-frames the whole unfinished response from its first byte on
+    /// every read, so a response that never completes (here a FETCH line followed by
+    /// endless `{0}` empty literals, each a new "line") costs time quadratic in its size.
+    /// 2 MiB in 16 KiB reads (what the stream does) must not take much longer than one
+    /// pass over it; it takes ~7 s (debug), 4 MiB ~30 s, and the stream allows 16 MiB.
+    #[test]
+    fn review_an_endless_response_is_framed_in_linear_time() {
+        let mut t = Tolerant::default();
+        t.wrote(b"a2 UID FETCH 1:* (UID FLAGS)\r\n");
+        t.feed(b"* 1 FETCH (UID 1 X {0}\r\n");
+        let chunk: Vec<u8> = b"{0}\r\n".repeat(16 * 1024 / 5);
+        let started = std::time::Instant::now();
+        for _ in 0..(2 << 20) / chunk.len() {
+            t.feed(&chunk);
+        }
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "framing 2 MiB took {took:?}"
+        );
+    }
+
+    /// Review finding: notes pile up without a bound within one answer. Every untagged
+    /// `* NO x` becomes a `Note::Warning` with its own heap string, so 1 MiB of them
+    /// (131,072 lines of 8 bytes) leaves 131,072 notes (several MiB of heap: tens of bytes
+    /// per input byte's worth); 16 MiB per command or IDLE makes hundreds of MiB per
+    /// watcher. The notes kept should be bounded (a count of the rest is enough).
+    #[test]
+    fn review_notes_stay_bounded_under_a_flood_of_warnings() {
+        let mut t = Tolerant::default();
+        t.wrote(b"a2 NOOP\r\n");
+        let flood = b"* NO x\r\n".repeat((1 << 20) / 8);
+        for chunk in flood.chunks(16 * 1024) {
+            t.feed(chunk);
+        }
+        assert!(t.notes.len() <= 1000, "{} notes kept", t.notes.len());
+    }
 }
+
