@@ -367,4 +367,24 @@ mod tests {
             assert_eq!(c.next_uid, 6);
         }
     }
+
+    /// Review finding: a UIDNEXT below the cursor re-baselines at the server's UIDNEXT, and
+    /// the watcher's next check fetches `UIDNEXT:*`. When the low UIDNEXT is stale or wrong
+    /// (a broken server, or a hostile one sending `* OK [UIDNEXT 1]`) while the messages
+    /// above it still exist, every unread one of them, already announced, is announced
+    /// again: the whole unread mailbox for UIDNEXT 1. The log line even says "mail already
+    /// there is not announced". Messages present at the re-baseline (here UIDs 10..49,
+    /// announced in the previous session) must not come back.
+    #[test]
+    fn review_uidnext_went_back_does_not_announce_existing_mail_again() {
+        let prev = Cursor {
+            uid_validity: 7,
+            next_uid: 50,
+        };
+        let mut cursor = start(Some(prev), 7, 10, true).cursor();
+        // What `UID FETCH 10:* (UID FLAGS)` returns on the next wake: the old unread mail.
+        let present: Vec<Seen> = (10..50).map(unseen).collect();
+        let again = cursor.advance(&present);
+        assert!(again.is_empty(), "announced again: {again:?}");
+    }
 }
