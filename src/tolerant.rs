@@ -1007,5 +1007,17 @@ mod tests {
         }
         assert!(t.notes.len() <= 1000, "{} notes kept", t.notes.len());
     }
+
+    /// Review finding (low): a `* BYE` sent after IDLE and before `+` is held with the
+    /// other pre-`+` data; the server then closes, the held BYE never reaches the crate,
+    /// and nothing records it, so the failure reads "connection lost" instead of the
+    /// server's words (peek_bye, used by Connection::failed, finds nothing).
+    #[test]
+    fn review_a_bye_before_the_idle_continuation_is_not_lost() {
+        let mut t = Tolerant::default();
+        let out = through(&mut t, b"a8 IDLE\r\n", b"* BYE server shutting down\r\n");
+        assert!(out.is_empty());
+        assert_eq!(t.peek_bye().as_deref(), Some("server shutting down"));
+    }
 }
 
