@@ -33,6 +33,8 @@ use std::collections::VecDeque;
 
 use imap_proto::{MailboxDatum, Response, Status};
 
+/// Most notes kept between two takes (one command's answer, one IDLE).
+const MAX_NOTES: usize = 100;
 /// Most bytes of a response quoted in a note.
 const EXCERPT_BYTES: usize = 200;
 
@@ -89,6 +91,9 @@ struct Command {
 pub struct Tolerant {
     /// Bytes read and not yet a complete response.
     raw: Vec<u8>,
+    /// How far [`frame`] got in `raw` without finding the end of the response, so the next
+    /// read resumes there: framing costs in step with the bytes, however long the answer.
+    resume: Resume,
     /// Responses ready for the crate, and how much of the front one it has read.
     out: VecDeque<u8>,
     /// A line being written by the crate (it writes a command and its CRLF separately).
@@ -98,6 +103,8 @@ pub struct Tolerant {
     /// A DONE is being swallowed: the server already ended IDLE.
     swallowing: bool,
     notes: Vec<Note>,
+    /// Notes not kept since the last take, past [`MAX_NOTES`].
+    notes_dropped: usize,
     /// A synthetic wake line was handed on and not yet claimed.
     wake: bool,
 }
@@ -114,9 +121,31 @@ impl Tolerant {
     /// Takes bytes read from the server.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.raw.extend_from_slice(bytes);
-        while let Some(len) = frame(&self.raw) {
-            let response: Vec<u8> = self.raw.drain(..len).collect();
-            self.process(response);
+        let mut done = 0;
+        loop {
+            match frame_from(&self.raw[done..], self.resume) {
+                Ok(len) => {
+                    let response = self.raw[done..done + len].to_vec();
+                    done += len;
+                    self.resume = Resume::default();
+                    self.process(response);
+                }
+                Err(resume) => {
+                    self.resume = resume;
+                    break;
+                }
+            }
+        }
+        self.raw.drain(..done);
+    }
+
+    /// Keeps a note, up to [`MAX_NOTES`] between two [`Tolerant::take_notes`]; past that
+    /// they are counted, so a flood of warnings cannot grow memory.
+    fn note(&mut self, note: Note) {
+        if self.notes.len() < MAX_NOTES {
+            self.notes.push(note);
+        } else {
+            self.notes_dropped = self.notes_dropped.saturating_add(1);
         }
     }
 
@@ -135,7 +164,15 @@ impl Tolerant {
 
     /// Notes since the last call.
     pub fn take_notes(&mut self) -> Vec<Note> {
-        std::mem::take(&mut self.notes)
+        let mut notes = std::mem::take(&mut self.notes);
+        let dropped = std::mem::take(&mut self.notes_dropped);
+        if dropped > 0 {
+            notes.push(Note::Dropped {
+                context: self.context(),
+                excerpt: format!("{dropped} more notes of this answer not kept"),
+            });
+        }
+        notes
     }
 
     /// Takes the notes `pred` picks and says whether there were any; the rest stay.
@@ -235,7 +272,7 @@ impl Tolerant {
             if !parses(&fixed) {
                 return self.unreadable(&response);
             }
-            self.notes.push(Note::Normalised {
+            self.note(Note::Normalised {
                 context: self.context(),
                 excerpt: excerpt(&response),
             });
@@ -258,19 +295,24 @@ impl Tolerant {
                 }
             }
             Kind::Warning(text) => {
-                self.notes.push(Note::Warning(text));
+                self.note(Note::Warning(text));
                 if self.idle == Idle::Idling {
                     // Said now, not at the next wake, which may be 25 minutes away.
                     self.wake_idle();
                 }
             }
+            Kind::Bye(ref text) if matches!(self.idle, Idle::AwaitingContinuation(_)) => {
+                // Held with the rest before `+`; if the server closes now, its words stay.
+                self.note(Note::Bye(text.clone()));
+                self.untagged(response);
+            }
             Kind::Bye(text) if matches!(verb, Some("EXAMINE" | "SELECT")) => {
                 // The crate panics on a BYE inside an EXAMINE answer; the closed connection
                 // that follows says the rest, with these words attached.
-                self.notes.push(Note::Bye(text));
+                self.note(Note::Bye(text));
             }
             _ if admitted(verb, &kind) => self.untagged(response),
-            _ => self.notes.push(Note::Dropped {
+            _ => self.note(Note::Dropped {
                 context: self.context(),
                 excerpt: excerpt(&response),
             }),
@@ -309,7 +351,7 @@ impl Tolerant {
     }
 
     fn ended_by_server(&mut self, tagged: Vec<u8>) {
-        self.notes.push(Note::IdleEndedByServer);
+        self.note(Note::IdleEndedByServer);
         self.idle = Idle::EndedByServer(tagged);
         self.wake_idle();
     }
@@ -320,7 +362,7 @@ impl Tolerant {
     }
 
     fn unreadable(&mut self, response: &[u8]) {
-        self.notes.push(Note::Unreadable {
+        self.note(Note::Unreadable {
             context: self.context(),
             excerpt: excerpt(response),
             uid: uid_of(response),
@@ -477,25 +519,54 @@ fn parses(response: &[u8]) -> bool {
 /// is free text, where `{5}` is no literal (the parser reads it as characters, and
 /// src/nesting.rs counts it the same way).
 pub fn frame(buf: &[u8]) -> Option<usize> {
-    let mut start = 0;
+    frame_from(buf, Resume::default()).ok()
+}
+
+/// Where framing stopped in an incomplete response: the start of the line in progress and
+/// how far it was searched for its end.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    line_start: usize,
+    scanned: usize,
+}
+
+/// [`frame`], resuming where an earlier call on the same (grown) buffer stopped: `Ok` with
+/// the length of the complete response, or `Err` with where to resume.
+fn frame_from(buf: &[u8], resume: Resume) -> Result<usize, Resume> {
+    let mut start = resume.line_start;
+    let mut from = resume.scanned.max(start);
     loop {
-        let nl = start + buf[start..].iter().position(|&b| b == b'\n')?;
+        let Some(offset) = buf[from..].iter().position(|&b| b == b'\n') else {
+            return Err(Resume {
+                line_start: start,
+                scanned: buf.len(),
+            });
+        };
+        let nl = from + offset;
         let end = nl + 1;
         if start == 0 && is_status(buf) {
-            return Some(end);
+            return Ok(end);
         }
         let line = buf[start..nl]
             .strip_suffix(b"\r")
             .unwrap_or(&buf[start..nl]);
         match literal_length(line) {
             Some(n) => {
-                let after = end.checked_add(usize::try_from(n).ok()?)?;
+                let after = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| end.checked_add(n))
+                    .unwrap_or(usize::MAX);
                 if buf.len() < after {
-                    return None;
+                    // Wait for the literal; this line is looked at again (it is short).
+                    return Err(Resume {
+                        line_start: start,
+                        scanned: start,
+                    });
                 }
                 start = after;
+                from = after;
             }
-            None => return Some(end),
+            None => return Ok(end),
         }
     }
 }
@@ -976,7 +1047,7 @@ mod tests {
     /// 2 MiB in 16 KiB reads (what the stream does) must not take much longer than one
     /// pass over it; it takes ~7 s (debug), 4 MiB ~30 s, and the stream allows 16 MiB.
     #[test]
-    fn review_an_endless_response_is_framed_in_linear_time() {
+    fn an_endless_response_is_framed_in_linear_time() {
         let mut t = Tolerant::default();
         t.wrote(b"a2 UID FETCH 1:* (UID FLAGS)\r\n");
         t.feed(b"* 1 FETCH (UID 1 X {0}\r\n");
@@ -998,7 +1069,7 @@ mod tests {
     /// per input byte's worth); 16 MiB per command or IDLE makes hundreds of MiB per
     /// watcher. The notes kept should be bounded (a count of the rest is enough).
     #[test]
-    fn review_notes_stay_bounded_under_a_flood_of_warnings() {
+    fn notes_stay_bounded_under_a_flood_of_warnings() {
         let mut t = Tolerant::default();
         t.wrote(b"a2 NOOP\r\n");
         let flood = b"* NO x\r\n".repeat((1 << 20) / 8);
@@ -1013,11 +1084,10 @@ mod tests {
     /// and nothing records it, so the failure reads "connection lost" instead of the
     /// server's words (peek_bye, used by Connection::failed, finds nothing).
     #[test]
-    fn review_a_bye_before_the_idle_continuation_is_not_lost() {
+    fn a_bye_before_the_idle_continuation_is_not_lost() {
         let mut t = Tolerant::default();
         let out = through(&mut t, b"a8 IDLE\r\n", b"* BYE server shutting down\r\n");
         assert!(out.is_empty());
         assert_eq!(t.peek_bye().as_deref(), Some("server shutting down"));
     }
 }
-

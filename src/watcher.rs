@@ -512,6 +512,9 @@ impl Watcher {
                 let idle_started = Instant::now();
                 let wake = conn.idle(self.account.idle_refresh, wake_on_flags);
                 self.report_notes(&mut conn);
+                if !matches!(wake, Ok(Wake::EndedByServer)) {
+                    quick_ends = 0;
+                }
                 match wake? {
                     Wake::Changed { at } => {
                         log::debug!("{key}: woken by the server");
