@@ -13,11 +13,13 @@ use support::{toml_string, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// The files in the state directory but the single-instance `lock`.
 fn state_files(dir: &Path) -> Vec<String> {
     let sub = dir.join("mailpushd");
     std::fs::read_dir(&sub)
         .map(|it| {
             it.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != "lock")
                 .collect()
         })
         .unwrap_or_default()
