@@ -40,7 +40,9 @@ pub fn mark_read(account: Arc<Account>, mailbox: String, uid: u32) {
         let key = format!("{}/{}", account.name, mailbox);
         let result = credentials::resolve(&account.secret)
             .map_err(|e| e.to_string())
-            .and_then(|pw| imap::connect(&account, &pw, |_| {}).map_err(|e| e.to_string()))
+            .and_then(|pw| {
+                imap::connect(&account, &pw, Default::default(), |_| {}).map_err(|e| e.to_string())
+            })
             .and_then(|mut conn| {
                 let r = conn
                     .mark_seen(&mutf7::encode(&mailbox), &mailbox, uid)

@@ -18,7 +18,7 @@ use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::{Account, AuthMethod, TlsMode};
 use crate::newmail::Seen;
-use crate::stream::{SharedTolerant, Stream, StreamEvents, Transport};
+use crate::stream::{SharedTolerant, StopSignal, Stream, StreamEvents, Transport};
 use crate::tolerant::Note;
 
 /// How long a TCP connect may take per resolved address.
@@ -184,18 +184,27 @@ pub struct Connection {
     changed: bool,
 }
 
-/// Connects, secures, identifies and logs in. `register` receives the socket's interrupter
-/// as soon as the TCP connection exists, so even a hanging TLS handshake can be cut short.
+/// Connects, secures, identifies and logs in.
+///
+/// Every step is bounded and can be stopped: the name lookup by `timeout_secs` and
+/// `stop`; each TCP connect by [`CONNECT_TIMEOUT`] (or `timeout_secs`, if shorter), and
+/// `register` receives each socket's interrupter before its connect starts, so a stop or
+/// reload cuts a connect, a hanging TLS handshake or login short. Once connected, `stop`
+/// ends a blocked IDLE so that DONE and LOGOUT can be sent (src/stream.rs).
 pub fn connect(
     account: &Account,
     password: &str,
-    register: impl FnOnce(Interrupter),
+    stop: Arc<StopSignal>,
+    mut register: impl FnMut(Interrupter),
 ) -> Result<Connection, ImapError> {
-    let tcp = tcp_connect(&account.host, account.port, account.timeout)?;
-    let io_err = |context| move |source| ImapError::Io { context, source };
-    register(Interrupter(
-        tcp.try_clone().map_err(io_err("clone socket"))?,
-    ));
+    let addrs = resolve(&account.host, account.port, account.timeout, &stop)?;
+    let tcp = tcp_connect(
+        &account.host,
+        account.port,
+        &addrs,
+        account.timeout,
+        &mut register,
+    )?;
 
     let transport = match account.tls {
         TlsMode::Implicit => Transport::Tls(Box::new(tls_wrap(account, tcp)?)),
@@ -206,7 +215,7 @@ pub fn connect(
         }
         TlsMode::None => Transport::Plain(tcp),
     };
-    let mut stream = Stream::new(transport, account.timeout);
+    let mut stream = Stream::new(transport, account.timeout, stop);
     stream.set_silence_limit(Some(account.idle_silence));
     let tolerant = stream.tolerant();
     let events = Arc::clone(&stream.events);
@@ -369,24 +378,87 @@ fn sasl_initial(method: AuthMethod, user: &str, secret: &str, host: &str, port: 
     }
 }
 
-/// `timeout` bounds every read and write outside IDLE (greeting, TLS handshake, commands):
-/// a server slower than that is treated as gone.
-fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ImapError> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|source| ImapError::Resolve {
-            host: host.to_owned(),
-            source,
-        })?
-        .collect();
+/// The host's addresses, looked up on a thread of its own (`getaddrinfo` cannot be
+/// interrupted), waited for at most `timeout` and given up at once on a stop. A lookup
+/// given up on finishes on its own thread and is dropped.
+fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    stop: &StopSignal,
+) -> Result<Vec<SocketAddr>, ImapError> {
+    let failed = |source| ImapError::Resolve {
+        host: host.to_owned(),
+        source,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let target = (host.to_owned(), port);
+    std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let _ = tx.send(
+                target
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<SocketAddr>>()),
+            );
+        })
+        .map_err(failed)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Slices of 100 ms, only while a lookup is under way: a stop is seen promptly.
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(result) => return result.map_err(failed),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(failed(io::Error::other("the lookup thread ended")))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if stop.raised() {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "stopped",
+                    )));
+                }
+                if left.is_zero() {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no answer within timeout_secs",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the first of `addrs` that answers. `timeout` bounds every read and write
+/// outside IDLE (greeting, TLS handshake, commands): a server slower than that is treated
+/// as gone. Each socket is handed to `register` before its connect, so that shutting it
+/// down (stop, reload) aborts the connect (Linux disconnects a socket in SYN-SENT on
+/// shutdown).
+fn tcp_connect(
+    host: &str,
+    port: u16,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+    register: &mut impl FnMut(Interrupter),
+) -> Result<TcpStream, ImapError> {
+    let io_err = |context| move |source| ImapError::Io { context, source };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-            Ok(tcp) => {
-                configure_socket(&tcp, timeout).map_err(|source| ImapError::Io {
-                    context: "configuring socket",
-                    source,
-                })?;
+    for addr in addrs {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(*addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(io_err("creating socket"))?;
+        let tcp: TcpStream = socket.into();
+        register(Interrupter(
+            tcp.try_clone().map_err(io_err("clone socket"))?,
+        ));
+        let socket = socket2::SockRef::from(&tcp);
+        match socket.connect_timeout(&(*addr).into(), CONNECT_TIMEOUT.min(timeout)) {
+            Ok(()) => {
+                configure_socket(&tcp, timeout).map_err(io_err("configuring socket"))?;
                 return Ok(tcp);
             }
             Err(e) => last = e,

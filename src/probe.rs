@@ -23,7 +23,8 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
             let result = credentials::resolve(&account.secret)
                 .map_err(|e| e.to_string())
                 .and_then(|password| {
-                    imap::connect(account, &password, |_| {}).map_err(|e| e.to_string())
+                    imap::connect(account, &password, Default::default(), |_| {})
+                        .map_err(|e| e.to_string())
                 })
                 .and_then(|mut conn| {
                     let status = conn

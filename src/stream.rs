@@ -27,8 +27,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
 use imap::extensions::idle::SetReadTimeout;
 
@@ -39,6 +43,50 @@ use crate::tolerant::Tolerant;
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<native_tls::TlsStream<TcpStream>>),
+}
+
+/// How long the server may take to answer once a stop was asked for (the DONE that ends
+/// IDLE, then LOGOUT): short, so that a stop (SIGTERM, an account removed on reload) says
+/// goodbye properly yet stays within systemd's and the user's patience.
+pub const STOP_ANSWER: Duration = Duration::from_millis(500);
+
+/// "Stop now", from the supervisor to a watcher's stream: an eventfd that a read blocked in
+/// IDLE waits on beside the socket. It ends the IDLE the way its deadline would, so the
+/// connection can send DONE and LOGOUT instead of being cut (RFC 3501 §6.1.3); after it,
+/// every read waits at most [`STOP_ANSWER`].
+#[derive(Debug)]
+pub struct StopSignal {
+    fd: Option<OwnedFd>,
+    raised: AtomicBool,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal {
+            // Without an eventfd (it does not fail in practice) a stop cuts the socket, as
+            // the supervisor does anyway for a watcher that does not stop in time.
+            fd: rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).ok(),
+            raised: AtomicBool::new(false),
+        }
+    }
+}
+
+impl StopSignal {
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        if let Some(fd) = &self.fd {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    pub fn raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Whether a stop can wake a blocked read (there is an eventfd to wait on).
+    pub fn wakes_reads(&self) -> bool {
+        self.fd.is_some()
+    }
 }
 
 /// Most a server may send in answer to one command (or during one IDLE).
@@ -57,6 +105,10 @@ pub struct Stream {
     last_heard: Instant,
     /// During a deadline (IDLE): end the wait after this much silence from the server.
     silence_limit: Option<Duration>,
+    /// Set by the watcher's control to end a blocked IDLE cleanly.
+    stop: Arc<StopSignal>,
+    /// The socket read timeout was shortened to [`STOP_ANSWER`] after a stop.
+    stop_timeout_set: bool,
     /// After a silent IDLE wait: the answer to DONE is due within [`PROBE_ANSWER`], and the
     /// command timeout is back from the command after DONE on.
     probe: Probe,
@@ -88,8 +140,10 @@ pub struct StreamEvents {
 }
 
 impl Stream {
-    pub fn new(transport: Transport, command_timeout: Duration) -> Self {
+    pub fn new(transport: Transport, command_timeout: Duration, stop: Arc<StopSignal>) -> Self {
         Stream {
+            stop,
+            stop_timeout_set: false,
             transport,
             read_since_write: 0,
             command_timeout,
@@ -169,6 +223,17 @@ impl Stream {
     /// One read from the socket, within the deadline, the silence limit and the answer
     /// bound, through the nesting guard.
     fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.raised() {
+            if self.deadline.is_some() {
+                // A stop ends IDLE as its deadline would: the crate then sends DONE.
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "stopping"));
+            }
+            if !self.stop_timeout_set {
+                self.stop_timeout_set = true;
+                self.tcp()
+                    .set_read_timeout(Some(self.command_timeout.min(STOP_ANSWER)))?;
+            }
+        }
         if self.deadline.is_some() {
             let now = Instant::now();
             let silence = self
@@ -197,10 +262,15 @@ impl Stream {
         }
         // Never read past the bound, so no buffer can grow beyond it.
         let room = (MAX_RESPONSE - self.read_since_write).min(buf.len());
-        let result = match &mut self.transport {
+        let waited = if self.deadline.is_some() && self.stop.wakes_reads() {
+            self.wait_readable_or_stop()
+        } else {
+            Ok(())
+        };
+        let result = waited.and_then(|()| match &mut self.transport {
             Transport::Plain(s) => s.read(&mut buf[..room]),
             Transport::Tls(s) => s.read(&mut buf[..room]),
-        };
+        });
         let n = match result {
             Ok(n) => n,
             Err(e) => {
@@ -230,6 +300,45 @@ impl Stream {
             ));
         }
         Ok(n)
+    }
+}
+
+impl Stream {
+    /// During IDLE: waits until the socket has data, the stop signal is raised, or the
+    /// socket's read timeout passes, whichever comes first. A stop or a timeout returns
+    /// `TimedOut`, which the crate takes for the end of the IDLE wait.
+    ///
+    /// Waiting on the socket is sound for TLS too: reads take up to 16 KiB, the largest TLS
+    /// record, so OpenSSL (which reads no further ahead than one record) holds no decrypted
+    /// bytes that the socket would not show.
+    fn wait_readable_or_stop(&mut self) -> io::Result<()> {
+        let Some(stop_fd) = self.stop.fd.as_ref() else {
+            return Ok(());
+        };
+        let timeout = self.tcp().read_timeout()?;
+        let ts = timeout.map(|t| rustix::time::Timespec {
+            tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        let tcp = self.tcp();
+        let mut fds = [
+            PollFd::new(tcp, PollFlags::IN),
+            PollFd::new(stop_fd, PollFlags::IN),
+        ];
+        loop {
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => {
+                    // The wait's deadline (or the silence limit) came first.
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no data in time"));
+                }
+                Ok(_) if !fds[1].revents().is_empty() => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "stopping"));
+                }
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -28,6 +28,9 @@ use crate::{actions, config_watch, signals, suspend};
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// How long of that a watcher may spend on its goodbye (DONE, LOGOUT) before its
+/// connection is cut.
+const GOODBYE_GRACE: Duration = Duration::from_millis(1000);
 /// How long after the stop began the last popups may take to go out (the notification
 /// thread's calls time out later than that, so a frozen server is not waited for).
 const NOTIFY_GRACE: Duration = Duration::from_millis(1800);
@@ -372,11 +375,19 @@ fn join_by(thread: JoinHandle<()>, deadline: Instant) -> bool {
 }
 
 /// Waits (at most SHUTDOWN_GRACE) for stopped watchers to exit; false if they did not all
-/// exit in time or a second stop signal came.
+/// exit in time or a second stop signal came. Watchers still saying goodbye (DONE, LOGOUT)
+/// after [`GOODBYE_GRACE`] have their connections cut, so they end within the grace.
 fn wait_for_exits(mut left: Vec<Running>, rx: &Receiver<Event>) -> bool {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
+    let mut cut_at = Some(Instant::now() + GOODBYE_GRACE);
     while !left.is_empty() {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let until = cut_at.unwrap_or(deadline);
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Err(_) if cut_at.take().is_some() => {
+                for r in &left {
+                    r.control.cut();
+                }
+            }
             Ok(Event::WatcherExited { id, .. }) => {
                 if let Some(i) = left.iter().position(|r| r.id == id) {
                     let _ = left.swap_remove(i).thread.join();

@@ -24,6 +24,7 @@ use crate::newmail::{self, Baseline, Cursor, Seen, Start};
 use crate::outputs::{Announcement, SharedOutputs};
 use crate::state::{Loaded, StateStore};
 use crate::status::{Phase, Row, StatusTable};
+use crate::stream::StopSignal;
 use crate::tolerant::Note;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
@@ -49,6 +50,8 @@ const FAILING_UIDS: usize = 1024;
 struct Flags {
     stop: bool,
     reconnect: bool,
+    /// Logged in: a stop can end IDLE cleanly (DONE, LOGOUT) rather than cut the socket.
+    in_session: bool,
 }
 
 /// The supervisor's handle on a running watcher.
@@ -57,6 +60,8 @@ pub struct Control {
     flags: Mutex<Flags>,
     wake: Condvar,
     socket: Mutex<Option<Interrupter>>,
+    /// Ends a blocked IDLE read without cutting the connection (src/stream.rs).
+    stop_signal: Arc<StopSignal>,
 }
 
 /// Why a [`Control::sleep`] ended.
@@ -85,10 +90,32 @@ impl Control {
 
     /// Asks the watcher to stop: ends any sleep at once and shuts down its socket, which
     /// ends a blocked IDLE read.
+    ///
+    /// A watcher that is logged in ends its IDLE, sends DONE and LOGOUT (RFC 3501 §6.1.3),
+    /// each answer awaited at most [`STOP_ANSWER`](crate::stream::STOP_ANSWER); one that is
+    /// still connecting (lookup, TCP, TLS, login) has its socket cut at once. A server
+    /// that does not answer in time is cut by [`Control::cut`].
     pub fn stop(&self) {
-        self.flags().stop = true;
+        let in_session = {
+            let mut flags = self.flags();
+            flags.stop = true;
+            flags.in_session
+        };
         self.wake.notify_all();
+        self.stop_signal.raise();
+        if !in_session || !self.stop_signal.wakes_reads() {
+            self.interrupt();
+        }
+    }
+
+    /// Cuts the connection now: for a stopped watcher whose server did not answer its
+    /// goodbye in time.
+    pub fn cut(&self) {
         self.interrupt();
+    }
+
+    fn set_in_session(&self, yes: bool) {
+        self.flags().in_session = yes;
     }
 
     /// Asks the watcher to drop its connection and reconnect now, skipping any backoff
@@ -128,6 +155,7 @@ impl Control {
     /// otherwise keep the connection open (and holding one of the server's per-user
     /// connection slots) through the whole backoff.
     fn release(&self) {
+        self.set_in_session(false);
         if let Some(s) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             s.interrupt();
         }
@@ -442,7 +470,18 @@ impl Watcher {
         let password =
             credentials::resolve_until(&self.account.secret, || self.control.stopping())?;
         let control = Arc::clone(&self.control);
-        let mut conn = imap::connect(&self.account, &password, |i| control.register(i))?;
+        let mut conn = imap::connect(
+            &self.account,
+            &password,
+            Arc::clone(&self.control.stop_signal),
+            |i| control.register(i),
+        )?;
+        self.control.set_in_session(true);
+        if self.control.stopping() {
+            // A stop that came during the login found no session to end cleanly.
+            conn.logout();
+            return Ok(());
+        }
         drop(password);
         self.outputs.lock().login_ok(&self.account.name);
 
@@ -512,6 +551,11 @@ impl Watcher {
                 let idle_started = Instant::now();
                 let wake = conn.idle(self.account.idle_refresh, wake_on_flags);
                 self.report_notes(&mut conn);
+                if self.control.stopping() && wake.is_ok() {
+                    // The stop ended IDLE (DONE is answered): say goodbye, look no further.
+                    conn.logout();
+                    return Ok(());
+                }
                 if !matches!(wake, Ok(Wake::EndedByServer)) {
                     quick_ends = 0;
                 }

@@ -57,6 +57,7 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
             lines.iter().filter(|l| l.contains("new mail ")).count() >= 4
         });
         daemon.wait_for_output(WAIT, "subject=\"sentinel\"");
+        rig.wait_syslog("subject=\"sentinel\"");
 
         assert_eq!(notes.len(), 4, "{notes:#?}");
         for n in &notes {
@@ -267,6 +268,7 @@ fn a_missing_syslog_socket_is_reported_once_and_popups_continue() {
             .append("INBOX", &message("two", "a@example.com"));
         rig.notifications.wait_for_count(2, WAIT);
         daemon.wait_for_output(WAIT, "subject=\"two\"");
+        rig.wait_syslog("subject=\"two\"");
         assert_eq!(
             daemon.count_output("syslog at unix:/nonexistent/mailpushd-test/log is unavailable"),
             1,

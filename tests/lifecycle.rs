@@ -194,6 +194,7 @@ fn accounts_differing_only_by_port_each_announce_what_arrived_while_stopped() {
         // Both announced; then one more live message proves nothing else was pending.
         rig.append("live a");
         second.wait_for_output(WAIT, "subject=\"live a\"");
+        rig.wait_syslog("subject=\"live a\"");
         let mut got = subjects(&rig.new_mail_lines());
         got.sort();
         assert_eq!(got, ["live a", "new a", "new b"], "{lines:#?}");
@@ -219,6 +220,7 @@ fn a_state_file_named_without_the_port_is_adopted_on_upgrade() {
         let lines = rig.wait_new_mail(1);
         rig.append("live");
         second.wait_for_output(WAIT, "subject=\"live\"");
+        rig.wait_syslog("subject=\"live\"");
         assert_eq!(
             subjects(&rig.new_mail_lines()),
             ["while stopped", "live"],
@@ -375,11 +377,127 @@ fn hooks_are_at_most_once_a_pending_batch_is_named_and_dropped_at_a_prompt_stop(
         let mut again = rig.daemon(&account.replace("600000", "0"), &["main/INBOX"]);
         rig.append("live");
         again.wait_for_output(WAIT, "subject=\"live\"");
+        rig.wait_syslog("subject=\"live\"");
         again.wait_for_output(WAIT, "on_new_mail \"touch\" for 1 message(s) exited 0");
         assert_eq!(
             subjects(&rig.new_mail_lines()),
             ["waits for its hook", "live"]
         );
         assert_eq!(again.terminate().0.code(), Some(0));
+    });
+}
+
+/// Dovecot's log lines for sessions that ended with LOGOUT (`Disconnected: Logged out`)
+/// and without it (`Disconnected: Connection closed` and the like).
+fn goodbyes(dovecot: &Dovecot) -> (usize, usize) {
+    let log = dovecot.log();
+    // Logged-in sessions only (`imap(user)`): the test harness's own readiness probes end
+    // at the login stage.
+    let sessions: Vec<&str> = log.lines().filter(|l| l.contains(" imap(")).collect();
+    (
+        sessions.iter().filter(|l| l.contains("Logged out")).count(),
+        sessions
+            .iter()
+            .filter(|l| l.contains("Disconnected") && !l.contains("Logged out"))
+            .count(),
+    )
+}
+
+#[test]
+fn a_stop_ends_idle_and_logs_out_over_tls_within_two_seconds() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let mut daemon = rig.daemon(&account, &["main/INBOX"]);
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
+            (goodbyes(&rig.dovecot).0 >= 1).then_some(())
+        });
+        assert_eq!(goodbyes(&rig.dovecot), (1, 0), "{}", rig.dovecot.log());
+        assert_eq!(daemon.count_output("did not stop in time"), 0);
+    });
+}
+
+#[test]
+fn an_account_removed_on_reload_logs_out() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let second = rig.dovecot.account_toml("other", "implicit");
+        let daemon = rig.daemon_with_config(
+            &rig.config(&format!("{account}\n{second}")),
+            &["main/INBOX", "other/INBOX"],
+        );
+        fs::write(daemon.config_path(), rig.config(&account)).unwrap();
+        assert!(daemon.signal("HUP"));
+        support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
+            (goodbyes(&rig.dovecot).0 >= 1).then_some(())
+        });
+        assert_eq!(goodbyes(&rig.dovecot), (1, 0), "{}", rig.dovecot.log());
+        // The other account goes on.
+        rig.append("after the reload");
+        assert_eq!(subjects(&rig.wait_new_mail(1)), ["after the reload"]);
+    });
+}
+
+/// Sockets of this process tree in SYN-SENT towards `port` (/proc/net/tcp, state 02).
+fn syn_sent_to(port: u16) -> usize {
+    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "02" && f[2].ends_with(&format!(":{port:04X}"))
+        })
+        .count()
+}
+
+#[test]
+fn a_stop_cuts_a_connect_that_hangs() {
+    with_timeout(LIMIT, || {
+        // A listener that never accepts, with its backlog full: further SYNs are dropped,
+        // so a connect to it hangs (on loopback) until its own timeout.
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+        let mut fillers = Vec::new();
+        for _ in 0..64 {
+            if syn_sent_to(port) > 0 {
+                break;
+            }
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into());
+            fillers.push(s);
+        }
+        assert!(syn_sent_to(port) > 0, "could not fill the backlog");
+        let hanging_before = syn_sent_to(port);
+        let config = format!(
+            "[[accounts]]\nname = \"slow\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             username = \"u\"\npassword = \"p\"\ntimeout_secs = 60\n\n\
+             [notifications]\nenabled = false\n[syslog]\nenabled = false\n"
+        );
+        let mut daemon = Daemon::start(&config, None);
+        support::wait_until(WAIT, "the daemon's connect hanging", || {
+            (syn_sent_to(port) > hanging_before).then_some(())
+        });
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0));
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(
+            daemon.count_output("did not stop in time"),
+            0,
+            "{}",
+            daemon.output()
+        );
+        drop(listener);
     });
 }

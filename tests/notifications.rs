@@ -87,6 +87,7 @@ fn a_burst_is_one_summary_and_the_next_replaces_it() {
         let lines = rig.wait_new_mail(12);
         assert_eq!(lines.len(), 12);
         daemon.wait_for_output(WAIT, "subject=\"burst 11\"");
+        rig.wait_syslog("subject=\"burst 11\"");
         let notes = rig.notifications.wait_for_count(1, WAIT);
         // The burst may be split over a few wakes by the server; each wake of more than
         // three is one summary, and each summary replaces the previous one.
@@ -226,6 +227,7 @@ fn privacy_and_quiet_mailboxes() {
         rig.append("confidential merger");
         let lines = rig.wait_new_mail(2);
         daemon.wait_for_output(WAIT, "subject=\"confidential merger\"");
+        rig.wait_syslog("subject=\"confidential merger\"");
         let notes = rig.notifications.wait_for_count(1, WAIT);
         // The syslog record is complete; the popup reveals nothing, and Lists has none.
         let mut got = subjects(&lines);

@@ -42,6 +42,7 @@ fn restart_announces_what_arrived_while_stopped_exactly_once() {
         let mut second = rig.daemon(&account, &["main/INBOX"]);
         let lines = rig.wait_new_mail(3);
         second.wait_for_output(WAIT, "subject=\"while stopped 3\"");
+        rig.wait_syslog("subject=\"while stopped 3\"");
         assert_eq!(second.terminate().0.code(), Some(0));
         assert_eq!(
             subjects(&lines),
@@ -56,6 +57,7 @@ fn restart_announces_what_arrived_while_stopped_exactly_once() {
         rig.append("after third start");
         let lines = rig.wait_new_mail(4);
         third.wait_for_output(WAIT, "subject=\"after third start\"");
+        rig.wait_syslog("subject=\"after third start\"");
         assert_eq!(lines.len(), 4, "{lines:#?}");
         assert_eq!(subjects(&lines)[3], "after third start");
     });
@@ -78,6 +80,7 @@ fn a_big_catch_up_is_one_summary_popup_and_every_syslog_line() {
         // The summary is shown after the lines are written: wait for it, then make sure a
         // later message gets its own popup (the summary was the only one before it).
         daemon.wait_for_output(WAIT, "subject=\"queued 11\"");
+        rig.wait_syslog("subject=\"queued 11\"");
         rig.append("live again");
         let notes_after = rig.notifications.wait_for_count(2, WAIT);
         assert_eq!(lines.len(), 12);
@@ -266,6 +269,7 @@ fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
             back.elapsed()
         );
         daemon.wait_for_output(WAIT, "subject=\"during outage 5\"");
+        rig.wait_syslog("subject=\"during outage 5\"");
         rig.append("sentinel");
         let lines_after = rig.wait_new_mail(6);
         assert_eq!(

@@ -69,9 +69,14 @@ fn no_starttls_in_capabilities_means_no_login() {
                 Some(format!("{} OK sure\r\n", tag(l)))
             }
         });
-        let err = mailpushd::imap::connect(&account(port), "never-on-the-wire", |_| {})
-            .err()
-            .expect("connect must fail");
+        let err = mailpushd::imap::connect(
+            &account(port),
+            "never-on-the-wire",
+            Default::default(),
+            |_| {},
+        )
+        .err()
+        .expect("connect must fail");
         assert!(err.to_string().contains("does not offer STARTTLS"), "{err}");
         let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(
@@ -92,9 +97,14 @@ fn a_refused_starttls_means_no_login() {
         let (port, rx) = scripted_server("* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", |l| {
             Some(format!("{} NO not today\r\n", tag(l)))
         });
-        let err = mailpushd::imap::connect(&account(port), "never-on-the-wire", |_| {})
-            .err()
-            .expect("connect must fail");
+        let err = mailpushd::imap::connect(
+            &account(port),
+            "never-on-the-wire",
+            Default::default(),
+            |_| {},
+        )
+        .err()
+        .expect("connect must fail");
         assert!(
             err.to_string().contains("refused STARTTLS: NO not today"),
             "{err}"
@@ -151,7 +161,8 @@ fn logindisabled_means_authenticate_plain_never_login() {
              username = \"alice\"\npassword = \"pw\"\n"
         );
         let cfg = mailpushd::config::parse(&text, Path::new("/")).unwrap();
-        let conn = mailpushd::imap::connect(&cfg.accounts[0], "pw", |_| {}).unwrap();
+        let conn =
+            mailpushd::imap::connect(&cfg.accounts[0], "pw", Default::default(), |_| {}).unwrap();
         assert!(conn.capabilities.idle);
         conn.logout();
         let seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();

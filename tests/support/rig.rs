@@ -119,6 +119,16 @@ impl Rig {
         self.new_mail_lines()
     }
 
+    /// Waits for a syslog line containing `needle`. Syslog lines are written by a thread of
+    /// their own, so one may come a moment after the daemon's log line for the same mail:
+    /// a test that reads syslog lines waits for them here, not on the daemon's output.
+    pub fn wait_syslog(&self, needle: &str) {
+        self.syslog
+            .wait_for(WAIT, &format!("a syslog line with {needle}"), |lines| {
+                lines.iter().any(|l| l.contains(needle))
+            });
+    }
+
     /// APPENDs a message with this subject to INBOX.
     pub fn append(&self, subject: &str) {
         self.dovecot
