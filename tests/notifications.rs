@@ -430,6 +430,7 @@ fn a_frozen_notification_server_costs_only_itself() {
             ("Lists", "frozen b2"),
         ] {
             let took = append_and_time(&rig, mailbox, subject);
+            eprintln!("FIGURE frozen notification server: {subject}: APPEND start -> syslog line {took:?}");
             assert!(
                 took < Duration::from_millis(2500),
                 "{subject}: syslog line after {took:?}"
