@@ -249,13 +249,8 @@ impl Tolerant {
                 self.tagged(response, ours, kind);
             }
             Kind::Continuation => {
-                if let Idle::AwaitingContinuation(held) = std::mem::take(&mut self.idle) {
-                    self.out.extend(response);
-                    self.out.extend(held.into_iter().flatten());
-                    self.idle = Idle::Idling;
-                } else {
-                    self.out.extend(response);
-                }
+                self.out.extend(response);
+                self.continued();
             }
             Kind::Warning(text) => self.notes.push(Note::Warning(text)),
             Kind::Bye(text) if matches!(verb, Some("EXAMINE" | "SELECT")) => {
@@ -268,6 +263,16 @@ impl Tolerant {
                 context: self.context(),
                 excerpt: excerpt(&response),
             }),
+        }
+    }
+
+    /// After a continuation was handed on: IDLE's data held until its `+` follows it. Any
+    /// other state (a later `+` while idling, or with an answer held for the DONE) stays.
+    fn continued(&mut self) {
+        if let Idle::AwaitingContinuation(held) = &mut self.idle {
+            let held = std::mem::take(held);
+            self.out.extend(held.into_iter().flatten());
+            self.idle = Idle::Idling;
         }
     }
 
@@ -324,10 +329,7 @@ impl Tolerant {
         let first = words.next().unwrap_or_default();
         if first.starts_with(b"+") {
             self.out.extend(b"+ \r\n".iter().copied());
-            if let Idle::AwaitingContinuation(held) = std::mem::take(&mut self.idle) {
-                self.out.extend(held.into_iter().flatten());
-                self.idle = Idle::Idling;
-            }
+            self.continued();
         } else if first != b"*" && !first.is_empty() && first.iter().all(u8::is_ascii_alphanumeric)
         {
             // A tagged line: keep its tag and status so the command ends as the server meant.
@@ -851,6 +853,31 @@ mod tests {
         );
         // The next command is written normally.
         assert_eq!(t.wrote(b"a9 NOOP\r\n"), Write::Send);
+    }
+
+    #[test]
+    fn a_second_continuation_keeps_the_idle_state() {
+        // Found by fuzz/fuzz_targets/tolerant.rs (minimised: `4 IDLE\n`, then `4 OK\n+\n`).
+        // A `+` after the first one (readable or not) reset the IDLE state to Off: a tagged
+        // answer held for the DONE was lost (the DONE was sent, and the crate waited for an
+        // answer that never came), and a server ending IDLE later was not caught.
+        for plus in [&b"+ again\r\n"[..], b"+\n"] {
+            let mut t = Tolerant::default();
+            through(&mut t, b"a8 IDLE\r\n", b"a8 OK done already\r\n");
+            through(&mut t, b"", plus);
+            assert!(t.swallows(), "{}", text(plus));
+            assert_eq!(t.wrote(b"DONE\r\n"), Write::Swallow);
+            assert_eq!(text(&through(&mut t, b"", b"")), "a8 OK done already\r\n");
+
+            let mut t = Tolerant::default();
+            through(&mut t, b"a8 IDLE\r\n", b"+ idling\r\n");
+            through(&mut t, b"", plus);
+            assert_eq!(
+                through(&mut t, b"", b"a8 OK IDLE terminated\r\n"),
+                WAKE_LINE
+            );
+            assert!(t.swallows(), "{}", text(plus));
+        }
     }
 
     #[test]
