@@ -670,3 +670,48 @@ fn popup_text_is_one_line_per_field_bounded_and_plainly_escaped() {
         );
     });
 }
+
+/// Issue 12: a notification service that D-Bus activates but that never takes its name
+/// made every popup wait out the bus's 25 s activation timeout, one after another, for
+/// every account. Now each call gives up after 3 s on the notification thread, and no
+/// account's syslog line waits for it.
+#[test]
+fn a_notification_service_that_never_starts_costs_only_itself() {
+    with_timeout(LIMIT, || {
+        let dovecot = support::dovecot::Dovecot::start(DovecotOptions::default());
+        dovecot.create_mailbox("Lists");
+        let bus = support::dbus::SessionBus::start_with_stuck_notification_service();
+        let syslog = support::syslog::SyslogRecorder::start();
+        let config = format!(
+            "{}\n{}\n[notifications]\nenabled = true\n{}",
+            dovecot.account_toml("a", "implicit"),
+            dovecot
+                .account_toml("b", "implicit")
+                .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"Lists\"]"),
+            syslog.config_toml()
+        );
+        let mut daemon = Daemon::start(&config, Some(&bus));
+        daemon.wait_for_output(WAIT, "watching a/INBOX ");
+        daemon.wait_for_output(WAIT, "watching b/Lists ");
+        for (mailbox, subject) in [
+            ("INBOX", "stuck a1"),
+            ("Lists", "stuck b1"),
+            ("INBOX", "stuck a2"),
+            ("Lists", "stuck b2"),
+        ] {
+            let sent = Instant::now();
+            dovecot.append(mailbox, &message(subject, "sender@example.com"));
+            syslog.wait_for_line(WAIT, &format!("subject=\"{subject}\""));
+            let took = sent.elapsed();
+            eprintln!("FIGURE never-starting notification service: {subject}: APPEND start -> syslog line {took:?}");
+            assert!(
+                took < Duration::from_millis(2500),
+                "{subject}: syslog line after {took:?}"
+            );
+        }
+        daemon.wait_for_output(WAIT, "does not answer");
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0), "{}", daemon.output());
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    });
+}

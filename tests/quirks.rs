@@ -18,14 +18,17 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// A daemon on the scripted server, syslog recorded, popups off. `extra` goes into the
 /// account table.
 fn start(server: &Quirky, syslog: &SyslogRecorder, extra: &str) -> Daemon {
-    let config = format!(
+    let daemon = Daemon::start(&config(server, syslog, extra), None);
+    daemon.wait_for_output(WAIT, "watching q/INBOX");
+    daemon
+}
+
+fn config(server: &Quirky, syslog: &SyslogRecorder, extra: &str) -> String {
+    format!(
         "{}\n[notifications]\nenabled = false\n{}",
         server.account_toml("q", extra),
         syslog.config_toml()
-    );
-    let daemon = Daemon::start(&config, None);
-    daemon.wait_for_output(WAIT, "watching q/INBOX");
-    daemon
+    )
 }
 
 fn new_mail(syslog: &SyslogRecorder) -> Vec<String> {
@@ -303,5 +306,114 @@ fn a_server_that_ends_every_idle_at_once_is_polled_not_spun() {
         assert_eq!(subjects(&lines), ["polled"]);
         assert_eq!(count_idles(&server), idles, "still idling after the switch");
         assert_eq!(server.connections(), 1);
+    });
+}
+
+#[test]
+fn a_mailbox_fed_every_quirk_announces_each_message_once_on_one_connection() {
+    with_timeout(LIMIT, || {
+        let server = Quirky::start(
+            Quirks {
+                examine_extra: vec!["* NO [ALERT] Disk is 98% full".into()],
+                fetch_extra: vec!["* NO quota warning".into(), "* BAD  stray".into()],
+                before_continuation: vec!["* FLAGS (\\Answered)".into()],
+                end_idle_after: Some(Duration::from_secs(3)),
+                ..Quirks::default()
+            },
+            vec![],
+        );
+        let syslog = SyslogRecorder::start();
+        let daemon = start(&server, &syslog, "");
+        wait_idles(&server, 1);
+        let mut yahoo = Msg::new(1, "y@yahoo.example", "yahoo");
+        yahoo.flags_line = Some(
+            "* 1 FETCH (UID 1  FLAGS () ENVELOPE (NIL \"yahoo\" ((\"undisclosed-recipients\" NIL \"\\\"undisclosed-recipients\\\"\" NIL )) NIL NIL NIL NIL NIL NIL NIL) )"
+                .into(),
+        );
+        let mut poison = Msg::new(2, "p@example.org", "poison");
+        poison.header_line =
+            Some("* 2 FETCH (UID 2 BODY[HEADER.FIELDS (FROM SUBJECT)] ((((".into());
+        server.add(yahoo);
+        server.add(poison);
+        server.add(Msg::new(
+            3,
+            "Team: alice@example.org, Bob <bob@example.org>;",
+            "group",
+        ));
+        server.add(Msg::new(
+            4,
+            "=?GBK?B?1cXI/Q==?= <z@example.com>",
+            "=?UTF-8?B?5rWL6K+V?=",
+        ));
+        let lines = wait_new_mail(&syslog, 4);
+        assert_eq!(
+            subjects(&lines),
+            ["yahoo", "(could not be read)", "group", "\u{6d4b}\u{8bd5}"]
+        );
+        assert!(
+            lines[2].contains("from=\"Team <alice@example.org>\""),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("from=\"\u{5f20}\u{4e09} <z@example.com>\""),
+            "{}",
+            lines[3]
+        );
+        // Several more rounds of IDLE ended by the server, each re-reading `N:*`.
+        let idles = count_idles(&server);
+        wait_idles(&server, idles + 3);
+        server.add(Msg::new(5, "late@example.org", "late"));
+        let lines = wait_new_mail(&syslog, 5);
+        assert_eq!(subjects(&lines)[4], "late");
+        let idles = count_idles(&server);
+        wait_idles(&server, idles + 2);
+        assert_eq!(new_mail(&syslog).len(), 5, "announced again");
+        assert_eq!(server.connections(), 1, "reconnected");
+        assert_eq!(
+            warned(&daemon, "the server says: [ALERT] Disk is 98% full"),
+            1
+        );
+        assert_eq!(warned(&daemon, "the server says: quota warning"), 1);
+        assert_eq!(warned(&daemon, "message uid 2 could not be read"), 1);
+        assert_eq!(daemon.count_output("internal error"), 0);
+    });
+}
+
+#[test]
+fn a_server_restored_from_a_backup_is_rebaselined_and_new_mail_is_announced() {
+    with_timeout(LIMIT, || {
+        let server = Quirky::start(
+            Quirks::default(),
+            (1..=5)
+                .map(|u| Msg::new(u, "old@example.org", "old"))
+                .collect(),
+        );
+        let syslog = SyslogRecorder::start();
+        let state = tempfile::tempdir().unwrap();
+        let cfg = config(&server, &syslog, "");
+        let mut first = Daemon::start_with_state(&cfg, None, state.path());
+        first.wait_for_output(WAIT, "watching q/INBOX");
+        wait_idles(&server, 1);
+        server.add(Msg::new(6, "a@example.org", "six"));
+        wait_new_mail(&syslog, 1);
+        assert_eq!(first.terminate().0.code(), Some(0));
+        // Restored from a backup taken at UID 2: UIDNEXT 3, UIDVALIDITY unchanged.
+        server.replace_messages(
+            (1..=2)
+                .map(|u| Msg::new(u, "old@example.org", "old"))
+                .collect(),
+        );
+        let second = Daemon::start_with_state(&cfg, None, state.path());
+        second.wait_for_output(
+            WAIT,
+            "the server's UIDNEXT (3) is below the next UID mailpushd expected (7)",
+        );
+        second.wait_for_output(WAIT, "watching q/INBOX");
+        let idles = count_idles(&server);
+        wait_idles(&server, idles.max(1));
+        server.add(Msg::new(3, "b@example.org", "after the restore"));
+        let lines = wait_new_mail(&syslog, 2);
+        assert_eq!(subjects(&lines), ["six", "after the restore"]);
     });
 }

@@ -52,14 +52,55 @@ pub struct SessionBus {
 
 impl SessionBus {
     pub fn start() -> SessionBus {
+        Self::start_inner(false)
+    }
+
+    /// A bus that activates a notification service which never takes its name (what a
+    /// broken or misconfigured notifier does): every call to the name waits out the bus's
+    /// activation timeout (`service_start_timeout`, 25 s by default).
+    pub fn start_with_stuck_notification_service() -> SessionBus {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(stuck_service: bool) -> SessionBus {
         let dir = tempfile::Builder::new()
             .prefix("mailpushd-dbus.")
             .tempdir()
             .expect("create dbus temp dir");
         let socket = dir.path().join("bus");
         let config = dir.path().join("session.conf");
-        // A minimal session bus: only our socket, no service activation, and a policy that
-        // allows everything (the bus is private to this test).
+        let servicedir = if stuck_service {
+            let services = dir.path().join("services");
+            std::fs::create_dir(&services).expect("create service dir");
+            // Never takes the name, and ends by itself once the bus's socket is gone (the
+            // test's temp dir removed), so no process outlives the test.
+            let script = services.join("stuck-notifier.sh");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\nwhile [ -S '{}' ]; do sleep 0.2; done\n",
+                    socket.display()
+                ),
+            )
+            .expect("write stuck service script");
+            std::fs::write(
+                services.join("org.freedesktop.Notifications.service"),
+                format!(
+                    "[D-BUS Service]\nName=org.freedesktop.Notifications\nExec=/bin/sh {}\n",
+                    script.display()
+                ),
+            )
+            .expect("write service file");
+            format!(
+                "<servicedir>{}</servicedir>",
+                xml_escape(&services.to_string_lossy())
+            )
+        } else {
+            String::new()
+        };
+        // A minimal session bus: only our socket, no service activation (unless asked for
+        // the stuck one), and a policy that allows everything (the bus is private to this
+        // test).
         std::fs::write(
             &config,
             format!(
@@ -67,6 +108,7 @@ impl SessionBus {
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
+  {servicedir}
   <listen>unix:path={}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">

@@ -138,6 +138,12 @@ impl Quirky {
         lock(&self.state).messages.push(msg);
     }
 
+    /// Replaces the whole mailbox (a server restored from a backup). UIDNEXT follows the
+    /// highest UID present, so it may go back.
+    pub fn replace_messages(&self, messages: Vec<Msg>) {
+        lock(&self.state).messages = messages;
+    }
+
     pub fn set_quirks(&self, f: impl FnOnce(&mut Quirks)) {
         f(&mut lock(&self.state).quirks);
     }
