@@ -715,3 +715,49 @@ fn a_notification_service_that_never_starts_costs_only_itself() {
         assert!(took < Duration::from_secs(2), "stopped after {took:?}");
     });
 }
+
+/// Issue 12: syslog was written under the shared lock with blocking sockets, so a syslog
+/// daemon that stopped reading (its socket buffer full) blocked every account's popups and
+/// the stop. Now lines wait on a thread of their own, each write for at most 1 s.
+#[test]
+fn a_syslog_that_stops_reading_costs_only_itself() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            fsync: false,
+            ..DovecotOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stuck-syslog.sock");
+        // Bound and never read: once its buffer is full, every send blocks.
+        let _stuck = UnixDatagram::bind(&path).unwrap();
+        let config = format!(
+            "{}\n[notifications]\nenabled = true\nburst_window_secs = 0\n\
+             [syslog]\nenabled = true\naddress = {}\n",
+            rig.dovecot.account_toml("main", "implicit"),
+            support::toml_string(&format!("unix:{}", path.display()))
+        );
+        let mut daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
+        // Far more lines than a datagram socket buffer holds.
+        rig.dovecot.bulk_append("INBOX", 3000, |i| {
+            message(
+                &format!("flood {i} {}", "x".repeat(200)),
+                "bulk@example.com",
+            )
+        });
+        rig.notifications.wait_for_count(1, WAIT);
+        rig.append("after the flood");
+        wait_until(WAIT, "the popup after the flood", || {
+            rig.notifications
+                .notifications()
+                .iter()
+                .any(|n| {
+                    n.body.contains("after the flood") || n.summary.contains("after the flood")
+                })
+                .then_some(())
+        });
+        daemon.wait_for_output(WAIT, "syslog at unix:");
+        let (status, took) = daemon.terminate();
+        assert_eq!(status.code(), Some(0), "{}", daemon.output());
+        assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    });
+}
