@@ -715,3 +715,68 @@ fn bench_catchup() {
     pairs.extend(mem_pairs(pid, ""));
     emit("catchup", pairs);
 }
+
+/// Issue 12's figures (`scripts/measure-containment`), with default settings and Dovecot's
+/// default 2-minute keepalive: what a talking server costs (DONEs sent while nothing
+/// happens), how soon a frozen link is replaced (`idle_silence_secs` 125 + 20 s for the
+/// answer to DONE; target 150 s), and how soon syslog lines come with the notification
+/// server frozen (target 1 s) and how long SIGTERM then takes (target 2 s).
+/// MEASURE_TALK_SECS (default 300) is how long the talking server is watched.
+#[test]
+#[ignore = "measurement: run scripts/measure-containment"]
+fn measure_containment() {
+    let talk_secs = env_u64("MEASURE_TALK_SECS", 300);
+    let rig = support::rig::Rig::start(DovecotOptions {
+        idle_notify_interval: Duration::from_secs(120),
+        ..DovecotOptions::default()
+    });
+    let (proxy, mut daemon) = rig.proxied("reconnect_max_secs = 300\n");
+    let dones = |proxy: &support::proxy::FaultProxy| {
+        proxy
+            .client_lines()
+            .iter()
+            .filter(|l| l.eq_ignore_ascii_case("DONE"))
+            .count()
+    };
+    let before = dones(&proxy);
+    thread::sleep(Duration::from_secs(talk_secs));
+    println!(
+        "containment: talking server (keepalive every 120 s), {talk_secs} s idle: {} DONE sent, {} connection(s)",
+        dones(&proxy) - before,
+        proxy.accepted()
+    );
+
+    let frozen = Instant::now();
+    proxy.freeze_all();
+    rig.append("sent into the freeze");
+    rig.wait_syslog_within(Duration::from_secs(300), "subject=\"sent into the freeze\"");
+    println!(
+        "containment: frozen link (defaults: idle_silence_secs 125, timeout_secs 30) -> mail announced on a new connection after {:.1} s ({} connections)",
+        frozen.elapsed().as_secs_f64(),
+        proxy.accepted()
+    );
+
+    rig.notifications.freeze();
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let subject = format!("frozen popups {i}");
+        let sent = Instant::now();
+        rig.append(&subject);
+        rig.wait_syslog(&format!("subject=\"{subject}\""));
+        took.push(sent.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    println!(
+        "containment: notification server frozen: APPEND start -> syslog line, 10 messages: min {:.0} ms, median {:.0} ms, max {:.0} ms (Dovecot reports new mail to IDLE about 0.5 s after the APPEND)",
+        took[0],
+        took[5],
+        took[9]
+    );
+    let (status, stop) = daemon.terminate();
+    println!(
+        "containment: SIGTERM with the notification server frozen: exit {:?} after {:.0} ms",
+        status.code(),
+        stop.as_secs_f64() * 1e3
+    );
+    rig.notifications.thaw();
+}

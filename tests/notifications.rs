@@ -268,18 +268,23 @@ fn mark_as_read_sets_seen_and_the_popup_closes() {
     });
 }
 
+/// A config whose `open_command` touches `marker`.
+fn open_command_config(rig: &Rig, marker: &std::path::Path) -> String {
+    rig.config_with(
+        &rig.dovecot.account_toml("main", "implicit"),
+        &format!(
+            "open_command = [\"touch\", {}]\n",
+            support::toml_string(&marker.to_string_lossy())
+        ),
+    )
+}
+
 #[test]
 fn reading_elsewhere_closes_the_popup_and_open_runs_the_command() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
         let marker = rig.state.path().join("opened");
-        let config = rig.config_with(
-            &rig.dovecot.account_toml("main", "implicit"),
-            &format!(
-                "open_command = [\"touch\", {}]\n",
-                support::toml_string(&marker.to_string_lossy())
-            ),
-        );
+        let config = open_command_config(&rig, &marker);
         let _daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
         rig.append("first");
         rig.append("second");
@@ -530,13 +535,7 @@ fn a_click_on_a_popup_that_is_not_ours_does_nothing() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
         let marker = rig.state.path().join("opened");
-        let config = rig.config_with(
-            &rig.dovecot.account_toml("main", "implicit"),
-            &format!(
-                "open_command = [\"touch\", {}]\n",
-                support::toml_string(&marker.to_string_lossy())
-            ),
-        );
+        let config = open_command_config(&rig, &marker);
         let daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
         rig.append("ours");
         let ours = rig.notifications.wait_for_count(1, WAIT).remove(0);

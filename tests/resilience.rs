@@ -287,29 +287,40 @@ fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
     });
 }
 
+/// Freezes the link, delivers a message and waits for it to be announced on a new
+/// connection, the old one ended by its unanswered DONE; returns how long that took.
+fn freeze_and_expect_a_new_connection(
+    rig: &Rig,
+    proxy: &support::proxy::FaultProxy,
+    daemon: &support::daemon::Daemon,
+) -> Duration {
+    let frozen = Instant::now();
+    proxy.freeze_all();
+    rig.append("sent into the freeze");
+    let lines = rig.wait_new_mail(1);
+    let took = frozen.elapsed();
+    assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
+    assert!(proxy.accepted() >= 2, "no new connection");
+    // The DONE goes unanswered: that, not a later command, ends the session.
+    assert!(
+        daemon
+            .output()
+            .contains("main/INBOX: ending IDLE: the server did not answer in time"),
+        "{}",
+        daemon.output()
+    );
+    took
+}
+
 #[test]
 fn a_frozen_link_is_detected_and_replaced() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
         // Short settings for the test: IDLE re-issued every 10 s, 2 s for the answer to DONE.
         let (proxy, daemon) = rig.proxied("idle_refresh_secs = 10\ntimeout_secs = 2\n");
-        let frozen = Instant::now();
-        proxy.freeze_all();
-        rig.append("sent into the freeze");
-        let lines = rig.wait_new_mail(1);
+        let took = freeze_and_expect_a_new_connection(&rig, &proxy, &daemon);
         eprintln!(
-            "FIGURE frozen link (refresh 10 s, timeout 2 s) -> announced on a new connection: {:?}",
-            frozen.elapsed()
-        );
-        assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
-        assert!(proxy.accepted() >= 2, "no new connection");
-        // The refresh's DONE goes unanswered: that, not a later command, ends the session.
-        assert!(
-            daemon
-                .output()
-                .contains("main/INBOX: ending IDLE: the server did not answer in time"),
-            "{}",
-            daemon.output()
+            "FIGURE frozen link (refresh 10 s, timeout 2 s) -> announced on a new connection: {took:?}"
         );
         rig.append("after the freeze");
         let lines = rig.wait_new_mail(2);
@@ -330,21 +341,8 @@ fn a_silent_link_is_checked_long_before_the_refresh() {
         // A silent but alive server: the DONE that checks it is answered, same connection.
         daemon.wait_for_output(WAIT, "no word from the server for 5s; it answered DONE");
         assert_eq!(proxy.accepted(), 1);
-        let frozen = std::time::Instant::now();
-        proxy.freeze_all();
-        rig.append("sent into the freeze");
-        let lines = rig.wait_new_mail(1);
-        let took = frozen.elapsed();
+        let took = freeze_and_expect_a_new_connection(&rig, &proxy, &daemon);
         eprintln!("FIGURE silent link (silence 5 s, timeout 2 s) -> announced on a new connection: {took:?}");
-        assert_eq!(subjects(&lines), vec!["sent into the freeze"]);
-        assert!(proxy.accepted() >= 2, "no new connection");
-        assert!(
-            daemon
-                .output()
-                .contains("main/INBOX: ending IDLE: the server did not answer in time"),
-            "{}",
-            daemon.output()
-        );
         // Silence 5 s + 2 s for the DONE + reconnect: far below the 1500 s refresh.
         assert!(took < Duration::from_secs(15), "{took:?}");
     });

@@ -123,8 +123,13 @@ impl Rig {
     /// their own, so one may come a moment after the daemon's log line for the same mail:
     /// a test that reads syslog lines waits for them here, not on the daemon's output.
     pub fn wait_syslog(&self, needle: &str) {
+        self.wait_syslog_within(WAIT, needle);
+    }
+
+    /// [`Rig::wait_syslog`] with a deadline of its own.
+    pub fn wait_syslog_within(&self, timeout: Duration, needle: &str) {
         self.syslog
-            .wait_for(WAIT, &format!("a syslog line with {needle}"), |lines| {
+            .wait_for(timeout, &format!("a syslog line with {needle}"), |lines| {
                 lines.iter().any(|l| l.contains(needle))
             });
     }
