@@ -141,8 +141,20 @@ impl Tolerant {
 
     /// Keeps a note, up to [`MAX_NOTES`] between two [`Tolerant::take_notes`]; past that
     /// they are counted, so a flood of warnings cannot grow memory.
+    ///
+    /// The notes the connection acts on are always kept, once each: the end of IDLE by the
+    /// server and a BYE (a flood of other lines before them must not hide them).
     fn note(&mut self, note: Note) {
-        if self.notes.len() < MAX_NOTES {
+        let structural = matches!(note, Note::IdleEndedByServer | Note::Bye(_));
+        if structural {
+            let seen = self
+                .notes
+                .iter()
+                .any(|n| std::mem::discriminant(n) == std::mem::discriminant(&note));
+            if !seen {
+                self.notes.push(note);
+            }
+        } else if self.notes.len() < MAX_NOTES {
             self.notes.push(note);
         } else {
             self.notes_dropped = self.notes_dropped.saturating_add(1);
@@ -247,6 +259,9 @@ impl Tolerant {
             }
         }
         self.idle = if verb == "IDLE" {
+            // A wake line of an earlier IDLE that the wait ended before reaching was read
+            // with that IDLE's answer (it came before it): a new IDLE starts unwoken.
+            self.wake = false;
             Idle::AwaitingContinuation(Vec::new())
         } else {
             Idle::Off
@@ -361,9 +376,13 @@ impl Tolerant {
         self.wake_idle();
     }
 
+    /// Hands on the wake line, once until it is claimed: a flood of unreadable lines during
+    /// IDLE wakes it once, not once per line.
     fn wake_idle(&mut self) {
-        self.out.extend(WAKE_LINE.iter().copied());
-        self.wake = true;
+        if !self.wake {
+            self.out.extend(WAKE_LINE.iter().copied());
+            self.wake = true;
+        }
     }
 
     fn unreadable(&mut self, response: &[u8]) {
@@ -968,6 +987,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unclaimed_wake_does_not_silence_the_next_idle() {
+        let mut t = Tolerant::default();
+        through(&mut t, b"a8 IDLE\r\n", b"+ idling\r\n");
+        // A wake the crate never reached (its wait ended on an EXISTS first).
+        assert_eq!(
+            through(&mut t, b"", b"* 3 EXISTS\r\n* NO hm\r\n"),
+            [b"* 3 EXISTS\r\n".as_slice(), WAKE_LINE].concat()
+        );
+        through(&mut t, b"DONE\r\n", b"a8 OK done\r\n");
+        through(&mut t, b"a9 IDLE\r\n", b"+ idling\r\n");
+        assert_eq!(
+            through(&mut t, b"", b"a9 OK IDLE terminated\r\n"),
+            WAKE_LINE
+        );
+        assert!(t.take_wake());
+    }
+
+    #[test]
     fn idle_refused_passes_the_refusal_on() {
         let mut t = Tolerant::default();
         let out = through(&mut t, b"a8 IDLE\r\n", b"* 3 EXISTS\r\na8 BAD no idle\r\n");
@@ -1110,6 +1147,32 @@ mod tests {
     /// other pre-`+` data; the server then closes, the held BYE never reaches the crate,
     /// and nothing records it, so the failure reads "connection lost" instead of the
     /// server's words (peek_bye, used by Connection::failed, finds nothing).
+    // Found by fuzz/fuzz_targets/tolerant.rs after the notes were bounded: a flood of
+    // unreadable lines before the server ended IDLE hid that from the connection.
+    #[test]
+    fn the_end_of_idle_and_a_bye_are_kept_past_a_flood_of_notes() {
+        let mut t = Tolerant::default();
+        through(&mut t, b"a8 IDLE\r\n", b"+ idling\r\n");
+        let flood = b"\x0c\r\n".repeat(MAX_NOTES * 2);
+        let out = through(&mut t, b"", &flood);
+        assert_eq!(out, WAKE_LINE, "one wake for the whole flood");
+        t.feed(b"a8 OK IDLE terminated\r\n");
+        let notes = t.take_notes();
+        assert!(notes.contains(&Note::IdleEndedByServer), "{notes:?}");
+        assert!(notes.len() <= MAX_NOTES + 2);
+        // Inside an EXAMINE answer a BYE is a note too, kept once past a flood.
+        t.wrote(b"DONE\r\n");
+        through(&mut t, b"a9 EXAMINE INBOX\r\n", &flood);
+        t.feed(b"* BYE one\r\n* BYE two\r\n");
+        let notes = t.take_notes();
+        assert_eq!(
+            notes.iter().filter(|n| matches!(n, Note::Bye(_))).count(),
+            1,
+            "{notes:?}"
+        );
+        assert_eq!(t.peek_bye().as_deref(), None);
+    }
+
     #[test]
     fn a_bye_before_the_idle_continuation_is_not_lost() {
         let mut t = Tolerant::default();
