@@ -730,7 +730,7 @@ fn measure_containment() {
         idle_notify_interval: Duration::from_secs(120),
         ..DovecotOptions::default()
     });
-    let (proxy, mut daemon) = rig.proxied("reconnect_max_secs = 300\n");
+    let (proxy, mut daemon) = rig.proxied("");
     let dones = |proxy: &support::proxy::FaultProxy| {
         proxy
             .client_lines()
