@@ -66,6 +66,13 @@ pub enum ImapError {
     Bye(String),
     #[error("{context}: the server did not answer in time (timeout_secs)")]
     Timeout { context: &'static str },
+    /// The server answered the command with a tagged NO: the command failed, the session
+    /// is fine.
+    #[error("{context}: the server refused: {reason}")]
+    Refused {
+        context: &'static str,
+        reason: String,
+    },
     #[error("{context}: {source}")]
     Protocol {
         context: &'static str,
@@ -713,6 +720,12 @@ impl Connection {
         }
         if std::mem::take(&mut self.events().timed_out) {
             return ImapError::Timeout { context };
+        }
+        if let imap::Error::No(no) = e {
+            return ImapError::Refused {
+                context,
+                reason: no.information,
+            };
         }
         ImapError::protocol(context)(e)
     }

@@ -747,12 +747,29 @@ impl Watcher {
         self.in_flight = uids.to_vec();
         let got = conn.fetch_headers(&uid_set(uids));
         self.report_notes(conn);
-        let got = got?;
         self.in_flight.clear();
+        let (got, reason) = match got {
+            Ok(got) => (
+                got,
+                "the server's answer for it could not be read, or it was missing".to_owned(),
+            ),
+            // A tagged NO (Gmail: "Some messages could not be FETCHed") fails the command,
+            // not the session: each message in it has used an attempt.
+            Err(ImapError::Refused { reason, .. }) => (
+                Vec::new(),
+                format!(
+                    "the server refused to fetch it: {}",
+                    decode::one_line(&reason)
+                ),
+            ),
+            Err(e) => {
+                self.in_flight = uids.to_vec();
+                return Err(e);
+            }
+        };
         for uid in uids {
             if !got.iter().any(|h| h.uid == *uid) {
-                let reason = "the server's answer for it could not be read, or it was missing";
-                self.attempt_failed(*uid, reason.to_owned());
+                self.attempt_failed(*uid, reason.clone());
             }
         }
         Ok(got)

@@ -417,3 +417,29 @@ fn a_server_restored_from_a_backup_is_rebaselined_and_new_mail_is_announced() {
         assert_eq!(subjects(&lines), ["six", "after the restore"]);
     });
 }
+
+#[test]
+fn a_message_whose_fetch_is_refused_is_passed_without_a_reconnect() {
+    with_timeout(LIMIT, || {
+        let server = Quirky::start(Quirks::default(), vec![]);
+        let syslog = SyslogRecorder::start();
+        let daemon = start(&server, &syslog, "");
+        wait_idles(&server, 1);
+        let mut refused = Msg::new(1, "p@example.org", "refused");
+        refused.refuses_headers = true;
+        server.add(refused);
+        server.add(Msg::new(2, "ok@example.org", "fine"));
+        let lines = wait_new_mail(&syslog, 2);
+        assert_eq!(subjects(&lines), ["(could not be read)", "fine"]);
+        wait_idles(&server, 2);
+        assert_eq!(new_mail(&syslog).len(), 2);
+        assert_eq!(server.connections(), 1, "reconnected");
+        assert_eq!(
+            warned(
+                &daemon,
+                "message uid 1 could not be read after 3 attempts (the server refused to fetch it: Some messages could not be FETCHed (Failure))"
+            ),
+            1
+        );
+    });
+}

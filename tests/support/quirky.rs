@@ -29,6 +29,9 @@ pub struct Msg {
     pub header_line: Option<String>,
     /// Asking for this message's header fields closes the connection.
     pub kills_connection: bool,
+    /// Asking for this message's header fields gets the whole UID FETCH a tagged NO (as
+    /// Gmail answers "Some messages could not be FETCHed").
+    pub refuses_headers: bool,
 }
 
 impl Msg {
@@ -334,7 +337,14 @@ impl Conn {
     /// Answers a UID FETCH; `false` if a message in it kills the connection.
     fn fetch(&mut self, tag: &str, set: &str, headers: bool) -> std::io::Result<bool> {
         let mut out = String::new();
-        for (seq, m) in self.select_uids(set) {
+        let selected = self.select_uids(set);
+        if headers && selected.iter().any(|(_, m)| m.refuses_headers) {
+            self.send(&format!(
+                "{tag} NO Some messages could not be FETCHed (Failure)\r\n"
+            ))?;
+            return Ok(true);
+        }
+        for (seq, m) in selected {
             if headers {
                 if m.kills_connection {
                     return Ok(false);
