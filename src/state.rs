@@ -180,28 +180,31 @@ impl StateStore {
 /// mailboxes share a name; very long names are cut and suffixed with a hash. Two `+` tell
 /// it from the older `user@host+mailbox`, whose mailbox part can hold no `+`.
 fn file_stem(username: &str, host: &str, port: u16, mailbox: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    let mut out = String::new();
-    enc(username, &mut out);
-    out.push('@');
-    enc(&host, &mut out);
-    out.push('+');
-    out.push_str(&port.to_string());
-    out.push('+');
-    enc(mailbox, &mut out);
-    finish_stem(out, &format!("{username}\0{host}\0{port}\0{mailbox}"))
+    stem(username, host, Some(port), mailbox)
 }
 
 /// The name before 0.2, without the port: `user@host+mailbox`. Read only, to migrate.
 fn legacy_file_stem(username: &str, host: &str, mailbox: &str) -> String {
+    stem(username, host, None, mailbox)
+}
+
+/// The stem with or without the port part; the hash of a long name covers the same parts.
+fn stem(username: &str, host: &str, port: Option<u16>, mailbox: &str) -> String {
     let host = host.to_ascii_lowercase();
     let mut out = String::new();
     enc(username, &mut out);
     out.push('@');
     enc(&host, &mut out);
     out.push('+');
+    let mut key = format!("{username}\0{host}\0");
+    if let Some(port) = port {
+        out.push_str(&port.to_string());
+        out.push('+');
+        key.push_str(&format!("{port}\0"));
+    }
     enc(mailbox, &mut out);
-    finish_stem(out, &format!("{username}\0{host}\0{mailbox}"))
+    key.push_str(mailbox);
+    finish_stem(out, &key)
 }
 
 /// Percent-encodes every byte of `part` outside `[A-Za-z0-9._-]` onto `out`.

@@ -297,7 +297,7 @@ impl Tolerant {
         let verb = self.command.as_ref().map(|c| c.verb.as_str());
         match kind {
             Kind::Tagged { ref tag, .. } => {
-                let ours = self.command.as_ref().is_some_and(|c| &c.tag == tag);
+                let ours = self.is_ours(tag.as_bytes());
                 self.tagged(response, ours, kind);
             }
             Kind::Continuation => {
@@ -337,6 +337,13 @@ impl Tolerant {
             self.out.extend(held.into_iter().flatten());
             self.idle = Idle::Idling;
         }
+    }
+
+    /// Whether `tag` is the tag of the command in progress.
+    fn is_ours(&self, tag: &[u8]) -> bool {
+        self.command
+            .as_ref()
+            .is_some_and(|c| c.tag.as_bytes() == tag)
     }
 
     fn untagged(&mut self, response: Vec<u8>) {
@@ -409,10 +416,7 @@ impl Tolerant {
             fixed.push(b' ');
             fixed.extend_from_slice(&status);
             fixed.extend_from_slice(b" [mailpushd] unreadable response from the server\r\n");
-            let ours = self
-                .command
-                .as_ref()
-                .is_some_and(|c| c.tag.as_bytes() == first);
+            let ours = self.is_ours(first);
             let kind = Kind::Tagged {
                 tag: String::from_utf8_lossy(first).into_owned(),
                 ok: status == b"OK",
