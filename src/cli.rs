@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use log::LevelFilter;
 
 /// Push mail for Linux desktops: watches IMAP mailboxes with IDLE and shows a desktop
@@ -40,7 +40,7 @@ pub struct Cli {
     /// Write a man page or a shell completion script to stdout and exit (for packagers;
     /// hidden from --help, see src/generate.rs)
     #[arg(long, value_enum, value_name = "KIND", hide = true, exclusive = true)]
-    pub generate: Option<crate::generate::Kind>,
+    pub generate: Option<GenerateKind>,
 }
 
 impl Cli {
@@ -109,4 +109,19 @@ mod tests {
         assert_eq!(cli(&["--log-level", "error"]).level(), LevelFilter::Error);
         assert!(Cli::try_parse_from(["mailpushd", "-v", "-q"]).is_err());
     }
+}
+
+/// What `--generate` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateKind {
+    /// mailpushd(1), roff
+    Man,
+    /// mailpushd.toml(5), roff
+    ManConfig,
+    /// bash completion script
+    CompleteBash,
+    /// zsh completion script (`_mailpushd`)
+    CompleteZsh,
+    /// fish completion script
+    CompleteFish,
 }

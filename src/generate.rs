@@ -10,26 +10,11 @@
 
 use std::io::{self, Write};
 
-use clap::{CommandFactory, ValueEnum};
+use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::Man;
 
-use crate::cli::Cli;
-
-/// What `--generate` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// mailpushd(1), roff
-    Man,
-    /// mailpushd.toml(5), roff
-    ManConfig,
-    /// bash completion script
-    CompleteBash,
-    /// zsh completion script (`_mailpushd`)
-    CompleteZsh,
-    /// fish completion script
-    CompleteFish,
-}
+use crate::cli::{Cli, GenerateKind as Kind};
 
 /// Writes `kind` to `out`. Everything is rendered into memory first, so a closed pipe is an
 /// error returned here, not a panic inside a generator.

@@ -4,40 +4,18 @@
 //!
 //! The binary is a thin wrapper around [`run`]; see shared/DESIGN.md for the architecture.
 
-pub mod actions;
-pub mod backoff;
-pub mod burst;
+pub mod announce;
 pub mod child;
 pub mod cli;
 pub mod config;
-pub mod config_watch;
-pub mod credentials;
+pub mod daemon;
 pub mod decode;
 pub mod event;
 pub mod generate;
-pub mod hooks;
 pub mod imap;
-pub mod instance;
 pub mod logging;
-pub mod mutf7;
-pub mod nesting;
-pub mod newmail;
-pub mod notify;
-pub mod outputs;
-pub mod probe;
-pub mod providers;
-pub mod reload;
-pub mod signals;
-pub mod state;
+pub mod mailbox;
 pub mod status;
-pub mod stream;
-pub mod supervisor;
-pub mod suspend;
-pub mod syslog;
-pub mod systemd;
-pub mod tls;
-pub mod tolerant;
-pub mod watcher;
 
 use std::process::ExitCode;
 
@@ -47,7 +25,7 @@ use anyhow::Context;
 pub const EX_CONFIG: u8 = 78;
 
 /// sysexits.h EX_TEMPFAIL: another mailpushd already runs on the same state directory
-/// ([`instance`]). systemd's unit does not restart on it either: the other one is running.
+/// ([`daemon::instance`]). systemd's unit does not restart on it either: the other one is running.
 pub const EX_ALREADY_RUNNING: u8 = 75;
 
 /// Runs the command line: `--check`, or the daemon in the foreground.
@@ -73,7 +51,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     mailboxes
                 );
                 if cli.connect {
-                    let outcomes = probe::probe(&cfg);
+                    let outcomes = daemon::probe::probe(&cfg);
                     for o in &outcomes {
                         println!("{}", o.line);
                     }
@@ -102,20 +80,20 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EX_CONFIG));
         }
     };
-    let store = state::StateStore::new(state::StateStore::default_dir(
+    let store = mailbox::state::StateStore::new(mailbox::state::StateStore::default_dir(
         std::env::var_os("XDG_STATE_HOME").map(Into::into),
         std::env::var_os("HOME").map(Into::into),
     ));
     log::debug!("state directory: {}", store.dir().display());
     // Held until the supervisor returns: every output and state write happens under it.
-    let _lock = match instance::InstanceLock::acquire(store.dir()) {
+    let _lock = match daemon::instance::InstanceLock::acquire(store.dir()) {
         Ok(lock) => lock,
-        Err(e @ instance::InstanceError::Running { .. }) => {
+        Err(e @ daemon::instance::InstanceError::Running { .. }) => {
             log::error!("{e}");
             return Ok(ExitCode::from(EX_ALREADY_RUNNING));
         }
         Err(e) => return Err(e).context("taking the single-instance lock"),
     };
-    supervisor::run(path, cfg, store).context("starting the supervisor")?;
+    daemon::supervisor::run(path, cfg, store).context("starting the supervisor")?;
     Ok(ExitCode::SUCCESS)
 }

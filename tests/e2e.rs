@@ -110,7 +110,7 @@ fn new_mail_is_announced_once_with_decoded_escaped_text() {
 fn starttls_works_and_a_chinese_mailbox_name_is_watched() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let wire = mailpushd::mutf7::encode("工作");
+        let wire = mailpushd::imap::mutf7::encode("工作");
         rig.dovecot.create_mailbox(&wire);
         let accounts = rig.dovecot.account_toml("home", "starttls").replace(
             "mailboxes = [\"INBOX\"]",

@@ -1,4 +1,4 @@
-//! The hook runner with real processes, through the library API (`mailpushd::hooks`): what a
+//! The hook runner with real processes, through the library API (`mailpushd::announce::hooks`): what a
 //! hook receives (environment and JSON, verbatim and inert), debouncing, one run at a time,
 //! the timeout, `on_new_mail_post`, and that every child is reaped.
 //!
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use mailpushd::announce::hooks::{HookMail, Hooks};
 use mailpushd::config::HookConfig;
-use mailpushd::hooks::{HookMail, Hooks};
 use support::{lock, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(60);

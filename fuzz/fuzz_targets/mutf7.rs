@@ -1,4 +1,4 @@
-//! Modified UTF-7 mailbox names (`mailpushd::mutf7`).
+//! Modified UTF-7 mailbox names (`mailpushd::imap::mutf7`).
 //!
 //! The input, made UTF-8 lossily, is used twice: as a mailbox name as the user writes it
 //! (`decode(encode(s)) == s`, and the wire form is printable ASCII), and as a name as a
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpushd::mutf7::{self, Mutf7Error};
+use mailpushd::imap::mutf7::{self, Mutf7Error};
 
 fuzz_target!(|data: &[u8]| {
     let s = String::from_utf8_lossy(data);

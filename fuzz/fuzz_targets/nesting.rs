@@ -1,4 +1,4 @@
-//! The nesting guard in front of the IMAP parser (`mailpushd::nesting`).
+//! The nesting guard in front of the IMAP parser (`mailpushd::imap::nesting`).
 //!
 //! Server bytes arrive in reads of any size, so the verdict must not depend on where they
 //! are cut: the first byte picks a chunk size, and feeding the rest in chunks must end in
@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpushd::nesting::Nesting;
+use mailpushd::imap::nesting::Nesting;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&size, bytes)) = data.split_first() else {

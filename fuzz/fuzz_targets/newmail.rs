@@ -1,4 +1,4 @@
-//! The "never miss, never repeat" decision (`mailpushd::newmail`) over arbitrary sequences
+//! The "never miss, never repeat" decision (`mailpushd::mailbox::newmail`) over arbitrary sequences
 //! of reconnects (EXAMINE answers) and `UID FETCH next:*` answers.
 //!
 //! Invariants, within one UIDVALIDITY epoch (a baseline starts a new one):
@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mailpushd::newmail::{self, Baseline, Cursor, Seen, Start};
+use mailpushd::mailbox::newmail::{self, Baseline, Cursor, Seen, Start};
 
 /// A UID in a fetch answer: anywhere, or near the cursor (where the interesting cases are).
 #[derive(Debug, Arbitrary)]

@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use mailpushd::newmail::Cursor;
-use mailpushd::state::{Loaded, StateStore};
+use mailpushd::mailbox::newmail::Cursor;
+use mailpushd::mailbox::state::{Loaded, StateStore};
 
 #[derive(Debug, Arbitrary)]
 struct Input {

@@ -1,4 +1,4 @@
-//! The tolerant layer between the socket and the `imap` crate (`mailpushd::tolerant`), over
+//! The tolerant layer between the socket and the `imap` crate (`mailpushd::imap::tolerant`), over
 //! a conversation: client writes and server reads, in the order the input gives them.
 //!
 //! Input: one byte for the chunk size (1–255), then segments separated by NUL bytes:
@@ -27,7 +27,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mailpushd::tolerant::{frame, Note, Tolerant, Write};
+use mailpushd::imap::tolerant::{frame, Note, Tolerant, Write};
 
 /// Canned client commands (the tag is prepended, but not to DONE).
 const COMMANDS: [&str; 8] = [

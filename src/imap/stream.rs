@@ -37,8 +37,8 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use imap::extensions::idle::SetReadTimeout;
 
 use crate::config::PROBE_ANSWER;
-use crate::nesting::{Nesting, MAX_DEPTH};
-use crate::tolerant::Tolerant;
+use crate::imap::nesting::{Nesting, MAX_DEPTH};
+use crate::imap::tolerant::Tolerant;
 
 pub enum Transport {
     Plain(TcpStream),

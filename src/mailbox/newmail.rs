@@ -7,6 +7,8 @@
 //! announce. Working by UID rather than by counting EXISTS is what keeps an EXPUNGE and a new
 //! message in the same wake from cancelling each other out.
 
+pub use crate::imap::Seen;
+
 /// Where a watcher stands in one mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -15,14 +17,6 @@ pub struct Cursor {
     /// than a UID: after the highest possible UID (2^32 - 1) it is 2^32, so that UID is
     /// not announced again by every later `UID FETCH 4294967295:*`.
     pub next_uid: u64,
-}
-
-/// What the server says about one message in a `UID FETCH` answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
-    pub uid: u32,
-    /// Already read (`\Seen`), e.g. filed by a client or a filter: not announced.
-    pub seen: bool,
 }
 
 /// What to do after EXAMINE on a (re)connect, given the cursor we had (if any).

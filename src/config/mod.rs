@@ -6,6 +6,8 @@
 //! hold an invalid value, and collects every problem it finds (not just the first) as a
 //! [`Problem`] with line and column so `--check` can list them all.
 
+pub mod providers;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -617,10 +619,10 @@ impl Validator<'_> {
         // A preset fills host, port, tls and quirks; anything set explicitly wins.
         let preset = raw
             .provider
-            .and_then(|p| match crate::providers::find(p.get_ref()) {
+            .and_then(|p| match crate::config::providers::find(p.get_ref()) {
                 Some(preset) => Some(preset),
                 None => {
-                    let known: Vec<&str> = crate::providers::names().collect();
+                    let known: Vec<&str> = crate::config::providers::names().collect();
                     self.report(
                         &p.span(),
                         format!(

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::newmail::Cursor;
+use crate::mailbox::newmail::Cursor;
 
 /// Longest file-name stem before it is shortened with a hash (file names max out at 255).
 const MAX_STEM: usize = 180;

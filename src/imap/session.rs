@@ -17,9 +17,8 @@ use imap::types::{Flag, UnsolicitedResponse};
 use socket2::{SockRef, TcpKeepalive};
 
 use crate::config::{Account, AuthMethod, TlsMode};
-use crate::newmail::Seen;
-use crate::stream::{SharedTolerant, StopSignal, Stream, StreamEvents, Transport};
-use crate::tolerant::Note;
+use crate::imap::stream::{SharedTolerant, StopSignal, Stream, StreamEvents, Transport};
+use crate::imap::tolerant::Note;
 
 /// How long a TCP connect may take per resolved address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -140,6 +139,14 @@ pub struct MailboxStatus {
     pub exists: u32,
     pub uid_validity: Option<u32>,
     pub uid_next: Option<u32>,
+}
+
+/// What the server says about one message in a `UID FETCH` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub uid: u32,
+    /// Already read (`\Seen`), e.g. filed by a client or a filter: not announced.
+    pub seen: bool,
 }
 
 /// The header fields a notification needs, as fetched: the raw block of `From:` and
@@ -512,11 +519,11 @@ fn tls_wrap(
         })?),
         None => None,
     };
-    let trust = crate::tls::Trust {
+    let trust = crate::imap::tls::Trust {
         verify: account.tls_verify,
         extra_root_pem,
     };
-    let connector = crate::tls::connector(&trust).map_err(|e| match &account.ca_file {
+    let connector = crate::imap::tls::connector(&trust).map_err(|e| match &account.ca_file {
         // Building fails on a bad ca_file; native-tls only logs problems with the system
         // store, so without a ca_file it is a TLS setup error.
         Some(path) => ImapError::CaFile {

@@ -13,19 +13,19 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backoff::Backoff;
+use crate::announce::outputs::{Announcement, SharedOutputs};
 use crate::config::Account;
-use crate::credentials::{self, CredentialError};
 use crate::decode;
 use crate::event::Event;
+use crate::imap::mutf7;
+use crate::imap::stream::StopSignal;
+use crate::imap::tolerant::Note;
 use crate::imap::{self, Connection, Headers, ImapError, Interrupter, Wake, HEADER_BATCH};
-use crate::mutf7;
-use crate::newmail::{self, Baseline, Cursor, Seen, Start};
-use crate::outputs::{Announcement, SharedOutputs};
-use crate::state::{Loaded, StateStore};
+use crate::mailbox::backoff::Backoff;
+use crate::mailbox::credentials::{self, CredentialError};
+use crate::mailbox::newmail::{self, Baseline, Cursor, Seen, Start};
+use crate::mailbox::state::{Loaded, StateStore};
 use crate::status::{Phase, Row, StatusTable};
-use crate::stream::StopSignal;
-use crate::tolerant::Note;
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -92,7 +92,7 @@ impl Control {
     /// ends a blocked IDLE read.
     ///
     /// A watcher that is logged in ends its IDLE, sends DONE and LOGOUT (RFC 3501 §6.1.3),
-    /// each answer awaited at most [`STOP_ANSWER`](crate::stream::STOP_ANSWER); one that is
+    /// each answer awaited at most [`STOP_ANSWER`](crate::imap::stream::STOP_ANSWER); one that is
     /// still connecting (lookup, TCP, TLS, login) has its socket cut at once. A server
     /// that does not answer in time is cut by [`Control::cut`].
     pub fn stop(&self) {

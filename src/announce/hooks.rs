@@ -55,10 +55,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::text::Announcement;
 use crate::child::{self, Capture};
 use crate::config::HookConfig;
 use crate::decode;
-use crate::outputs::Announcement;
 
 /// How often a running hook is looked at (exit, timeout, stdin, stderr).
 const TICK: Duration = Duration::from_millis(10);

@@ -3,9 +3,9 @@
 //! The first thing to run when something is wrong.
 
 use crate::config::Config;
-use crate::credentials;
 use crate::imap;
-use crate::mutf7;
+use crate::imap::mutf7;
+use crate::mailbox::credentials;
 
 /// One line of the report.
 pub struct Outcome {

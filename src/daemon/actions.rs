@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use crate::config::Account;
-use crate::{credentials, imap, mutf7};
+use crate::imap::{self, mutf7};
+use crate::mailbox::credentials;
 
 /// Starts `argv` detached from our stdio, and reaps it on a thread of its own (no zombies).
 pub fn open(argv: &[String]) {

@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::{actions, config_watch, signals, suspend};
+use crate::announce::notify::{Notifier, Settings};
+use crate::announce::outputs::{Outputs, SharedOutputs};
 use crate::config::{self, Account, Config};
+use crate::daemon::reload::{self, Key};
+use crate::daemon::systemd::SystemdNotifier;
 pub use crate::event::Event;
 use crate::event::Shown;
-use crate::notify::{Notifier, Settings};
-use crate::outputs::{Outputs, SharedOutputs};
-use crate::reload::{self, Key};
-use crate::state::StateStore;
+use crate::mailbox::state::StateStore;
+use crate::mailbox::watcher::{Control, Shared, Watcher};
 use crate::status::StatusTable;
-use crate::systemd::SystemdNotifier;
-use crate::watcher::{Control, Shared, Watcher};
-use crate::{actions, config_watch, signals, suspend};
 
 /// How long shutdown waits for watchers to log out before the process exits anyway; keeps
 /// the whole stop under the 2 seconds systemd and users expect.
@@ -241,7 +241,7 @@ impl Supervisor {
     fn reload(&mut self) -> std::io::Result<()> {
         self.systemd.reloading();
         // A reload is also the way to make new connections see an updated system CA store.
-        crate::tls::forget();
+        crate::imap::tls::forget();
         match config::load(&self.config_path) {
             Err(e) => {
                 let text = e.to_string();
