@@ -3,7 +3,7 @@
 //! Under systemd (`JOURNAL_STREAM` set) each line starts with a `<N>` syslog priority so
 //! journalctl shows levels and the journal adds its own timestamps; otherwise lines carry a
 //! UTC time and the level in plain text. Syslog proper is an output, not a log backend
-//! (see `syslog.rs`).
+//! (see `announce/syslog.rs`).
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};

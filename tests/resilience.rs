@@ -466,7 +466,7 @@ fn a_garbage_line_costs_only_that_line() {
 }
 
 /// Lists nested 500,000 deep (1 MB, well inside the 16 MiB answer bound): the `imap`
-/// crate's parser recurses once per level, so before src/nesting.rs this overflowed the
+/// crate's parser recurses once per level, so before src/imap/nesting.rs this overflowed the
 /// watcher's stack and aborted the whole process. Now it costs only the connection.
 #[test]
 fn a_response_nested_too_deep_costs_only_the_connection() {

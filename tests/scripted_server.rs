@@ -1,6 +1,6 @@
 //! Server behaviour no real server shows on request, played by a scripted IMAP server on
 //! 127.0.0.1: an IDLE answered with a tagged OK and no `+`. The `imap` crate hits an
-//! `unreachable!()` on that; the tolerant layer (src/tolerant.rs) hands it a `+` and the
+//! `unreachable!()` on that; the tolerant layer (src/imap/tolerant.rs) hands it a `+` and the
 //! OK as "IDLE ended by the server" instead, and a server that does it every time is
 //! polled on the same connection rather than reconnected to or spun on.
 

@@ -105,7 +105,7 @@ impl Outputs {
     }
 
     /// Announces new mail from one wake of one mailbox: a syslog line each, then popups as
-    /// flood control decides (src/burst.rs): one each, one summary now, or held for the
+    /// flood control decides (src/announce/burst.rs): one each, one summary now, or held for the
     /// summary at the end of the mailbox's window. After a reconnect (`catching_up`) the
     /// wake is judged alone against the account's `catch_up_max`.
     pub fn announce(

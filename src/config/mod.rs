@@ -33,7 +33,7 @@ const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_CATCH_UP_MAX: u32 = 10;
 const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
-/// Flood control window (src/burst.rs): long enough to catch a server storing a big
+/// Flood control window (src/announce/burst.rs): long enough to catch a server storing a big
 /// delivery one message at a time, short enough that a summary is not long in coming.
 const DEFAULT_BURST_WINDOW_SECS: u64 = 10;
 /// An hour: a summary held longer than that would be news from the past.
@@ -62,7 +62,7 @@ pub struct Account {
     /// `tls_verify = false`: the documented escape hatch that skips certificate checks
     /// (warned about at every connect).
     pub tls_verify: bool,
-    /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap.rs`.
+    /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap/session.rs`.
     pub mailboxes: Vec<String>,
     pub idle_refresh: Duration,
     /// During IDLE, this long without a byte from the server (no keepalive line, no data)

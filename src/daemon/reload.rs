@@ -5,7 +5,7 @@
 //! when its account's connection settings are unchanged (adding or removing *other*
 //! mailboxes of the same account does not count). Renaming an account stops the old
 //! watchers and starts new ones; their persisted state follows them anyway, because state
-//! files are keyed by user, host and mailbox (see `state.rs`).
+//! files are keyed by user, host and mailbox (see `mailbox/state.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

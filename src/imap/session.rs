@@ -187,7 +187,7 @@ pub enum Wake {
 /// An authenticated session with one mailbox examined (read-only).
 pub struct Connection {
     session: imap::Session<Stream>,
-    /// What the tolerant layer under the session did (src/tolerant.rs).
+    /// What the tolerant layer under the session did (src/imap/tolerant.rs).
     tolerant: SharedTolerant,
     /// What the stream saw that the crate does not report (silence, a timed-out answer).
     events: Arc<Mutex<StreamEvents>>,
@@ -204,7 +204,7 @@ pub struct Connection {
 /// `stop`; each TCP connect by [`CONNECT_TIMEOUT`] (or `timeout_secs`, if shorter), and
 /// `register` receives each socket's interrupter before its connect starts, so a stop or
 /// reload cuts a connect, a hanging TLS handshake or login short. Once connected, `stop`
-/// ends a blocked IDLE so that DONE and LOGOUT can be sent (src/stream.rs).
+/// ends a blocked IDLE so that DONE and LOGOUT can be sent (src/imap/stream.rs).
 pub fn connect(
     account: &Account,
     password: &str,
@@ -706,7 +706,7 @@ impl Connection {
     }
 
     /// What the tolerant layer did since the last call: server warnings, lines it mended,
-    /// set aside or could not read (src/tolerant.rs).
+    /// set aside or could not read (src/imap/tolerant.rs).
     pub fn take_notes(&mut self) -> Vec<Note> {
         self.tolerant
             .lock()

@@ -15,9 +15,9 @@
 //! [`MAX_RESPONSE`] bytes after our last command (an endless literal, a line that never
 //! ends) gets the connection closed with an error, before the crate's buffers grow further.
 //! The same for an answer whose lists nest deeper than the parser's recursion can take
-//! (src/nesting.rs): that would overflow the thread's stack and abort the whole process.
+//! (src/imap/nesting.rs): that would overflow the thread's stack and abort the whole process.
 //!
-//! Between the socket and the crate sits the tolerant layer (src/tolerant.rs): the crate
+//! Between the socket and the crate sits the tolerant layer (src/imap/tolerant.rs): the crate
 //! reads whole responses that its parser accepts, and what the layer did about the rest is
 //! shared with the connection through [`Stream::tolerant`].
 //!

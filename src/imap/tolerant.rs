@@ -26,7 +26,7 @@
 //!   status, so the command ends rather than waiting out its timeout.
 //!
 //! Pure: fed bytes read and bytes written, it answers with bytes to hand on and notes.
-//! Sizes stay bounded by the stream's answer bound (src/stream.rs), which counts raw bytes
+//! Sizes stay bounded by the stream's answer bound (src/imap/stream.rs), which counts raw bytes
 //! before they reach this layer.
 
 use std::collections::VecDeque;
@@ -542,7 +542,7 @@ fn parses(response: &[u8]) -> bool {
 ///
 /// A status response (`* OK`, `a1 NO`, `+ ...`) is one line whatever it ends with: its text
 /// is free text, where `{5}` is no literal (the parser reads it as characters, and
-/// src/nesting.rs counts it the same way).
+/// src/imap/nesting.rs counts it the same way).
 pub fn frame(buf: &[u8]) -> Option<usize> {
     frame_from(buf, Resume::default()).ok()
 }

@@ -60,7 +60,7 @@ pub struct Control {
     flags: Mutex<Flags>,
     wake: Condvar,
     socket: Mutex<Option<Interrupter>>,
-    /// Ends a blocked IDLE read without cutting the connection (src/stream.rs).
+    /// Ends a blocked IDLE read without cutting the connection (src/imap/stream.rs).
     stop_signal: Arc<StopSignal>,
 }
 
