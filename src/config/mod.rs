@@ -1,12 +1,22 @@
-//! The configuration file: its TOML shape, its validation, and the validated types the rest
-//! of the daemon uses.
+//! The configuration file: its keys, how it is read and checked, and the validated types
+//! the rest of the daemon uses.
 //!
-//! Parsing happens in two stages. Serde structs with `deny_unknown_fields` and spans
-//! (`Raw*`) take the file apart; `validate` turns them into [`Config`], whose types cannot
-//! hold an invalid value, and collects every problem it finds (not just the first) as a
-//! [`Problem`] with line and column so `--check` can list them all.
+//! - [`keys`]: the one description of every key (table, type, default, range, docs), from
+//!   which the checks below, their suggestions and mailpushd.toml(5) are all made;
+//! - `shape.rs`, stage one: the file against [`keys`]: syntax, unknown tables and keys
+//!   ("did you mean `password`?"), wrong types, unknown values, integers out of range;
+//! - this file, stage two: what the values mean together (a secret given twice, a
+//!   duplicate account name, plaintext to a remote host, ...), turning them into
+//!   [`Config`], whose types cannot hold an invalid value;
+//! - [`providers`]: the presets `provider = "gmail"` stands for.
+//!
+//! Both stages collect every problem they find, not just the first, as a [`Problem`] with
+//! line and column, so `--check` and a failed reload list them all at once; a mistake
+//! reported by stage one is not reported again by stage two as a missing key.
 
+pub mod keys;
 pub mod providers;
+mod shape;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,8 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-/// Longest IDLE we allow: RFC 2177 says servers may log a client off after 30 minutes.
-const MAX_IDLE_REFRESH_SECS: u64 = 29 * 60;
+// The defaults. The ranges are in `keys.rs`, with each key's documentation.
 const DEFAULT_IDLE_REFRESH_SECS: u64 = 25 * 60;
 /// Silence during IDLE before the link is checked: just over the 2 minutes between
 /// Dovecot's `* OK Still here` lines (`imap_idle_notify_interval`), so a server that talks
@@ -36,8 +45,6 @@ const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
 /// Flood control window (src/announce/burst.rs): long enough to catch a server storing a big
 /// delivery one message at a time, short enough that a summary is not long in coming.
 const DEFAULT_BURST_WINDOW_SECS: u64 = 10;
-/// An hour: a summary held longer than that would be news from the past.
-const MAX_BURST_WINDOW_SECS: u64 = 3600;
 const DEFAULT_HOOK_DEBOUNCE_MS: u64 = 1000;
 const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
@@ -303,19 +310,38 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// `base_dir` (the config file's directory), so a config means the same wherever the daemon
 /// is started from.
 pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    let shape::Shape {
+        root,
+        problems,
+        meant,
+        incomplete,
+    } = shape::check(text);
+    let problems: Vec<Problem> = problems
+        .into_iter()
+        .map(|(span, message)| problem_at(text, &span, message))
+        .collect();
+    // Stage one took out every value of the wrong shape, so this only fails if a key in
+    // `keys.rs` has no field below (a bug, which the tests catch); say what it was anyway.
+    let raw = RawConfig::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        vec![problem_at(text, &span, e.message().trim().to_owned())]
+        let mut all = problems.clone();
+        all.push(problem_at(text, &span, e.message().trim().to_owned()));
+        all
     })?;
     Validator {
         text,
         base_dir,
-        problems: Vec::new(),
+        problems,
+        meant,
+        incomplete,
     }
     .run(raw)
 }
 
-// ---- stage one: the file's shape ------------------------------------------------------
+// ---- the file's values, typed ---------------------------------------------------------
+//
+// Stage one (`shape.rs`) has checked every key and value against `keys.rs`; these structs
+// only carry the values into stage two, with their spans.
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -415,6 +441,10 @@ struct Validator<'a> {
     text: &'a str,
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    meant: shape::Meant,
+    /// The file had syntax errors: what was read of it may lack what the broken lines held,
+    /// so nothing is reported missing (that would be the same mistake twice).
+    incomplete: bool,
 }
 
 impl Validator<'_> {
@@ -428,23 +458,36 @@ impl Validator<'_> {
         let default_hooks = self.hooks(defaults, None);
         let mut accounts = Vec::new();
         match raw.accounts {
+            None if self.incomplete => {}
             None => self.report(&(0..0), "no [[accounts]] configured: nothing to watch"),
             Some(list) if list.get_ref().is_empty() => {
                 self.report(&list.span(), "accounts is empty: nothing to watch")
             }
             Some(list) => {
+                // A name given twice is reported where it is given again, whatever else is
+                // wrong with either account.
+                let mut seen: Vec<(String, usize)> = Vec::new();
                 for acct in list.into_inner() {
                     let span = acct.span();
-                    if let Some(a) = self.account(acct.into_inner(), &span, &default_hooks) {
-                        if accounts.iter().any(|b: &Account| b.name == a.name) {
-                            self.report(
-                                &span,
-                                format!(
-                                    "duplicate account name {:?}: names must be unique",
-                                    a.name
-                                ),
+                    let raw = acct.into_inner();
+                    let mut duplicate = false;
+                    if let Some(name) = &raw.name {
+                        let first = seen.iter().find(|(n, _)| n == name.get_ref());
+                        if let Some((_, first)) = first {
+                            duplicate = true;
+                            let message = format!(
+                                "duplicate account name {:?} (first on line {first}): names \
+                                 must be unique",
+                                name.get_ref()
                             );
+                            self.report(&name.span(), message);
                         } else {
+                            let line = problem_at(self.text, &name.span(), String::new()).line;
+                            seen.push((name.get_ref().clone(), line));
+                        }
+                    }
+                    if let Some(a) = self.account(raw, &span, &default_hooks) {
+                        if !duplicate {
                             accounts.push(a);
                         }
                     }
@@ -472,6 +515,8 @@ impl Validator<'_> {
         table: &Range<usize>,
     ) -> Option<String> {
         match value {
+            // Given with a wrong value or misspelt: reported already, where it is.
+            None if self.incomplete || self.meant.has(table.start, key) => None,
             None => {
                 self.report(table, format!("account is missing required key `{key}`"));
                 None
@@ -484,30 +529,11 @@ impl Validator<'_> {
         }
     }
 
-    fn secs(
-        &mut self,
-        value: Option<Spanned<i64>>,
-        key: &str,
-        default: u64,
-        range: Range<u64>,
-    ) -> Duration {
-        let Some(v) = value else {
-            return Duration::from_secs(default);
-        };
-        match u64::try_from(*v.get_ref()) {
-            Ok(n) if range.contains(&n) => Duration::from_secs(n),
-            _ => {
-                self.report(
-                    &v.span(),
-                    format!(
-                        "`{key}` must be between {} and {} seconds",
-                        range.start,
-                        range.end - 1
-                    ),
-                );
-                Duration::from_secs(default)
-            }
-        }
+    /// A duration in seconds, or `default`. Its range was checked in stage one.
+    fn secs(value: Option<Spanned<i64>>, default: u64) -> Duration {
+        Duration::from_secs(
+            value.map_or(default, |v| u64::try_from(*v.get_ref()).unwrap_or(default)),
+        )
     }
 
     fn argv(&mut self, value: Option<Spanned<Vec<String>>>, key: &str) -> Option<Vec<String>> {
@@ -530,24 +556,15 @@ impl Validator<'_> {
             None => base.map_or(Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS), |b| {
                 b.debounce
             }),
-            Some(v) => match u64::try_from(*v.get_ref()) {
-                Ok(ms) if ms <= 600_000 => Duration::from_millis(ms),
-                _ => {
-                    self.report(&v.span(), "`hook_debounce_ms` must be between 0 and 600000");
-                    Duration::from_millis(DEFAULT_HOOK_DEBOUNCE_MS)
-                }
-            },
+            Some(v) => Duration::from_millis(
+                u64::try_from(*v.get_ref()).unwrap_or(DEFAULT_HOOK_DEBOUNCE_MS),
+            ),
         };
         let timeout = match raw.hook_timeout_secs {
             None => base.map_or(Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS), |b| {
                 b.timeout
             }),
-            some => self.secs(
-                some,
-                "hook_timeout_secs",
-                DEFAULT_HOOK_TIMEOUT_SECS,
-                1..86_400 + 1,
-            ),
+            some => Self::secs(some, DEFAULT_HOOK_TIMEOUT_SECS),
         };
         HookConfig {
             on_new_mail: on_new_mail.or_else(|| base.and_then(|b| b.on_new_mail.clone())),
@@ -567,29 +584,11 @@ impl Validator<'_> {
             icon: None,
             open_command: None,
         });
-        let summary_threshold = match raw.summary_threshold {
-            None => DEFAULT_SUMMARY_THRESHOLD,
-            Some(v) => match u32::try_from(*v.get_ref()) {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    self.report(&v.span(), "`summary_threshold` must be 1 or more");
-                    DEFAULT_SUMMARY_THRESHOLD
-                }
-            },
-        };
-        let burst_window = match raw.burst_window_secs {
-            None => Duration::from_secs(DEFAULT_BURST_WINDOW_SECS),
-            Some(v) => match u64::try_from(*v.get_ref()) {
-                Ok(n) if n <= MAX_BURST_WINDOW_SECS => Duration::from_secs(n),
-                _ => {
-                    self.report(
-                        &v.span(),
-                        format!("`burst_window_secs` must be 0 to {MAX_BURST_WINDOW_SECS}"),
-                    );
-                    Duration::from_secs(DEFAULT_BURST_WINDOW_SECS)
-                }
-            },
-        };
+        let summary_threshold = raw
+            .summary_threshold
+            .and_then(|v| u32::try_from(*v.get_ref()).ok())
+            .unwrap_or(DEFAULT_SUMMARY_THRESHOLD);
+        let burst_window = Self::secs(raw.burst_window_secs, DEFAULT_BURST_WINDOW_SECS);
         let icon = match raw.icon {
             None => "mail-unread".to_owned(),
             Some(i) if i.get_ref().trim().is_empty() => {
@@ -617,27 +616,14 @@ impl Validator<'_> {
         let before = self.problems.len();
         let name = self.required(raw.name, "name", span);
         // A preset fills host, port, tls and quirks; anything set explicitly wins.
+        // Stage one checked the name against the presets.
         let preset = raw
             .provider
-            .and_then(|p| match crate::config::providers::find(p.get_ref()) {
-                Some(preset) => Some(preset),
-                None => {
-                    let known: Vec<&str> = crate::config::providers::names().collect();
-                    self.report(
-                        &p.span(),
-                        format!(
-                            "unknown provider {:?}; known: {}",
-                            p.get_ref(),
-                            known.join(", ")
-                        ),
-                    );
-                    None
-                }
-            });
+            .and_then(|p| crate::config::providers::find(p.get_ref()));
         let host = match (raw.host, preset) {
             (None, Some(p)) => Some(p.host.to_owned()),
             // An unknown provider was reported already; a missing host is its consequence.
-            (None, None) if self.problems.len() > before => None,
+            (None, None) if self.meant.has(span.start, "provider") => None,
             (h, _) => self.required(h, "host", span),
         };
         let username = self.required(raw.username, "username", span);
@@ -653,13 +639,7 @@ impl Validator<'_> {
                 Some(p) if p.tls == tls => p.port,
                 _ => tls.default_port(),
             },
-            Some(p) => match u16::try_from(*p.get_ref()) {
-                Ok(n) if n != 0 => n,
-                _ => {
-                    self.report(&p.span(), "`port` must be between 1 and 65535");
-                    0
-                }
-            },
+            Some(p) => u16::try_from(*p.get_ref()).unwrap_or(0),
         };
 
         let ca_file = raw.ca_file.and_then(|c| {
@@ -715,7 +695,10 @@ impl Validator<'_> {
         } else if let Some(cmd) = token_command {
             Some(Secret::TokenCommand(cmd))
         } else {
-            if given == 0 {
+            let meant = ["password", "password_command", "oauth2_token_command"]
+                .iter()
+                .any(|k| self.meant.has(span.start, k));
+            if given == 0 && !meant && !self.incomplete {
                 self.report(
                     span,
                     "account needs `password`, `password_command` (an argv list run without a \
@@ -777,50 +760,25 @@ impl Validator<'_> {
             }
         };
 
-        let idle_refresh = self.secs(
+        let idle_refresh = Self::secs(
             raw.idle_refresh_secs,
-            "idle_refresh_secs",
             preset
                 .and_then(|p| p.idle_refresh_secs)
                 .unwrap_or(DEFAULT_IDLE_REFRESH_SECS),
-            10..MAX_IDLE_REFRESH_SECS + 1,
         );
-        let idle_silence = self.secs(
-            raw.idle_silence_secs,
-            "idle_silence_secs",
-            DEFAULT_IDLE_SILENCE_SECS,
-            5..MAX_IDLE_REFRESH_SECS + 1,
-        );
-        let poll_interval = self.secs(
+        let idle_silence = Self::secs(raw.idle_silence_secs, DEFAULT_IDLE_SILENCE_SECS);
+        let poll_interval = Self::secs(
             raw.poll_interval_secs,
-            "poll_interval_secs",
             preset
                 .and_then(|p| p.poll_interval_secs)
                 .unwrap_or(DEFAULT_POLL_INTERVAL_SECS),
-            1..86_400 + 1,
         );
-        let reconnect_max = self.secs(
-            raw.reconnect_max_secs,
-            "reconnect_max_secs",
-            DEFAULT_RECONNECT_MAX_SECS,
-            1..86_400 + 1,
-        );
-        let timeout = self.secs(
-            raw.timeout_secs,
-            "timeout_secs",
-            DEFAULT_TIMEOUT_SECS,
-            1..600 + 1,
-        );
-        let catch_up_max = match raw.catch_up_max {
-            None => DEFAULT_CATCH_UP_MAX,
-            Some(v) => match u32::try_from(*v.get_ref()) {
-                Ok(n) => n,
-                Err(_) => {
-                    self.report(&v.span(), "`catch_up_max` must be 0 or more");
-                    DEFAULT_CATCH_UP_MAX
-                }
-            },
-        };
+        let reconnect_max = Self::secs(raw.reconnect_max_secs, DEFAULT_RECONNECT_MAX_SECS);
+        let timeout = Self::secs(raw.timeout_secs, DEFAULT_TIMEOUT_SECS);
+        let catch_up_max = raw
+            .catch_up_max
+            .and_then(|v| u32::try_from(*v.get_ref()).ok())
+            .unwrap_or(DEFAULT_CATCH_UP_MAX);
         let allow_plaintext_auth = raw.allow_plaintext_auth.unwrap_or(false);
         let hooks = self.hooks(
             RawHooks {
@@ -1100,14 +1058,20 @@ facility = "nope"
 "#;
         let p = problems(text);
         let lines: Vec<_> = p.iter().map(|p| p.line).collect();
-        assert_eq!(lines, vec![3, 4, 7, 8, 15, 18, 19], "{p:#?}");
+        assert_eq!(lines, vec![3, 4, 7, 8, 11, 15, 18, 19], "{p:#?}");
         assert!(p[0].message.contains("`host` must not be empty"));
-        assert!(p[1].message.contains("port"));
+        assert_eq!(p[1].message, "`port` must be between 1 and 65535");
         assert!(p[2].message.contains("only one of"));
-        assert!(p[3].message.contains("idle_refresh_secs"));
-        assert!(p[4].message.contains("listed twice"));
-        assert!(p[5].message.contains("udp:HOST:PORT"));
-        assert!(p[6].message.contains("facility"));
+        assert_eq!(
+            p[3].message,
+            "`idle_refresh_secs` must be between 10 and 1740 seconds"
+        );
+        assert!(p[4]
+            .message
+            .contains("duplicate account name \"a\" (first on line 2)"));
+        assert!(p[5].message.contains("listed twice"));
+        assert!(p[6].message.contains("udp:HOST:PORT"));
+        assert!(p[7].message.contains("facility"));
     }
 
     #[test]
@@ -1143,8 +1107,12 @@ facility = "nope"
         let one = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
         let p = problems(&format!("{one}{one}"));
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].line, 6);
-        assert!(p[0].message.contains("duplicate account name"));
+        // At the second `name`, not at its table: that is what to change.
+        assert_eq!((p[0].line, p[0].column), (7, 6), "{p:?}");
+        assert_eq!(
+            p[0].message,
+            "duplicate account name \"a\" (first on line 2): names must be unique"
+        );
     }
 
     #[test]
@@ -1243,7 +1211,13 @@ open_command = ["thunderbird"]
         let p = problems(
             "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\non_new_mail=[]\nmailboxes=[{name='X', nope=1}]\n",
         );
-        assert_eq!(p.len(), 1, "{p:?}");
+        let at: Vec<_> = p.iter().map(|p| (p.line, p.column)).collect();
+        assert_eq!(at, [(6, 13), (7, 23)], "{p:?}");
+        assert!(p[0].message.contains("must name a program"), "{p:?}");
+        assert_eq!(
+            p[1].message,
+            "unknown key `nope` in a mailbox (a mailbox table has `name` and `notify`)"
+        );
     }
 
     #[test]
@@ -1340,5 +1314,152 @@ open_command = ["thunderbird"]
             }],
         };
         assert_eq!(err.to_string(), "/etc/x.toml:3:7: bad");
+    }
+
+    /// The example of issue 13: five mistakes of five kinds, each reported where it is,
+    /// with the two suggestions, and nothing reported twice.
+    const FIVE_MISTAKES: &str = r#"[[accounts]]
+name = "work"
+host = "imap.example.com"
+port = "993"
+username = "me"
+passwrd = "x"
+mailboxes = ["INBOX"]
+
+[[accounts]]
+name = "work"
+provider = "gmial"
+username = "me@gmail.com"
+password_command = "pass show mail"
+"#;
+
+    #[test]
+    fn five_mistakes_are_five_located_problems() {
+        let p = problems(FIVE_MISTAKES);
+        let got: Vec<_> = p
+            .iter()
+            .map(|p| (p.line, p.column, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    4,
+                    8,
+                    "`port` must be an integer, not a string: write port = 993 (without quotes)"
+                ),
+                (
+                    6,
+                    1,
+                    "unknown key `passwrd` in [[accounts]]; did you mean `password`?"
+                ),
+                (
+                    10,
+                    8,
+                    "duplicate account name \"work\" (first on line 2): names must be unique"
+                ),
+                (
+                    11,
+                    12,
+                    "unknown provider \"gmial\"; did you mean \"gmail\"? (known: gmail, outlook, \
+                     icloud, yahoo, fastmail, qq, 163, 126, yeah, aliyun)"
+                ),
+                (
+                    13,
+                    20,
+                    "`password_command` must be a list of strings (a program and its arguments, \
+                     run without a shell), not a string: write password_command = \
+                     [\"pass\", \"show\", \"mail\"]"
+                ),
+            ],
+            "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn shapes_are_checked_against_the_key_descriptions() {
+        let base = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
+        let one = |extra: &str| {
+            let p = problems(&format!("{base}{extra}"));
+            assert_eq!(p.len(), 1, "{extra}: {p:#?}");
+            (p[0].line, p[0].column, p[0].message.clone())
+        };
+        assert_eq!(
+            one("tls = 'implict'\n"),
+            (6, 7, "`tls` must be \"implicit\", \"starttls\" or \"none\", not \"implict\"; did you mean \"implicit\"?".into())
+        );
+        assert_eq!(
+            one("tls = 'STARTTLS'\n").2,
+            "`tls` must be \"implicit\", \"starttls\" or \"none\", not \"STARTTLS\"; did you mean \"starttls\"?"
+        );
+        assert_eq!(
+            one("notify = 'yes'\n").2,
+            "`notify` must be true or false, not a string"
+        );
+        assert_eq!(
+            one("timeout_secs = 1.5\n").2,
+            "`timeout_secs` must be an integer (seconds), not a float"
+        );
+        assert_eq!(
+            one("mailboxes = 'INBOX'\n").2,
+            "`mailboxes` must be a list of mailbox names, not a string: write mailboxes = [\"INBOX\"]"
+        );
+        assert_eq!(
+            one("on_new_mail = ['mbsync', 3]\n"),
+            (6, 26, "`on_new_mail` must be a list of strings: a program and its arguments, run without a shell; this item is an integer".into())
+        );
+        // Quoting is read the way a user reads it; the suggestion is never run by a shell.
+        assert_eq!(
+            one("on_new_mail = \"notify-send 'new mail'\"\n").2,
+            "`on_new_mail` must be a list of strings (a program and its arguments, run without \
+             a shell), not a string: write on_new_mail = [\"notify-send\", \"new mail\"]"
+        );
+        assert_eq!(
+            one("[notification]\nenabled = false\n"),
+            (
+                6,
+                2,
+                "unknown table `notification`; did you mean [notifications]?".into()
+            )
+        );
+        assert_eq!(
+            one("[notifications]\nsummary_threshold = 0\n").2,
+            "`summary_threshold` must be 1 or more"
+        );
+        assert_eq!(
+            one("[syslog]\nhost = 'x'\n").2,
+            "unknown key `host` in [syslog]: it belongs in [[accounts]]"
+        );
+        assert_eq!(
+            one("colour = 'red'\n").2,
+            "unknown key `colour` in [[accounts]] (mailpushd.toml(5) lists every key)"
+        );
+        let p = problems(&format!("poll_interval_secs = 5\n{base}"));
+        assert_eq!(
+            p[0].message,
+            "`poll_interval_secs` must be inside a table: it belongs under [[accounts]], which \
+             must come before it"
+        );
+    }
+
+    #[test]
+    fn a_mistake_is_not_reported_again_as_a_missing_key() {
+        // A misspelt or mistyped required key is one problem, not also "missing".
+        let p = problems("[[accounts]]\nname='a'\nhots='h'\nusername=5\npasswd='p'\n");
+        let msgs: Vec<_> = p.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "unknown key `hots` in [[accounts]]; did you mean `host`?",
+                "`username` must be a string, not an integer",
+                "unknown key `passwd` in [[accounts]]; did you mean `password`?",
+            ]
+        );
+        // A syntax error is reported alone: what it swallowed is not "missing".
+        let p = problems("[[accounts]]\nname = \"work\nhost = 'x'\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        // But a key that is simply absent still is.
+        let p = problems("[[accounts]]\nname='a'\nhost='h'\npassword='p'\n");
+        assert_eq!(p[0].message, "account is missing required key `username`");
     }
 }
