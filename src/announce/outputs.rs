@@ -303,14 +303,7 @@ impl Outputs {
                 s.send(Severity::Error, &decode::one_line(line));
             }
         }
-        let first = field(
-            problems.lines().next().unwrap_or_default(),
-            POPUP_REASON_CHARS,
-        );
-        self.show(Popup {
-            summary: "mailpushd: configuration not reloaded".to_owned(),
-            body: format!("{first}\nStill running with the previous configuration."),
-        });
+        self.show(super::text::config_rejected_popup(problems));
     }
 
     /// New `[notifications]` or `[syslog]` settings after a reload. The notification

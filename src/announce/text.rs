@@ -147,6 +147,26 @@ pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffi
     }
 }
 
+/// The popup for a config file that could not be reloaded: its first problem, how many
+/// more there are, and that the daemon carries on. `problems` is one problem per line, as
+/// `ConfigError` displays them.
+pub fn config_rejected_popup(problems: &str) -> Popup {
+    let mut lines = problems.lines();
+    let mut body = field(lines.next().unwrap_or_default(), POPUP_REASON_CHARS);
+    match lines.count() {
+        0 => {}
+        1 => body.push_str("\nand 1 more problem (mailpushd --check lists them)"),
+        n => body.push_str(&format!(
+            "\nand {n} more problems (mailpushd --check lists them)"
+        )),
+    }
+    body.push_str("\nStill running with the previous configuration.");
+    Popup {
+        summary: "mailpushd: configuration not reloaded".to_owned(),
+        body,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +290,22 @@ mod tests {
         assert_eq!(
             p.body,
             "Zhang San: s0\nZhang San: s1\nZhang San: s2\nand 20 more"
+        );
+    }
+
+    #[test]
+    fn a_rejected_config_popup_counts_the_other_problems() {
+        let p = config_rejected_popup("f:4:8: one\nf:6:1: two\nf:10:8: three");
+        assert_eq!(p.summary, "mailpushd: configuration not reloaded");
+        assert_eq!(
+            p.body,
+            "f:4:8: one\nand 2 more problems (mailpushd --check lists them)\n\
+             Still running with the previous configuration."
+        );
+        let p = config_rejected_popup("f:1:1: only");
+        assert_eq!(
+            p.body,
+            "f:1:1: only\nStill running with the previous configuration."
         );
     }
 }

@@ -248,6 +248,13 @@ impl Supervisor {
                 for line in text.lines() {
                     log::error!("{line}");
                 }
+                let what = match text.lines().count() {
+                    1 => "1 problem".to_owned(),
+                    n => format!("{n} problems"),
+                };
+                log::error!(
+                    "configuration not reloaded ({what}); still running with the previous one"
+                );
                 self.shared.outputs.lock().config_rejected(&text);
             }
             Ok(new) => {
