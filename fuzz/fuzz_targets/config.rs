@@ -56,6 +56,11 @@ fuzz_target!(|data: &[u8]| {
                     .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
                 "problems not in file order: {problems:?}"
             );
+            // One mistake, one message: the same problem is never reported twice.
+            let mut seen = HashSet::new();
+            for p in &problems {
+                assert!(seen.insert((p.line, p.column, &p.message)), "twice: {p:?}");
+            }
         }
     }
 });

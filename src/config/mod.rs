@@ -243,7 +243,7 @@ impl fmt::Display for SyslogAddress {
 }
 
 /// One thing wrong with a config file, positioned for `file:line:column: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
     pub line: usize,
     pub column: usize,
@@ -326,7 +326,7 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         let span = e.span().unwrap_or(0..0);
         let mut all = problems.clone();
         all.push(problem_at(text, &span, e.message().trim().to_owned()));
-        all
+        in_order(all)
     })?;
     Validator {
         text,
@@ -503,8 +503,7 @@ impl Validator<'_> {
                 syslog,
             })
         } else {
-            self.problems.sort_by_key(|p| (p.line, p.column));
-            Err(self.problems)
+            Err(in_order(self.problems))
         }
     }
 
@@ -900,6 +899,15 @@ fn parse_syslog_address(s: &str) -> Result<SyslogAddress, String> {
 pub fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `problems` in file order, each once: toml's recovering parser can report one syntax
+/// error more than once.
+fn in_order(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by_key(|p| (p.line, p.column));
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    problems
 }
 
 /// 1-based line and column (in characters) of byte offset `span.start` in `text`.
@@ -1461,5 +1469,17 @@ password_command = "pass show mail"
         // But a key that is simply absent still is.
         let p = problems("[[accounts]]\nname='a'\nhost='h'\npassword='p'\n");
         assert_eq!(p[0].message, "account is missing required key `username`");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_once() {
+        // Found by fuzzing: toml's recovering parser reported this unclosed array twice.
+        let text = "[[accounts]]\nname\u{0}\u{fffd} \"wo.k\"\nmailboxes = [\"Iider = \"port = \"993\"\n\
+                    mailboxes = [\"Iidermail.com\"\npassword_command = \"pass show mail\"\n";
+        let p = problems(text);
+        let mut unique = p.clone();
+        unique.dedup();
+        assert_eq!(p, unique);
+        assert!(!p.is_empty());
     }
 }
