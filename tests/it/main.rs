@@ -15,6 +15,7 @@ mod support;
 
 mod e2e;
 mod hooks;
+mod layers;
 mod lifecycle;
 mod live_config;
 mod measure;
