@@ -10,7 +10,9 @@
 //! The IMAP server is the end-to-end tests' Dovecot launcher, included by path rather than
 //! copied, so the demo exercises exactly the setup the tests do.
 
-#[path = "../tests/support/mod.rs"]
+// The demo uses only the Dovecot launcher and the child registry of the tests' support code.
+#[allow(dead_code)]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};

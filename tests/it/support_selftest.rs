@@ -1,8 +1,6 @@
-//! Self-tests for tests/support: each helper is exercised against the real thing (Dovecot,
+//! Self-tests for tests/it/support: each helper is exercised against the real thing (Dovecot,
 //! dbus-daemon, a datagram socket) so that a failing integration test points at the daemon,
 //! not at its test harness. The daemon itself is not run here.
-
-mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixDatagram;
@@ -11,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::dbus::{NotificationServer, SessionBus};
-use support::dovecot::{self, Dovecot, DovecotOptions};
-use support::proxy::FaultProxy;
-use support::syslog::SyslogRecorder;
-use support::{spawn_tracked, wait_until, with_timeout};
+use crate::support::dbus::{NotificationServer, SessionBus};
+use crate::support::dovecot::{self, Dovecot, DovecotOptions};
+use crate::support::proxy::FaultProxy;
+use crate::support::syslog::SyslogRecorder;
+use crate::support::{spawn_tracked, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(15);
@@ -435,7 +433,7 @@ fn account_and_syslog_toml_parse() {
 
         let tricky = "back\\slash \"quote\" tab\t newline\n ctrl\u{1} ünï";
         let v: toml::Table =
-            toml::from_str(&format!("x = {}", support::toml_string(tricky))).unwrap();
+            toml::from_str(&format!("x = {}", crate::support::toml_string(tricky))).unwrap();
         assert_eq!(v["x"].as_str(), Some(tricky));
     });
 }
@@ -446,7 +444,7 @@ fn notification_server_records_zbus_client_and_answers_dbus_send() {
         let bus = SessionBus::start();
         let server = NotificationServer::start(&bus);
 
-        let id = support::dbus::send_notify(&bus, "selftest", "New mail", "From Bob");
+        let id = crate::support::dbus::send_notify(&bus, "selftest", "New mail", "From Bob");
         assert_eq!(id, 1);
         let all = server.wait_for_count(1, WAIT);
         let n = &all[0];
@@ -477,7 +475,7 @@ fn notification_server_records_zbus_client_and_answers_dbus_send() {
         });
 
         // replaces_id is echoed back, a new notification gets the next id.
-        assert_eq!(support::dbus::send_notify(&bus, "a", "b", "c"), 2);
+        assert_eq!(crate::support::dbus::send_notify(&bus, "a", "b", "c"), 2);
         assert_eq!(server.wait_for_count(2, WAIT).len(), 2);
     });
 }
@@ -488,10 +486,11 @@ fn notification_server_can_be_frozen_and_restarted() {
         let bus = SessionBus::start();
         let mut server = NotificationServer::start(&bus);
         assert_eq!(
-            support::dbus::name_owner(&bus, support::dbus::NOTIFICATIONS_NAME).as_deref(),
+            crate::support::dbus::name_owner(&bus, crate::support::dbus::NOTIFICATIONS_NAME)
+                .as_deref(),
             Some(server.unique_name())
         );
-        assert_eq!(support::dbus::send_notify(&bus, "a", "b", "c"), 1);
+        assert_eq!(crate::support::dbus::send_notify(&bus, "a", "b", "c"), 1);
 
         // Frozen: a call is not answered within its timeout, and is answered once thawed.
         server.freeze();
@@ -512,15 +511,19 @@ fn notification_server_can_be_frozen_and_restarted() {
         server.restart(&bus);
         assert_ne!(server.unique_name(), old);
         assert_eq!(
-            support::dbus::name_owner(&bus, support::dbus::NOTIFICATIONS_NAME).as_deref(),
+            crate::support::dbus::name_owner(&bus, crate::support::dbus::NOTIFICATIONS_NAME)
+                .as_deref(),
             Some(server.unique_name())
         );
         assert!(server.calls().is_empty());
-        assert_eq!(support::dbus::send_notify(&bus, "a", "b", "c"), 1);
+        assert_eq!(crate::support::dbus::send_notify(&bus, "a", "b", "c"), 1);
         assert_eq!(server.wait_for_count(1, WAIT).len(), 1);
         // A process's bus connections: this one has the server's and the asking one (the
         // old server's is closed).
-        assert_eq!(support::dbus::connections_of(&bus, std::process::id()), 2);
+        assert_eq!(
+            crate::support::dbus::connections_of(&bus, std::process::id()),
+            2
+        );
     });
 }
 
@@ -600,7 +603,8 @@ fn notification_server_accepts_notify_rust() {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args([
             "--exact",
-            "notify_rust_client_child",
+            // Test names in the one test binary carry their module path.
+            "support_selftest::notify_rust_client_child",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -772,8 +776,8 @@ fn with_timeout_kills_whole_process_trees() {
             // A logged-in session: its imap process is what outlives a plain master kill.
             let mut session = d.session();
             session.select("INBOX").unwrap();
-            let mut family = support::descendants(d.pid());
-            family.push((d.pid(), support::proc_stat(d.pid()).unwrap().1));
+            let mut family = crate::support::descendants(d.pid());
+            family.push((d.pid(), crate::support::proc_stat(d.pid()).unwrap().1));
             family_tx.send(family).unwrap();
             let _ = release_rx.recv();
             drop(session);
@@ -784,7 +788,7 @@ fn with_timeout_kills_whole_process_trees() {
     assert!(outcome.is_err(), "with_timeout must panic on timeout");
     let family = family_rx.recv().unwrap();
     let pids: Vec<u32> = family.iter().map(|&(p, _)| p).collect();
-    let alive = support::still_alive(&family);
+    let alive = crate::support::still_alive(&family);
     assert!(alive.is_empty(), "survivors {alive:?} of {pids:?}");
     drop(release_tx);
     finished_rx
@@ -803,7 +807,7 @@ fn session_bus_and_server_stop_on_drop() {
         }
         // A second server can own the name after the first is dropped.
         let again = NotificationServer::start(&bus);
-        support::dbus::send_notify(&bus, "a", "b", "c");
+        crate::support::dbus::send_notify(&bus, "a", "b", "c");
         assert_eq!(again.wait_for_count(1, WAIT).len(), 1);
         // Dropping the bus first (as a struct with fields in that order would) must not
         // make the server's drop hang.
@@ -852,7 +856,7 @@ impl LineServer {
                             Ok(()) => "eof".to_owned(),
                             Err(e) => format!("error: {:?}", e.kind()),
                         };
-                        support::lock(&endings).push(ending);
+                        crate::support::lock(&endings).push(ending);
                     });
                 }
             })
@@ -871,7 +875,7 @@ impl LineServer {
     }
 
     fn endings(&self) -> Vec<String> {
-        support::lock(&self.endings).clone()
+        crate::support::lock(&self.endings).clone()
     }
 }
 

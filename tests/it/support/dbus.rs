@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -45,9 +45,9 @@ pub struct SessionBus {
     /// The bus address, for `DBUS_SESSION_BUS_ADDRESS` or `Builder::address`.
     pub address: String,
     pub socket: PathBuf,
-    // Stop the daemon before its directory goes.
+    // Stop the daemon before its directory goes (held for its `Drop`).
     process: TrackedChild,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl SessionBus {
@@ -153,21 +153,12 @@ impl SessionBus {
             address: format!("unix:path={}", socket.display()),
             socket,
             process,
-            dir,
+            _dir: dir,
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
-    }
-
-    /// What dbus-daemon wrote to stderr.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("dbus-daemon.log")).unwrap_or_default()
     }
 }
 

@@ -28,12 +28,12 @@ pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
     process: TrackedChild,
-    started: Instant,
     output: Arc<Mutex<Vec<String>>>,
     readers: Vec<JoinHandle<()>>,
     config_path: PathBuf,
-    // Last: the process is stopped (in `Drop`) before its directory goes.
-    dir: TempDir,
+    // Held for its `Drop`, and last: the process is stopped (in `Drop`) before its
+    // directory goes.
+    _dir: TempDir,
 }
 
 impl Daemon {
@@ -150,7 +150,6 @@ impl Daemon {
         }
 
         let process = spawn_tracked("mailpushd", &mut cmd).expect("spawn mailpushd");
-        let started = Instant::now();
         let output = Arc::new(Mutex::new(Vec::new()));
         let (stdout, stderr) = process.take_stdio(|c| (c.stdout.take(), c.stderr.take()));
         let pid = process.pid();
@@ -161,11 +160,10 @@ impl Daemon {
 
         Daemon {
             process,
-            started,
             output,
             readers,
             config_path,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -224,11 +222,6 @@ impl Daemon {
         self.process.pid()
     }
 
-    /// Time since the process was spawned.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// `Some(status)` once the daemon has exited (e.g. on a config error).
     pub fn try_wait(&self) -> Option<ExitStatus> {
         self.process.try_wait()
@@ -274,25 +267,8 @@ impl Daemon {
         }
     }
 
-    /// SIGKILL and reap (no-op if it already exited).
-    pub fn kill(&mut self) {
-        self.process.kill();
-        self.join_readers_briefly();
-    }
-
     pub fn config_path(&self) -> PathBuf {
         self.config_path.clone()
-    }
-
-    /// The scratch directory: `config.toml`, `home/`, `state/` (XDG_STATE_HOME) and
-    /// `config/` (XDG_CONFIG_HOME).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// XDG_STATE_HOME as given to the daemon.
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
     }
 
     /// After the process exited, its pipes close and the readers finish; wait a little for

@@ -4,17 +4,15 @@
 //! that cannot forge lines or escape its bounds; and a notification server that freezes,
 //! restarts, or sends clicks on popups that are not ours, which must cost only itself.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::daemon::Daemon;
-use support::dbus::{connections_of, send_notify};
-use support::dovecot::{message, DovecotOptions};
-use support::rig::{subjects, Rig, WAIT};
-use support::{wait_until, with_timeout};
+use crate::support::daemon::Daemon;
+use crate::support::dbus::{connections_of, send_notify};
+use crate::support::dovecot::{message, DovecotOptions};
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::{wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -183,8 +181,8 @@ fn a_trickle_of_mail_is_summed_up_once_it_pauses() {
         // for over a second between two of them, in two popups: a single one, or a summary
         // that the next replaces and counts in. So count messages, not popups: the latest
         // summary's count plus the held ones shown singly.)
-        let covered = |held: &[support::dbus::Notify]| -> usize {
-            let count = |n: &support::dbus::Notify| {
+        let covered = |held: &[crate::support::dbus::Notify]| -> usize {
+            let count = |n: &crate::support::dbus::Notify| {
                 n.summary
                     .strip_suffix(" new messages in main/INBOX")
                     .map(|c| c.parse::<usize>().unwrap())
@@ -274,7 +272,7 @@ fn open_command_config(rig: &Rig, marker: &std::path::Path) -> String {
         &rig.dovecot.account_toml("main", "implicit"),
         &format!(
             "open_command = [\"touch\", {}]\n",
-            support::toml_string(&marker.to_string_lossy())
+            crate::support::toml_string(&marker.to_string_lossy())
         ),
     )
 }
@@ -338,8 +336,8 @@ fn hooks_run_once_per_burst_and_mail_data_stays_inert() {
         let account = format!(
             "{}on_new_mail = [{}, {}]\nhook_debounce_ms = 1500\n",
             rig.dovecot.account_toml("main", "implicit"),
-            support::toml_string(&script.to_string_lossy()),
-            support::toml_string(&dir.to_string_lossy()),
+            crate::support::toml_string(&script.to_string_lossy()),
+            crate::support::toml_string(&dir.to_string_lossy()),
         );
         let daemon = rig.daemon(&account, &["main/INBOX"]);
         rig.append(&hostile);
@@ -379,7 +377,7 @@ fn notify_socket(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<String>>>) {
         let mut buf = [0u8; 4096];
         // Ends when the test process does; the socket outlives the daemon harmlessly.
         while let Ok(n) = socket.recv(&mut buf) {
-            support::lock(&sink).push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            crate::support::lock(&sink).push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     });
     (path.to_string_lossy().into_owned(), received)
@@ -443,7 +441,7 @@ fn a_frozen_notification_server_costs_only_itself() {
         }
         daemon.wait_for_output(WAIT, "does not answer");
         wait_until(WAIT, "STATUS= naming the stall", || {
-            support::lock(&status)
+            crate::support::lock(&status)
                 .iter()
                 .any(|m| m.contains("STATUS=") && m.contains("notifications not answering"))
                 .then_some(())
@@ -463,7 +461,7 @@ fn a_frozen_notification_server_costs_only_itself() {
         });
         assert!(summed.len() <= 6, "bounded: {summed:#?}");
         wait_until(WAIT, "STATUS= without the stall", || {
-            support::lock(&status)
+            crate::support::lock(&status)
                 .last()
                 .is_some_and(|m| !m.contains("not answering"))
                 .then_some(())
@@ -487,7 +485,7 @@ fn a_click_after_reloads_runs_open_command_once() {
         let marker = rig.state.path().join("opened");
         let open = format!(
             "open_command = [\"sh\", \"-c\", \"echo run >> \\\"$0\\\"\", {}]\n",
-            support::toml_string(&marker.to_string_lossy())
+            crate::support::toml_string(&marker.to_string_lossy())
         );
         let account = rig.dovecot.account_toml("main", "implicit");
         let daemon = rig.daemon_with_config(&rig.config_with(&account, &open), &["main/INBOX"]);
@@ -677,10 +675,10 @@ fn popup_text_is_one_line_per_field_bounded_and_plainly_escaped() {
 #[test]
 fn a_notification_service_that_never_starts_costs_only_itself() {
     with_timeout(LIMIT, || {
-        let dovecot = support::dovecot::Dovecot::start(DovecotOptions::default());
+        let dovecot = crate::support::dovecot::Dovecot::start(DovecotOptions::default());
         dovecot.create_mailbox("Lists");
-        let bus = support::dbus::SessionBus::start_with_stuck_notification_service();
-        let syslog = support::syslog::SyslogRecorder::start();
+        let bus = crate::support::dbus::SessionBus::start_with_stuck_notification_service();
+        let syslog = crate::support::syslog::SyslogRecorder::start();
         let config = format!(
             "{}\n{}\n[notifications]\nenabled = true\n{}",
             dovecot.account_toml("a", "implicit"),
@@ -733,7 +731,7 @@ fn a_syslog_that_stops_reading_costs_only_itself() {
             "{}\n[notifications]\nenabled = true\nburst_window_secs = 0\n\
              [syslog]\nenabled = true\naddress = {}\n",
             rig.dovecot.account_toml("main", "implicit"),
-            support::toml_string(&format!("unix:{}", path.display()))
+            crate::support::toml_string(&format!("unix:{}", path.display()))
         );
         let mut daemon = rig.daemon_with_config(&config, &["main/INBOX"]);
         // Far more lines than a datagram socket buffer holds.

@@ -2,15 +2,13 @@
 //! bus with a recording notification server, and a unix datagram socket standing in for
 //! /dev/log. Every wait has a deadline; every process started here is stopped on drop.
 
-mod support;
-
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::dovecot::{message, Dovecot, DovecotOptions};
-use support::rig::{Rig, WAIT};
-use support::syslog::SyslogRecorder;
-use support::with_timeout;
+use crate::support::daemon::Daemon;
+use crate::support::dovecot::{message, Dovecot, DovecotOptions};
+use crate::support::rig::{Rig, WAIT};
+use crate::support::syslog::SyslogRecorder;
+use crate::support::with_timeout;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

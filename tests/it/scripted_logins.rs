@@ -2,8 +2,6 @@
 //! never silently skipped (a server that does not advertise it, or refuses it: no
 //! credentials are sent), and LOGINDISABLED leads to AUTHENTICATE PLAIN, never LOGIN.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use support::with_timeout;
+use crate::support::with_timeout;
 
 /// Serves one client with `script(line) -> reply` after `greeting`; returns every line the
 /// client sent.

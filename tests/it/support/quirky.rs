@@ -156,11 +156,6 @@ impl Quirky {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
     /// DONEs sent while no IDLE was in progress, by any client of any scripted server in
     /// this test process (tests run in parallel: compare before and after, or expect 0).
     pub fn stray_dones() -> usize {

@@ -9,18 +9,16 @@
 //! microseconds of proxy forwarding). The connection is plain IMAP on loopback so the proxy
 //! can read it; TLS would add a decrypt of one short line.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::daemon::Daemon;
-use support::dbus::{NotificationServer, SessionBus};
-use support::dovecot::{message, Dovecot, DovecotOptions};
-use support::{lock, wait_until};
+use crate::support::daemon::Daemon;
+use crate::support::dbus::{NotificationServer, SessionBus};
+use crate::support::dovecot::{message, Dovecot, DovecotOptions};
+use crate::support::{lock, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -219,7 +217,7 @@ fn measure_memory_across_forced_reconnects() {
     let dovecot = Dovecot::start(DovecotOptions::default());
     let bus = SessionBus::start();
     let _notifications = NotificationServer::start(&bus);
-    let proxy = support::proxy::FaultProxy::start(dovecot.imap_port);
+    let proxy = crate::support::proxy::FaultProxy::start(dovecot.imap_port);
     let config = format!(
         "[[accounts]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
          username = {:?}\npassword = {:?}\nreconnect_max_secs = 1\n\n[syslog]\nenabled = false\n",
@@ -258,7 +256,7 @@ fn measure_memory_across_forced_reconnects() {
 // lines that bench/run collects over several runs and aggregates (min/median/max).
 // ---------------------------------------------------------------------------------------
 
-use support::rig::Rig;
+use crate::support::rig::Rig;
 
 /// Percentile (0..=100) of an unsorted list, nearest-rank.
 fn percentile(ms: &[f64], p: f64) -> f64 {
@@ -616,7 +614,7 @@ fn bench_burst() {
     });
     // Flood control holds popups past the threshold until the mail pauses (a second) or
     // its window ends: wait until the popups account for every message.
-    let counted = |p: &support::dbus::Notify| -> usize {
+    let counted = |p: &crate::support::dbus::Notify| -> usize {
         match p.summary.split_once(" new messages in ") {
             Some((count, _)) => count.parse().unwrap_or(1),
             None => 1,
@@ -726,12 +724,12 @@ fn bench_catchup() {
 #[ignore = "measurement: run scripts/measure-containment"]
 fn measure_containment() {
     let talk_secs = env_u64("MEASURE_TALK_SECS", 300);
-    let rig = support::rig::Rig::start(DovecotOptions {
+    let rig = crate::support::rig::Rig::start(DovecotOptions {
         idle_notify_interval: Duration::from_secs(120),
         ..DovecotOptions::default()
     });
     let (proxy, mut daemon) = rig.proxied("");
-    let dones = |proxy: &support::proxy::FaultProxy| {
+    let dones = |proxy: &crate::support::proxy::FaultProxy| {
         proxy
             .client_lines()
             .iter()

@@ -56,8 +56,6 @@ const BUF_SIZE: usize = 64 * 1024;
 pub struct FaultProxy {
     /// The proxy's listening port on 127.0.0.1: point the daemon here.
     pub port: u16,
-    /// Where connections are forwarded to, on 127.0.0.1.
-    pub upstream_port: u16,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
 }
@@ -110,7 +108,6 @@ impl FaultProxy {
         eprintln!("[proxy:{port}] forwarding to 127.0.0.1:{upstream_port}");
         FaultProxy {
             port,
-            upstream_port,
             shared,
             accept_thread: Some(accept_thread),
         }

@@ -1,11 +1,14 @@
 //! Shared integration-test support: deadline-based waiting, per-test timeouts, and the
 //! registry of child processes started by support code.
 //!
-//! Every test file pulls this in with `mod support;`. The submodules own one external
-//! collaborator each: [`dovecot`] a real IMAP server, [`dbus`] a private session bus with a
-//! recording notification server, [`syslog`] a datagram socket standing in for `/dev/log`,
-//! and [`daemon`] the mailpushd binary under test; [`proxy`] sits between the last and
-//! the first to inject network and server faults.
+//! The test binary's `main.rs` declares it once (`mod support;`) and every test module uses
+//! it as `crate::support`; `examples/demo.rs` includes it by path for the Dovecot launcher.
+//! The submodules own one external collaborator each: [`dovecot`] a real IMAP server,
+//! [`dbus`] a private session bus with a recording notification server, [`syslog`] a
+//! datagram socket standing in for `/dev/log`, and [`daemon`] the mailpushd binary under
+//! test; [`proxy`] sits between the last and the first to inject network and server faults,
+//! [`quirky`] is a scripted server with the quirks of real providers, and [`logs`] records
+//! the library's own log lines for tests that drive it in-process.
 //!
 //! Child processes are never spawned directly by the submodules: they go through
 //! [`spawn_tracked`], which records the child in a process-wide registry under the id of the
@@ -14,12 +17,10 @@
 //! scope's children itself, and only those: tests run in parallel threads of one process, and
 //! a timeout in one test must not take down another test's server.
 
-// Each test file includes this module and uses only part of it.
-#![allow(dead_code)]
-
 pub mod daemon;
 pub mod dbus;
 pub mod dovecot;
+pub mod logs;
 pub mod proxy;
 pub mod quirky;
 pub mod rig;
@@ -114,6 +115,7 @@ thread_local! {
 struct Registered {
     scope: u64,
     id: u64,
+    pid: u32,
     name: String,
     child: Arc<Mutex<Child>>,
 }
@@ -125,6 +127,13 @@ struct Registered {
 /// so a PID that the kernel has since reused for someone else's process is never hit.
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 static NEXT_CHILD_ID: AtomicU64 = AtomicU64::new(1);
+
+/// PIDs of every child started through [`spawn_tracked`] and not yet dropped, by any test
+/// of the binary. One that has exited stays a zombie until its owner reaps it, so a test
+/// looking for zombies that something else left behind skips these.
+pub fn tracked_pids() -> Vec<u32> {
+    lock(&REGISTRY).iter().map(|r| r.pid).collect()
+}
 
 /// Locks ignoring poison: a test that panicked while holding a lock must not make every
 /// other test's cleanup panic too.
@@ -203,7 +212,6 @@ fn stop_child(child: &Mutex<Child>, grace: Duration) -> ExitStatus {
 pub struct TrackedChild {
     id: u64,
     pid: u32,
-    name: String,
     child: Arc<Mutex<Child>>,
     /// How long `Drop` waits after SIGTERM before SIGKILL.
     grace: Duration,
@@ -224,13 +232,13 @@ pub fn spawn_tracked(name: &str, cmd: &mut Command) -> std::io::Result<TrackedCh
     registry.push(Registered {
         scope: SCOPE.with(Cell::get),
         id,
+        pid,
         name: name.to_owned(),
         child: Arc::clone(&child),
     });
     Ok(TrackedChild {
         id,
         pid,
-        name: name.to_owned(),
         child,
         grace: Duration::from_secs(5),
     })
@@ -239,10 +247,6 @@ pub fn spawn_tracked(name: &str, cmd: &mut Command) -> std::io::Result<TrackedCh
 impl TrackedChild {
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Sets how long `Drop` and [`TrackedChild::stop`] wait after SIGTERM before SIGKILL.

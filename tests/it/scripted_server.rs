@@ -4,8 +4,6 @@
 //! OK as "IDLE ended by the server" instead, and a server that does it every time is
 //! polled on the same connection rather than reconnected to or spun on.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +11,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::with_timeout;
+use crate::support::daemon::Daemon;
+use crate::support::with_timeout;
 
 const WAIT: Duration = Duration::from_secs(20);
 

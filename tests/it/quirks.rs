@@ -1,16 +1,14 @@
 //! Real servers' quirks cost a line, never a mailbox (issue 11): each quirk played by the
-//! scripted server in tests/support/quirky.rs against the real binary, with the right
+//! scripted server in tests/it/support/quirky.rs against the real binary, with the right
 //! announcements asserted (each message exactly once, on one connection).
-
-mod support;
 
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::quirky::{Msg, Quirks, Quirky};
-use support::rig::subjects;
-use support::syslog::SyslogRecorder;
-use support::{wait_until, with_timeout};
+use crate::support::daemon::Daemon;
+use crate::support::quirky::{Msg, Quirks, Quirky};
+use crate::support::rig::subjects;
+use crate::support::syslog::SyslogRecorder;
+use crate::support::{wait_until, with_timeout};
 
 const WAIT: Duration = Duration::from_secs(20);
 const LIMIT: Duration = Duration::from_secs(90);

@@ -2,16 +2,14 @@
 //! change (rename-on-save, as editors do) and by SIGHUP, broken configs survived, the
 //! sd_notify protocol on a socket of our own, SIGUSR1, and `--check --connect`.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::dovecot::{message, DovecotOptions};
-use support::rig::{subjects, Rig, WAIT};
-use support::with_timeout;
+use crate::support::daemon::Daemon;
+use crate::support::dovecot::{message, DovecotOptions};
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::with_timeout;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -3,17 +3,15 @@
 //! never leak, hostile mail text neutralised everywhere, and a server that tries to
 //! exhaust memory.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use support::dovecot::{message, DovecotOptions};
-use support::proxy::FaultProxy;
-use support::rig::{subjects, Rig, WAIT};
-use support::{toml_string, wait_until, with_timeout};
+use crate::support::dovecot::{message, DovecotOptions};
+use crate::support::proxy::FaultProxy;
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::{toml_string, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -2,14 +2,12 @@
 //! failed logins, through the real binary against a real Dovecot (with a fault-injecting
 //! proxy in between where Dovecot cannot produce the fault itself).
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::dovecot::{message, DovecotOptions};
-use support::rig::{subjects, Rig, WAIT};
-use support::{toml_string, wait_until, with_timeout};
+use crate::support::dovecot::{message, DovecotOptions};
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::{toml_string, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -291,8 +289,8 @@ fn an_outage_is_caught_up_exactly_once_when_the_server_returns() {
 /// connection, the old one ended by its unanswered DONE; returns how long that took.
 fn freeze_and_expect_a_new_connection(
     rig: &Rig,
-    proxy: &support::proxy::FaultProxy,
-    daemon: &support::daemon::Daemon,
+    proxy: &crate::support::proxy::FaultProxy,
+    daemon: &crate::support::daemon::Daemon,
 ) -> Duration {
     let frozen = Instant::now();
     proxy.freeze_all();
@@ -352,7 +350,7 @@ fn a_silent_link_is_checked_long_before_the_refresh() {
 fn a_failed_session_closes_its_connection_at_once() {
     with_timeout(LIMIT, || {
         let rig = Rig::start(DovecotOptions::default());
-        let proxy = support::proxy::FaultProxy::start(rig.dovecot.imap_port);
+        let proxy = crate::support::proxy::FaultProxy::start(rig.dovecot.imap_port);
         let account = rig
             .dovecot
             .account_toml("main", "none")

@@ -6,18 +6,15 @@
 //! scratch directory. That the recorder is a shell script is beside the point: what matters
 //! is that mailpushd never builds a shell command out of mail data.
 
-mod support;
-
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use crate::support::{logs, tracked_pids, wait_until, with_timeout};
 use mailpushd::announce::hooks::{HookMail, Hooks};
 use mailpushd::config::HookConfig;
-use support::{lock, wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(15);
@@ -57,48 +54,15 @@ wait
 
 // ---- log capture ------------------------------------------------------------------------
 
-static LINES: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
-
-struct Recorder;
-
-impl log::Log for Recorder {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        lock(&LINES).push((record.level(), record.args().to_string()));
-    }
-    fn flush(&self) {}
-}
-
-static RECORDER_LOGGER: Recorder = Recorder;
-
-fn capture_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&RECORDER_LOGGER).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Debug);
-    });
-}
-
-/// Waits for a log line of `account` containing `needle`; returns its level and text.
+/// Waits for a log line of `account` containing `needle`; returns its level and text. The
+/// recorder is the binary's one logger ([`crate::support::logs`]): account names here are
+/// unique in the binary, so each test reads only its own lines.
 fn wait_for_log(account: &str, needle: &str) -> (log::Level, String) {
-    let prefix = format!("{account}: ");
-    wait_until(WAIT, &format!("log line {needle:?} for {account}"), || {
-        lock(&LINES)
-            .iter()
-            .find(|(_, l)| l.starts_with(&prefix) && l.contains(needle))
-            .cloned()
-    })
+    logs::wait_for(account, needle, WAIT)
 }
 
 fn logs_of(account: &str) -> Vec<String> {
-    let prefix = format!("{account}: ");
-    lock(&LINES)
-        .iter()
-        .filter(|(_, l)| l.starts_with(&prefix))
-        .map(|(_, l)| l.clone())
-        .collect()
+    logs::of(account)
 }
 
 // ---- scratch directories and scripts ----------------------------------------------------
@@ -109,7 +73,7 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Scratch {
-        capture_logs();
+        logs::capture();
         Scratch {
             dir: tempfile::tempdir().expect("temp dir"),
         }
@@ -224,14 +188,22 @@ fn is_dead(pid: u32) -> bool {
     }
 }
 
-/// Zombie children of this test process.
+/// Zombie children of this test process that are not support code's: the tests of every
+/// module share the process, and a daemon or server another test started and that has
+/// exited is a zombie until that test reaps it (the hook runner's children are never
+/// tracked, so they all count).
 fn our_zombies() -> Vec<u32> {
     let me = std::process::id();
-    fs::read_dir("/proc")
+    let zombies: Vec<u32> = fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| state_and_parent(pid) == Some(('Z', me)))
+        .collect();
+    let tracked = tracked_pids();
+    zombies
+        .into_iter()
+        .filter(|pid| !tracked.contains(pid))
         .collect()
 }
 

@@ -3,16 +3,14 @@
 //! that differ only by port, a config directory that is replaced, hooks pending at
 //! shutdown, and a mailbox listed twice.
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use support::daemon::Daemon;
-use support::dovecot::{message, Dovecot, DovecotOptions};
-use support::rig::{subjects, Rig, WAIT};
-use support::{run_command, toml_string, with_timeout};
+use crate::support::daemon::Daemon;
+use crate::support::dovecot::{message, Dovecot, DovecotOptions};
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::{run_command, toml_string, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -272,10 +270,10 @@ fn sigterm_interrupts_a_hanging_password_command_and_kills_its_group() {
             .collect::<String>()
             + &command;
         let mut daemon = rig.start_daemon(&account);
-        let pgid: u32 = support::wait_until(WAIT, "the password command's pid", || {
+        let pgid: u32 = crate::support::wait_until(WAIT, "the password command's pid", || {
             fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
         });
-        support::wait_until(WAIT, "the background sleep", || {
+        crate::support::wait_until(WAIT, "the background sleep", || {
             (live_group_members(pgid).len() >= 2).then_some(())
         });
 
@@ -412,7 +410,7 @@ fn a_stop_ends_idle_and_logs_out_over_tls_within_two_seconds() {
         let (status, took) = daemon.terminate();
         assert_eq!(status.code(), Some(0));
         assert!(took < Duration::from_secs(2), "{took:?}");
-        support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
+        crate::support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
             (goodbyes(&rig.dovecot).0 >= 1).then_some(())
         });
         assert_eq!(goodbyes(&rig.dovecot), (1, 0), "{}", rig.dovecot.log());
@@ -432,7 +430,7 @@ fn an_account_removed_on_reload_logs_out() {
         );
         fs::write(daemon.config_path(), rig.config(&account)).unwrap();
         assert!(daemon.signal("HUP"));
-        support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
+        crate::support::wait_until(WAIT, "Dovecot logging the LOGOUT", || {
             (goodbyes(&rig.dovecot).0 >= 1).then_some(())
         });
         assert_eq!(goodbyes(&rig.dovecot), (1, 0), "{}", rig.dovecot.log());
@@ -486,7 +484,7 @@ fn a_stop_cuts_a_connect_that_hangs() {
              [notifications]\nenabled = false\n[syslog]\nenabled = false\n"
         );
         let mut daemon = Daemon::start(&config, None);
-        support::wait_until(WAIT, "the daemon's connect hanging", || {
+        crate::support::wait_until(WAIT, "the daemon's connect hanging", || {
             (syn_sent_to(port) > hanging_before).then_some(())
         });
         let (status, took) = daemon.terminate();
