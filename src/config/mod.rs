@@ -1474,7 +1474,8 @@ password_command = "pass show mail"
     #[test]
     fn a_syntax_error_is_reported_once() {
         // Found by fuzzing: toml's recovering parser reported this unclosed array twice.
-        let text = "[[accounts]]\nname\u{0}\u{fffd} \"wo.k\"\nmailboxes = [\"Iider = \"port = \"993\"\n\
+        let text =
+            "[[accounts]]\nname\u{0}\u{fffd} \"wo.k\"\nmailboxes = [\"Iider = \"port = \"993\"\n\
                     mailboxes = [\"Iidermail.com\"\npassword_command = \"pass show mail\"\n";
         let p = problems(text);
         let mut unique = p.clone();

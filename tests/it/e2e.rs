@@ -8,7 +8,7 @@ use crate::support::daemon::Daemon;
 use crate::support::dovecot::{message, Dovecot, DovecotOptions};
 use crate::support::rig::{Rig, WAIT};
 use crate::support::syslog::SyslogRecorder;
-use crate::support::with_timeout;
+use crate::support::{with_timeout, FIVE_MISTAKES};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -292,17 +292,17 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             .unwrap();
         assert_eq!(out.status.code(), Some(78));
         let text = String::from_utf8_lossy(&out.stdout);
-        // Unknown keys stop serde before validation, so this file reports that first...
-        assert!(
-            text.contains(&format!("{}:7:1: unknown field `colour`", bad.display())),
-            "{text}"
+        // Every problem at once, each where it is: the unknown key no longer hides the rest.
+        let expected = format!(
+            "{p}:3:8: `host` must not be empty\n\
+             {p}:6:8: `port` must be between 1 and 65535\n\
+             {p}:7:1: unknown key `colour` in [[accounts]] (mailpushd.toml(5) lists every key)\n",
+            p = bad.display()
         );
-        // ...and once fixed, every validation problem is listed together.
-        std::fs::write(
-            &bad,
-            "[[accounts]]\nname = \"a\"\nhost = \"\"\nusername = \"u\"\npassword = \"p\"\nport = 0\n",
-        )
-        .unwrap();
+        assert_eq!(text, expected);
+
+        // The five mistakes of issue 13, five kinds at once, with the two suggestions.
+        std::fs::write(&bad, FIVE_MISTAKES).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
             .args(["--check", "--config"])
             .arg(&bad)
@@ -310,11 +310,25 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             .unwrap();
         assert_eq!(out.status.code(), Some(78));
         let text = String::from_utf8_lossy(&out.stdout);
-        let expected = format!(
-            "{p}:3:8: `host` must not be empty\n{p}:6:8: `port` must be between 1 and 65535\n",
-            p = bad.display()
+        let p = bad.display();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                format!("{p}:4:8: `port` must be an integer, not a string: write port = 993 (without quotes)"),
+                format!("{p}:6:1: unknown key `passwrd` in [[accounts]]; did you mean `password`?"),
+                format!("{p}:10:8: duplicate account name \"work\" (first on line 2): names must be unique"),
+                format!(
+                    "{p}:11:12: unknown provider \"gmial\"; did you mean \"gmail\"? (known: gmail, \
+                     outlook, icloud, yahoo, fastmail, qq, 163, 126, yeah, aliyun)"
+                ),
+                format!(
+                    "{p}:13:20: `password_command` must be a list of strings (a program and its \
+                     arguments, run without a shell), not a string: write password_command = \
+                     [\"pass\", \"show\", \"mail\"]"
+                ),
+            ],
+            "{text}"
         );
-        assert_eq!(text, expected);
 
         let good = dir.path().join("good.toml");
         std::fs::write(
@@ -347,7 +361,9 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(78));
-        assert!(String::from_utf8_lossy(&out.stderr).contains(":3:8: `host` must not be empty"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(":6:1: unknown key `passwrd`"), "{stderr}");
+        assert!(stderr.contains(":13:20: `password_command`"), "{stderr}");
     });
 }
 

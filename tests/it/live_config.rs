@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::daemon::Daemon;
 use crate::support::dovecot::{message, DovecotOptions};
 use crate::support::rig::{subjects, Rig, WAIT};
-use crate::support::with_timeout;
+use crate::support::{with_timeout, FIVE_MISTAKES};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -87,6 +87,55 @@ fn a_broken_config_is_reported_and_the_old_one_keeps_working() {
         // Fixing the file is picked up too.
         save_by_rename(&path, &rig.config(&account));
         daemon.wait_for_output(WAIT, "1 kept, 0 restarted, 0 stopped, 0 started");
+    });
+}
+
+/// Issue 13: a reload of a file with five problems logs all five, each located, keeps the
+/// old config running, and the popup says how many more there are.
+#[test]
+fn a_reload_with_five_problems_logs_all_five_and_keeps_the_old_config() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
+        let path = daemon.config_path();
+
+        save_by_rename(&path, FIVE_MISTAKES);
+        let p = path.display();
+        // (Syslog lines escape the quotes in the messages; the needles have none.)
+        for at in [
+            "4:8: `port` must be an integer",
+            "6:1: unknown key `passwrd` in [[accounts]]; did you mean `password`?",
+            "10:8: duplicate account name",
+            "11:12: unknown provider",
+            "13:20: `password_command` must be a list of strings",
+        ] {
+            let logged = rig.syslog.wait_for_line(WAIT, &format!("{p}:{at}"));
+            assert!(logged.starts_with("<19>"), "mail.err expected: {logged}");
+            daemon.wait_for_output(WAIT, &format!("{p}:{at}"));
+        }
+        daemon.wait_for_output(WAIT, "did you mean \"gmail\"?");
+        daemon.wait_for_output(
+            WAIT,
+            "configuration not reloaded (5 problems); still running with the previous one",
+        );
+        let notes = rig.notifications.wait_for_count(1, WAIT);
+        assert_eq!(notes[0].summary, "mailpushd: configuration not reloaded");
+        assert!(
+            notes[0]
+                .body
+                .contains("and 4 more problems (mailpushd --check lists them)"),
+            "{}",
+            notes[0].body
+        );
+
+        // Still watching with the old config.
+        rig.append("announced after the rejected reload");
+        assert_eq!(
+            subjects(&rig.wait_new_mail(1)),
+            vec!["announced after the rejected reload"]
+        );
+        assert!(daemon.try_wait().is_none());
     });
 }
 
