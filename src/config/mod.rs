@@ -1484,3 +1484,6 @@ password_command = "pass show mail"
         assert!(!p.is_empty());
     }
 }
+
+#[cfg(test)]
+mod review13_tests;

@@ -1,0 +1,185 @@
+//! Review of issue 13 (adversarial). Each test asserts the right behaviour; those that fail
+//! at 8b96d0b are faults, named in the review report.
+
+use std::path::Path;
+
+use super::*;
+
+const ACCOUNT: &str = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
+const NO_SECRET: &str = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\n";
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text, Path::new("/")).expect_err("invalid config")
+}
+
+fn messages(text: &str) -> Vec<String> {
+    problems(text).into_iter().map(|p| p.message).collect()
+}
+
+/// The `write key = ...` fix of a message, if it has one.
+fn suggested_fix(message: &str) -> Option<&str> {
+    let fix = message.split(": write ").nth(1)?;
+    Some(fix.split(" (without quotes)").next().unwrap_or(fix))
+}
+
+// ---- held up (pass) ----------------------------------------------------------------------
+
+#[test]
+fn integer_notations_are_read_as_toml_says() {
+    for v in ["0x3E1", "0o1741", "0b1111100001", "+993", "9_93"] {
+        let c = parse(&format!("{ACCOUNT}port = {v}\n"), Path::new("/")).unwrap();
+        assert_eq!(c.accounts[0].port, 993, "{v}");
+    }
+}
+
+#[test]
+fn a_wrong_typed_password_is_not_echoed() {
+    for v in ["12345", "[\"hunter2\"]", "{ x = \"hunter2\" }"] {
+        for m in messages(&format!("{NO_SECRET}password = {v}\n")) {
+            assert!(!m.contains("12345") && !m.contains("hunter2"), "{m}");
+        }
+    }
+}
+
+// ---- faults (fail) -----------------------------------------------------------------------
+
+/// F1: a literal secret written where a command is expected is printed back by --check and
+/// logged to the journal and syslog on reload.
+#[test]
+fn a_secret_given_as_a_command_string_is_not_echoed() {
+    for key in ["password_command", "oauth2_token_command"] {
+        for m in messages(&format!("{NO_SECRET}{key} = \"hunter2\"\n")) {
+            assert!(!m.contains("hunter2"), "{m}");
+        }
+    }
+}
+
+/// F2: one problem is one line: a key, table or host name with a line break (or a terminal
+/// escape) in it must not start a forged `file:line:col:` line in --check, the journal or
+/// syslog, nor make the reload popup count two problems.
+#[test]
+fn names_from_the_file_cannot_break_or_colour_a_message() {
+    for text in [
+        format!("{ACCOUNT}\"x\\nfile:1:1: forged\" = 1\n"),
+        format!("\"y\\nfile:1:1: forged\" = 1\n{ACCOUNT}"),
+        format!("\"\\u001b[2J\" = 1\n{ACCOUNT}"),
+        "[[accounts]]\nname='a'\nhost=\"evil\\nfile:1:1: forged\"\ntls='none'\nusername='u'\npassword='p'\n".to_owned(),
+    ] {
+        for m in messages(&text) {
+            assert!(!m.chars().any(char::is_control), "{m:?}");
+        }
+    }
+}
+
+/// F3: one mistake, one message.
+#[test]
+fn accounts_written_as_one_table_is_one_problem() {
+    let text = ACCOUNT.replace("[[accounts]]", "[accounts]");
+    assert_eq!(messages(&text).len(), 1, "{:?}", messages(&text));
+    assert_eq!(messages("accounts.name = 'a'\n").len(), 1);
+    assert_eq!(messages("accounts = [1]\n").len(), 1, "{:?}", messages("accounts = [1]\n"));
+}
+
+#[test]
+fn a_wrong_mailbox_is_one_problem() {
+    for v in ["[1]", "[{ notify = false }]", "[{ name = 1 }]"] {
+        let m = messages(&format!("{ACCOUNT}mailboxes = {v}\n"));
+        assert_eq!(m.len(), 1, "{v}: {m:?}");
+    }
+}
+
+#[test]
+fn a_syntax_error_is_not_reported_again_as_a_wrong_type() {
+    for line in ["port = ", "port = 99 3", "tls = implicit", "notify = yes", "mailboxes = [INBOX]"] {
+        let m = messages(&format!("{ACCOUNT}{line}\n"));
+        assert_eq!(m.len(), 1, "{line}: {m:?}");
+    }
+    let m = messages("[[accounts]]\nname = \nhost='h'\nusername='u'\npassword='p'\n");
+    assert_eq!(m.len(), 1, "{m:?}");
+}
+
+/// F4: a suggested fix must itself be accepted.
+#[test]
+fn a_suggested_integer_is_in_range() {
+    for (key, v) in [("port", "0"), ("port", " 99999 "), ("idle_refresh_secs", "5")] {
+        let m = messages(&format!("{ACCOUNT}{key} = \"{v}\"\n"));
+        let fix = m.iter().find_map(|m| suggested_fix(m));
+        if let Some(fix) = fix {
+            assert!(
+                parse(&format!("{ACCOUNT}{fix}\n"), Path::new("/")).is_ok(),
+                "suggested `{fix}`, which is rejected"
+            );
+        }
+    }
+}
+
+/// F4: `password_cmd = [..]` is the command, not the string `password`.
+#[test]
+fn a_misspelt_key_is_matched_to_a_key_its_value_fits() {
+    let m = messages(&format!("{NO_SECRET}password_cmd = ['pass', 'show', 'x']\n"));
+    assert!(m[0].contains("`password_command`"), "{m:?}");
+}
+
+/// F5: the `write key = [...]` fix must be TOML that reads back as the same words.
+#[test]
+fn a_suggested_list_is_valid_toml() {
+    for s in ["a\\u0000b c", "x \\u001b[31m", "Cafe\\u0301 -a", "a\\u007f b"] {
+        let m = messages(&format!("{ACCOUNT}[hooks]\non_new_mail = \"{s}\"\n"));
+        let fix = suggested_fix(&m[0]).expect("a fix");
+        assert!(toml::from_str::<toml::Table>(fix).is_ok(), "not TOML: {fix}");
+    }
+    let m = messages(&format!("{ACCOUNT}mailboxes = \"Cafe\\u0301\"\n"));
+    let fix = suggested_fix(&m[0]).expect("a fix");
+    assert!(toml::from_str::<toml::Table>(fix).is_ok(), "not TOML: {fix}");
+}
+
+/// F6: shell syntax split into words changes what runs; mailpushd never runs a shell, so it
+/// must not offer such a list as the fix.
+#[test]
+fn shell_syntax_is_not_turned_into_a_list() {
+    for s in [
+        "notmuch new | tee log",
+        "mbsync -a && notmuch new",
+        "$(cat /etc/passwd)",
+        "mbsync -a; notmuch new",
+        "notify-send > /tmp/x",
+        "C:\\\\Program Files\\\\x.exe",
+    ] {
+        let m = messages(&format!("{ACCOUNT}[hooks]\non_new_mail = \"{s}\"\n"));
+        assert!(suggested_fix(&m[0]).is_none(), "{s}: {}", m[0]);
+    }
+}
+
+/// F7: a value above the range is not "below" it.
+#[test]
+fn too_big_a_count_says_the_upper_bound() {
+    let m = messages(&format!("{ACCOUNT}catch_up_max = 5_000_000_000\n"));
+    assert!(!m[0].ends_with("must be 0 or more"), "{m:?}");
+    let m = messages(&format!("{ACCOUNT}[notifications]\nsummary_threshold = 5_000_000_000\n"));
+    assert!(!m[0].ends_with("must be 1 or more"), "{m:?}");
+}
+
+/// F8: a byte-order mark is not a column.
+#[test]
+fn a_bom_does_not_shift_columns() {
+    let p = problems(&format!("\u{feff}prot = 1\n{ACCOUNT}"));
+    assert_eq!((p[0].line, p[0].column), (1, 1), "{p:?}");
+}
+
+/// F9: many problems take time in proportion to the file, not its square (a reload runs on
+/// the supervisor thread).
+#[test]
+fn many_problems_are_checked_in_linear_time() {
+    let time = |n: usize| {
+        let text = format!(
+            "{ACCOUNT}{}",
+            (0..n).map(|i| format!("k{i} = 1\n")).collect::<String>()
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(problems(&text).len(), n);
+        t.elapsed()
+    };
+    let small = time(2_000);
+    let big = time(16_000);
+    assert!(big < small * 16, "8x the problems took {:?} vs {:?}", big, small);
+}
