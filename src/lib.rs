@@ -76,7 +76,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             cfg
         }
         Err(e) => {
-            log::error!("{e}");
+            // One record per problem, so that each is at error level in the journal.
+            for line in e.log_lines() {
+                log::error!("{line}");
+            }
             return Ok(ExitCode::from(EX_CONFIG));
         }
     };

@@ -297,13 +297,14 @@ impl Outputs {
 
     /// A reloaded config was rejected: error in syslog, one popup naming the first problem
     /// (the log has them all). The daemon carries on with the previous config.
-    pub fn config_rejected(&mut self, problems: &str) {
+    pub fn config_rejected(&mut self, lines: &[String], count: usize, summary: &str) {
         if let Some(s) = &self.syslog {
-            for line in problems.lines() {
+            for line in lines.iter().map(String::as_str).chain([summary]) {
                 s.send(Severity::Error, &decode::one_line(line));
             }
         }
-        self.show(super::text::config_rejected_popup(problems));
+        let first = lines.first().map_or("", String::as_str);
+        self.show(super::text::config_rejected_popup(first, count));
     }
 
     /// New `[notifications]` or `[syslog]` settings after a reload. The notification

@@ -148,12 +148,10 @@ pub fn burst_popup(mails: &[Announcement], total: usize, privacy: Privacy, suffi
 }
 
 /// The popup for a config file that could not be reloaded: its first problem, how many
-/// more there are, and that the daemon carries on. `problems` is one problem per line, as
-/// `ConfigError` displays them.
-pub fn config_rejected_popup(problems: &str) -> Popup {
-    let mut lines = problems.lines();
-    let mut body = field(lines.next().unwrap_or_default(), POPUP_REASON_CHARS);
-    match lines.count() {
+/// more there are (of `count` in all), and that the daemon carries on.
+pub fn config_rejected_popup(first: &str, count: usize) -> Popup {
+    let mut body = field(first, POPUP_REASON_CHARS);
+    match count.saturating_sub(1) {
         0 => {}
         1 => body.push_str("\nand 1 more problem (mailpushd --check lists them)"),
         n => body.push_str(&format!(
@@ -295,14 +293,14 @@ mod tests {
 
     #[test]
     fn a_rejected_config_popup_counts_the_other_problems() {
-        let p = config_rejected_popup("f:4:8: one\nf:6:1: two\nf:10:8: three");
+        let p = config_rejected_popup("f:4:8: one", 3);
         assert_eq!(p.summary, "mailpushd: configuration not reloaded");
         assert_eq!(
             p.body,
             "f:4:8: one\nand 2 more problems (mailpushd --check lists them)\n\
              Still running with the previous configuration."
         );
-        let p = config_rejected_popup("f:1:1: only");
+        let p = config_rejected_popup("f:1:1: only", 1);
         assert_eq!(
             p.body,
             "f:1:1: only\nStill running with the previous configuration."

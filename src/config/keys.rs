@@ -133,19 +133,32 @@ pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)
 }
 
-/// The candidate nearest to `word`, if it is near enough to be what was meant: at most one
+/// The candidate nearest to `word`, if it is near enough to be what was meant (see
+/// [`nearest`]).
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    nearest(word, candidates).into_iter().next()
+}
+
+/// The candidates near enough to `word` to be what was meant, nearest first: at most one
 /// edit (insertion, deletion, substitution or swap of neighbours) per three characters, as
 /// cargo and rustc judge their "did you mean" suggestions, and never a different word of
-/// the same length sharing only a letter or two.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// the same length sharing only a letter or two. Candidates as near as each other keep
+/// their order.
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
-    candidates
+    let mut near: Vec<(usize, &str)> = candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
         .filter(|(d, c)| *d <= limit && *d < c.chars().count())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .collect();
+    near.sort_by_key(|(d, _)| *d);
+    near.into_iter().map(|(_, c)| c).collect()
 }
+
+/// The keys whose values are secrets, or commands that may hold one: no message ever
+/// quotes what they are set to (a password pasted into `password_command` would otherwise
+/// be printed by `--check` and logged to the journal and syslog on a reload).
+pub const SECRETS: &[&str] = &["password", "password_command", "oauth2_token_command"];
 
 /// Every key of the config file, in the order mailpushd.toml(5) lists them.
 pub const KEYS: &[Key] = &[

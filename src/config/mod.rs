@@ -17,9 +17,11 @@
 pub mod keys;
 pub mod providers;
 mod shape;
+mod types;
 
-use std::collections::BTreeMap;
-use std::fmt;
+pub use types::*;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -48,200 +50,6 @@ const DEFAULT_BURST_WINDOW_SECS: u64 = 10;
 const DEFAULT_HOOK_DEBOUNCE_MS: u64 = 1000;
 const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
-/// A validated configuration. Cheap to share: accounts sit behind `Arc`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub accounts: Vec<Arc<Account>>,
-    pub notifications: Notifications,
-    pub syslog: SyslogConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    pub username: String,
-    pub secret: Secret,
-    pub auth: Option<AuthMethod>,
-    /// `tls_verify = false`: the documented escape hatch that skips certificate checks
-    /// (warned about at every connect).
-    pub tls_verify: bool,
-    /// Mailbox names as the user wrote them (UTF-8); encoded for the wire in `imap/session.rs`.
-    pub mailboxes: Vec<String>,
-    pub idle_refresh: Duration,
-    /// During IDLE, this long without a byte from the server (no keepalive line, no data)
-    /// ends the wait and checks the link with DONE, which must be answered within
-    /// [`PROBE_ANSWER`] (or `timeout`, if shorter): a link that froze without FIN or RST is
-    /// found within this plus that, not at the end of the refresh cycle.
-    pub idle_silence: Duration,
-    pub poll_interval: Duration,
-    /// Longest wait between reconnect attempts (the backoff cap).
-    pub reconnect_max: Duration,
-    /// How long the server may take to answer a command (and to answer DONE at the end of
-    /// each IDLE cycle, which is what finds a connection that froze without FIN or RST).
-    pub timeout: Duration,
-    /// More new messages than this after a (re)connect become one summary popup.
-    pub catch_up_max: u32,
-    /// With `tls = "none"`, whether the user explicitly accepted sending the password in
-    /// the clear to a host that is not loopback.
-    pub allow_plaintext_auth: bool,
-    /// Desktop popups for this account (syslog lines and hooks happen regardless).
-    pub notify: bool,
-    /// Per-mailbox exceptions to `notify` (`{ name = "Lists", notify = false }`).
-    pub mailbox_notify: BTreeMap<String, bool>,
-    /// Privacy: with either off, popups say only "New mail in work/INBOX" (or leave out the
-    /// sender or subject).
-    pub show_subject: bool,
-    pub show_sender: bool,
-    pub hooks: HookConfig,
-}
-
-impl Account {
-    /// Whether new mail in `mailbox` gets a popup.
-    pub fn notify_for(&self, mailbox: &str) -> bool {
-        self.mailbox_notify
-            .get(mailbox)
-            .copied()
-            .unwrap_or(self.notify)
-    }
-}
-
-/// Commands run for new mail (argv lists, never through a shell).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookConfig {
-    pub on_new_mail: Option<Vec<String>>,
-    /// Run after `on_new_mail` finished (goimapnotify's onNewMailPost).
-    pub on_new_mail_post: Option<Vec<String>>,
-    /// Messages arriving within this window make one run.
-    pub debounce: Duration,
-    /// A hook still running after this is killed.
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Urgency {
-    Low,
-    Normal,
-    Critical,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    Implicit,
-    Starttls,
-    None,
-}
-
-impl fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TlsMode::Implicit => "implicit TLS",
-            TlsMode::Starttls => "STARTTLS",
-            TlsMode::None => "no TLS",
-        })
-    }
-}
-
-impl TlsMode {
-    fn default_port(self) -> u16 {
-        match self {
-            TlsMode::Implicit => 993,
-            TlsMode::Starttls | TlsMode::None => 143,
-        }
-    }
-}
-
-/// Where the password comes from. The password itself never appears in `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Password(String),
-    /// argv run without a shell at every connect; stdout (trailing newline trimmed) is the
-    /// password.
-    Command(Vec<String>),
-    /// argv run at every connect whose stdout is an OAuth2 access token (oama,
-    /// mutt_oauth2.py...), so a refreshed token is used after each reconnect.
-    TokenCommand(Vec<String>),
-}
-
-impl Secret {
-    /// Whether this is an OAuth2 bearer token rather than a password.
-    pub fn is_token(&self) -> bool {
-        matches!(self, Secret::TokenCommand(_))
-    }
-}
-
-/// How to log in. `None` in [`Account::auth`] means the best the server offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    Login,
-    Plain,
-    Xoauth2,
-    Oauthbearer,
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Secret::Password(_) => f.write_str("Password(<redacted>)"),
-            Secret::Command(argv) => f.debug_tuple("Command").field(argv).finish(),
-            Secret::TokenCommand(argv) => f.debug_tuple("TokenCommand").field(argv).finish(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notifications {
-    pub enabled: bool,
-    /// More new messages than this in one wake, or within `burst_window` of a mailbox's
-    /// first popup, become one summary popup.
-    pub summary_threshold: u32,
-    /// Flood control window; zero judges each wake alone.
-    pub burst_window: Duration,
-    pub urgency: Urgency,
-    /// Icon name from the icon theme, or a path.
-    pub icon: String,
-    /// Run (argv, no shell) by a popup's default action and its "Open" button.
-    pub open_command: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct SyslogConfig {
-    pub enabled: bool,
-    pub address: SyslogAddress,
-    pub facility: syslog::Facility,
-}
-
-// `syslog::Facility` has no `PartialEq`; compare its numeric code.
-impl PartialEq for SyslogConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.enabled == other.enabled
-            && self.address == other.address
-            && self.facility as u32 == other.facility as u32
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SyslogAddress {
-    Unix(PathBuf),
-    /// `host:port`, resolved when the socket is opened.
-    Udp(String),
-}
-
-impl fmt::Display for SyslogAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SyslogAddress::Unix(p) => write!(f, "unix:{}", p.display()),
-            SyslogAddress::Udp(a) => write!(f, "udp:{a}"),
-        }
-    }
-}
-
 /// One thing wrong with a config file, positioned for `file:line:column: message`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Problem {
@@ -260,11 +68,53 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}: the config file is {bytes} bytes; one over {MAX_CONFIG_BYTES} bytes is not read",
+        path.display()
+    )]
+    TooBig { path: PathBuf, bytes: u64 },
     #[error("{}", format_problems(path, problems))]
     Invalid {
         path: PathBuf,
         problems: Vec<Problem>,
     },
+}
+
+/// The largest config file read, in bytes: far more than any real one (a thousand
+/// accounts fit in a tenth of it), and a bound on the time a reload takes.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// At most this many problems are written to the log and syslog for one failed start or
+/// reload; `--check` prints them all.
+pub const MAX_LOGGED_PROBLEMS: usize = 20;
+
+impl ConfigError {
+    /// How many problems this is.
+    pub fn count(&self) -> usize {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems.len(),
+            _ => 1,
+        }
+    }
+
+    /// The lines to log: one per problem, at most [`MAX_LOGGED_PROBLEMS`], then how many
+    /// more there are. A file full of mistakes cannot flood the journal or syslog.
+    pub fn log_lines(&self) -> Vec<String> {
+        let text = self.to_string();
+        let mut lines: Vec<String> = text
+            .lines()
+            .take(MAX_LOGGED_PROBLEMS)
+            .map(str::to_owned)
+            .collect();
+        let more = self.count().saturating_sub(lines.len());
+        if more > 0 {
+            lines.push(format!(
+                "... and {more} more problem{} (mailpushd --check lists them all)",
+                if more == 1 { "" } else { "s" }
+            ));
+        }
+        lines
+    }
 }
 
 fn format_problems(path: &Path, problems: &[Problem]) -> String {
@@ -295,9 +145,27 @@ pub fn permission_warning(path: &Path, config: &Config) -> Option<String> {
 
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    use std::io::Read;
+    let read_error = |source| ConfigError::Read {
         path: path.to_owned(),
         source,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        return Err(ConfigError::TooBig {
+            path: path.to_owned(),
+            bytes: size,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.utf8_error(),
+        ))
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, base).map_err(|problems| ConfigError::Invalid {
@@ -316,20 +184,21 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
         meant,
         incomplete,
     } = shape::check(text);
+    let lines = Lines::new(text);
     let problems: Vec<Problem> = problems
         .into_iter()
-        .map(|(span, message)| problem_at(text, &span, message))
+        .map(|(span, message)| lines.problem(&span, message))
         .collect();
     // Stage one took out every value of the wrong shape, so this only fails if a key in
     // `keys.rs` has no field below (a bug, which the tests catch); say what it was anyway.
     let raw = RawConfig::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let mut all = problems.clone();
-        all.push(problem_at(text, &span, e.message().trim().to_owned()));
+        all.push(lines.problem(&span, e.message().trim().to_owned()));
         in_order(all)
     })?;
     Validator {
-        text,
+        lines,
         base_dir,
         problems,
         meant,
@@ -438,7 +307,7 @@ struct RawSyslog {
 // ---- stage two: validation --------------------------------------------------------------
 
 struct Validator<'a> {
-    text: &'a str,
+    lines: Lines<'a>,
     base_dir: &'a Path,
     problems: Vec<Problem>,
     meant: shape::Meant,
@@ -449,8 +318,8 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn report(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        self.problems
-            .push(problem_at(self.text, span, message.into()));
+        let problem = self.lines.problem(span, message.into());
+        self.problems.push(problem);
     }
 
     fn run(mut self, raw: RawConfig) -> Result<Config, Vec<Problem>> {
@@ -458,22 +327,25 @@ impl Validator<'_> {
         let default_hooks = self.hooks(defaults, None);
         let mut accounts = Vec::new();
         match raw.accounts {
-            None if self.incomplete => {}
+            // A broken or wrongly written `accounts` was reported already.
+            _ if self.incomplete => {}
+            None if self.meant.has(shape::Meant::ROOT, "accounts") => {}
             None => self.report(&(0..0), "no [[accounts]] configured: nothing to watch"),
             Some(list) if list.get_ref().is_empty() => {
-                self.report(&list.span(), "accounts is empty: nothing to watch")
+                if !self.meant.has(shape::Meant::ROOT, "accounts") {
+                    self.report(&list.span(), "accounts is empty: nothing to watch")
+                }
             }
             Some(list) => {
                 // A name given twice is reported where it is given again, whatever else is
                 // wrong with either account.
-                let mut seen: Vec<(String, usize)> = Vec::new();
+                let mut seen: HashMap<String, usize> = HashMap::new();
                 for acct in list.into_inner() {
                     let span = acct.span();
                     let raw = acct.into_inner();
                     let mut duplicate = false;
                     if let Some(name) = &raw.name {
-                        let first = seen.iter().find(|(n, _)| n == name.get_ref());
-                        if let Some((_, first)) = first {
+                        if let Some(first) = seen.get(name.get_ref()) {
                             duplicate = true;
                             let message = format!(
                                 "duplicate account name {:?} (first on line {first}): names \
@@ -482,8 +354,8 @@ impl Validator<'_> {
                             );
                             self.report(&name.span(), message);
                         } else {
-                            let line = problem_at(self.text, &name.span(), String::new()).line;
-                            seen.push((name.get_ref().clone(), line));
+                            let line = self.lines.problem(&name.span(), String::new()).line;
+                            seen.insert(name.get_ref().clone(), line);
                         }
                     }
                     if let Some(a) = self.account(raw, &span, &default_hooks) {
@@ -728,6 +600,8 @@ impl Validator<'_> {
             Some(list) => {
                 let list_span = list.span();
                 let mut names: Vec<String> = Vec::new();
+                // Each name as compared (INBOX in any case is INBOX), and as first written.
+                let mut listed: HashMap<String, String> = HashMap::new();
                 for mb in list.into_inner() {
                     let mb_span = mb.span();
                     let (mb, notify) = match mb.into_inner() {
@@ -738,7 +612,7 @@ impl Validator<'_> {
                         self.report(&mb_span, "mailbox name must not be empty");
                     } else if mb.contains(['\r', '\n', '\0']) {
                         self.report(&mb_span, "mailbox name must not contain line breaks or NUL");
-                    } else if let Some(first) = names.iter().find(|n| same_mailbox(n, &mb)) {
+                    } else if let Some(first) = listed.get(&mailbox_key(&mb)) {
                         let why = if *first == mb {
                             String::new()
                         } else {
@@ -749,10 +623,14 @@ impl Validator<'_> {
                         if let Some(n) = notify {
                             mailbox_notify.insert(mb.clone(), n);
                         }
+                        listed.insert(mailbox_key(&mb), mb.clone());
                         names.push(mb);
                     }
                 }
-                if names.is_empty() && self.problems.len() == before {
+                if names.is_empty()
+                    && self.problems.len() == before
+                    && !self.meant.has(span.start, "mailboxes")
+                {
                     self.report(&list_span, "`mailboxes` must list at least one mailbox");
                 }
                 names
@@ -910,17 +788,52 @@ fn in_order(mut problems: Vec<Problem>) -> Vec<Problem> {
     problems
 }
 
-/// 1-based line and column (in characters) of byte offset `span.start` in `text`.
-fn problem_at(text: &str, span: &Range<usize>, message: String) -> Problem {
-    let offset = span.start.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    Problem {
-        line,
-        column,
-        message,
+/// Where each line of a text starts, to turn byte offsets into line and column in
+/// logarithmic time (a file with many problems is checked in time linear in its size).
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// The problem `message` at byte offset `span.start`: 1-based line and column (in
+    /// characters, a byte-order mark not counted). Control characters in the message (from
+    /// a key or value in the file) are escaped, so each problem stays one line.
+    fn problem(&self, span: &Range<usize>, message: String) -> Problem {
+        let offset = floor_char_boundary(self.text, span.start.min(self.text.len()));
+        let index = self.starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.starts[index];
+        let column = self.text[start..offset]
+            .chars()
+            .filter(|&c| !(index == 0 && c == '\u{feff}'))
+            .count()
+            + 1;
+        let message = if message.chars().any(char::is_control) {
+            message
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            message
+        };
+        Problem {
+            line: index + 1,
+            column,
+            message,
+        }
     }
 }
 
@@ -931,10 +844,15 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Whether two configured mailbox names mean the same mailbox: equal, or both INBOX, whose
-/// name alone is case-insensitive (RFC 3501 §5.1; `INBOX/x` and `Inbox/x` may differ).
-fn same_mailbox(a: &str, b: &str) -> bool {
-    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+/// A mailbox name as compared: two configured names mean the same mailbox if they are equal,
+/// or both INBOX, whose name alone is case-insensitive (RFC 3501 section 5.1; `INBOX/x` and
+/// `Inbox/x` may differ).
+fn mailbox_key(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_owned()
+    } else {
+        name.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -1105,9 +1023,9 @@ facility = "nope"
             ],
             "{p:#?}"
         );
-        assert!(same_mailbox("INBOX", "iNbOx"));
-        assert!(!same_mailbox("INBOX/Work", "Inbox/Work"));
-        assert!(!same_mailbox("Work", "work"));
+        assert_eq!(mailbox_key("INBOX"), mailbox_key("iNbOx"));
+        assert_ne!(mailbox_key("INBOX/Work"), mailbox_key("Inbox/Work"));
+        assert_ne!(mailbox_key("Work"), mailbox_key("work"));
     }
 
     #[test]
@@ -1436,7 +1354,7 @@ password_command = "pass show mail"
         );
         assert_eq!(
             one("[syslog]\nhost = 'x'\n").2,
-            "unknown key `host` in [syslog]: it belongs in [[accounts]]"
+            "unknown key `host` in [syslog] (it is a key of [[accounts]])"
         );
         assert_eq!(
             one("colour = 'red'\n").2,
@@ -1445,7 +1363,7 @@ password_command = "pass show mail"
         let p = problems(&format!("poll_interval_secs = 5\n{base}"));
         assert_eq!(
             p[0].message,
-            "`poll_interval_secs` must be inside a table: it belongs under [[accounts]], which \
+            "`poll_interval_secs` must be inside a table: it is a key of [[accounts]], which \
              must come before it"
         );
     }
@@ -1483,7 +1401,49 @@ password_command = "pass show mail"
         assert_eq!(p, unique);
         assert!(!p.is_empty());
     }
+
+    #[test]
+    fn a_failed_start_or_reload_logs_a_bounded_number_of_lines() {
+        let base = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
+        let keys: String = (0..50).map(|i| format!("k{i} = 1\n")).collect();
+        let e = ConfigError::Invalid {
+            path: PathBuf::from("f.toml"),
+            problems: problems(&format!("{base}{keys}")),
+        };
+        assert_eq!(e.count(), 50);
+        let lines = e.log_lines();
+        assert_eq!(lines.len(), MAX_LOGGED_PROBLEMS + 1);
+        assert_eq!(
+            lines[0],
+            "f.toml:6:1: unknown key `k0` in [[accounts]] (mailpushd.toml(5) lists every key)"
+        );
+        assert_eq!(
+            lines[MAX_LOGGED_PROBLEMS],
+            "... and 30 more problems (mailpushd --check lists them all)"
+        );
+        // --check prints them all.
+        assert_eq!(e.to_string().lines().count(), 50);
+    }
+
+    #[test]
+    fn a_file_over_the_size_bound_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let line = "# comment\n";
+        let text = line.repeat(MAX_CONFIG_BYTES as usize / line.len() + 1);
+        std::fs::write(&path, &text).unwrap();
+        let e = load(&path).unwrap_err();
+        assert!(matches!(e, ConfigError::TooBig { bytes, .. } if bytes == text.len() as u64));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: the config file is {} bytes; one over 1048576 bytes is not read",
+                path.display(),
+                text.len()
+            )
+        );
+    }
 }
 
 #[cfg(test)]
-mod review13_tests;
+mod hostile_tests;

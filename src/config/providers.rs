@@ -8,7 +8,7 @@
 //! the preset leaves the field `None` rather than guessing. docs/PROVIDERS.md is the
 //! user-facing version of this table, with what could and could not be verified.
 
-use crate::config::TlsMode;
+use super::types::TlsMode;
 
 /// Poll interval for providers whose servers do not offer IDLE. This is mailpushd's own
 /// choice (the same as the general `poll_interval_secs` default), not a number published by

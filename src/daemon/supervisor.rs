@@ -244,18 +244,22 @@ impl Supervisor {
         crate::imap::tls::forget();
         match config::load(&self.config_path) {
             Err(e) => {
-                let text = e.to_string();
-                for line in text.lines() {
+                let lines = e.log_lines();
+                for line in &lines {
                     log::error!("{line}");
                 }
-                let what = match text.lines().count() {
+                let what = match e.count() {
                     1 => "1 problem".to_owned(),
                     n => format!("{n} problems"),
                 };
-                log::error!(
+                let summary = format!(
                     "configuration not reloaded ({what}); still running with the previous one"
                 );
-                self.shared.outputs.lock().config_rejected(&text);
+                log::error!("{summary}");
+                self.shared
+                    .outputs
+                    .lock()
+                    .config_rejected(&lines, e.count(), &summary);
             }
             Ok(new) => {
                 let plan = reload::plan(Some(&self.config), &new);

@@ -5,7 +5,9 @@
 //! e.g. `cli -> generate -> cli`, if the graph between top-level modules has one.
 //!
 //! `lib.rs` and `main.rs` are the root, which may use everything, and are skipped, as are
-//! names that are not top-level modules (the root's own constants, say). A `super::` path
+//! names that are not top-level modules (the root's own constants, say); but a name the
+//! root's `use` items bring in from a module (`pub use daemon::x as y`, globs too) counts as
+//! a use of that module wherever `crate::y` appears. A `super::` path
 //! out of a top-level module into the root would escape this check; the crate has none (its
 //! `super::` paths stay inside their top-level module), so only `crate::` is read.
 
@@ -183,10 +185,96 @@ fn first_segment(path: &str) -> Option<String> {
     (!name.is_empty() && name != "self").then_some(name)
 }
 
+/// What the root's `use` items make reachable as `crate::NAME`: each imported name (or its
+/// `as` alias) → the top-level module it comes from, so that `crate::NAME` counts as a use
+/// of that module. A glob (`use a::*`) is kept under `*`: any `crate::NAME` that is neither
+/// a module nor a known alias then counts as a use of every globbed module.
+fn root_aliases(root_code: &str, modules: &BTreeSet<String>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut aliases: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in root_code.split(';') {
+        let item = item.trim();
+        // `use`, `pub use`, `pub(crate) use`, after any attributes or other items.
+        let Some(at) = item
+            .rfind("use ")
+            .filter(|&at| !is_ident(item[..at].chars().next_back()))
+        else {
+            continue;
+        };
+        let path: String = item[at + 4..]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let path = path
+            .trim_start_matches("crate::")
+            .trim_start_matches("self::")
+            .trim_start_matches("::");
+        let Some(module) = first_segment(path).filter(|m| modules.contains(m)) else {
+            continue;
+        };
+        for leaf in leaves(path) {
+            aliases.entry(leaf).or_default().insert(module.clone());
+        }
+    }
+    aliases
+}
+
+/// The names a `use` path brings into scope: `a::b::c` → `c`, `a::b as d` → `d`,
+/// `a::{b, c as d, e::f}` → `b`, `d`, `f`, `a::*` → `*`.
+fn leaves(path: &str) -> Vec<String> {
+    let path = path.trim();
+    if let Some(open) = path.find('{') {
+        let inner = &path[open + 1..path.rfind('}').unwrap_or(path.len())];
+        let mut items = Vec::new();
+        let (mut depth, mut item) = (0, String::new());
+        for c in inner.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(std::mem::take(&mut item));
+                    continue;
+                }
+                _ => {}
+            }
+            item.push(c);
+        }
+        items.push(item);
+        // `self` in a group names the group's parent: `a::b::{self}` brings `b`.
+        let parent = path[..open]
+            .trim_end_matches(':')
+            .rsplit("::")
+            .next()
+            .unwrap_or("");
+        return items
+            .iter()
+            .map(|i| match i.trim() {
+                "self" => parent.trim().to_owned(),
+                other => other.to_owned(),
+            })
+            .flat_map(|i| leaves(&i))
+            .collect();
+    }
+    if let Some((_, alias)) = path.split_once(" as ") {
+        return vec![alias.trim().to_owned()];
+    }
+    match path.rsplit("::").next().map(str::trim) {
+        Some(last) if !last.is_empty() => vec![last.to_owned()],
+        _ => Vec::new(),
+    }
+}
+
 /// The graph between top-level modules from `(path under src/, source)` pairs: an edge for
-/// every `crate::NAME` in one module's code where NAME is another top-level module.
+/// every `crate::NAME` in one module's code where NAME is another top-level module, or a
+/// name the root re-exports from one.
 fn module_graph(files: &[(PathBuf, String)]) -> Graph {
     let modules: BTreeSet<String> = files.iter().filter_map(|(p, _)| top_module(p)).collect();
+    let root: String = files
+        .iter()
+        .filter(|(p, _)| top_module(p).is_none())
+        .map(|(_, s)| code_only(s))
+        .collect::<Vec<_>>()
+        .join(";\n");
+    let aliases = root_aliases(&root, &modules);
     let mut graph: Graph = modules
         .iter()
         .map(|m| (m.clone(), BTreeSet::new()))
@@ -197,7 +285,16 @@ fn module_graph(files: &[(PathBuf, String)]) -> Graph {
         };
         let uses: Vec<String> = crate_references(&code_only(source))
             .into_iter()
-            .filter(|to| *to != from && modules.contains(to))
+            .flat_map(|name| {
+                if modules.contains(&name) {
+                    BTreeSet::from([name])
+                } else if let Some(targets) = aliases.get(&name) {
+                    targets.clone()
+                } else {
+                    aliases.get("*").cloned().unwrap_or_default()
+                }
+            })
+            .filter(|to| *to != from)
             .collect();
         graph.entry(from).or_default().extend(uses);
     }
@@ -399,4 +496,37 @@ fn files_map_to_their_top_level_module_and_edges_only_join_modules() {
     let graph = module_graph(&files);
     assert_eq!(graph, graph_of(&[("a", "b"), ("a", "c")]));
     assert_eq!(find_cycle(&graph), None);
+}
+
+#[test]
+fn a_name_the_root_re_exports_counts_as_its_module() {
+    let files = [
+        (
+            "lib.rs",
+            "pub mod config; pub mod daemon; pub mod util;\n\
+             pub use daemon::reload::plan as reload_plan;\n\
+             #[doc(hidden)] pub use crate::daemon::{probe, systemd::{self, Notify as N}};\n\
+             use util::*;",
+        ),
+        ("daemon/mod.rs", "use crate::config::Config;"),
+        ("config/keys.rs", "fn f() { crate::reload_plan(); }"),
+        ("util.rs", ""),
+    ]
+    .map(|(p, s)| (PathBuf::from(p), s.to_owned()));
+    let graph = module_graph(&files);
+    assert_eq!(
+        find_cycle(&graph).map(|c| c.join(" -> ")).as_deref(),
+        Some("config -> daemon -> config")
+    );
+    for (name, module) in [
+        ("probe", "daemon"),
+        ("systemd", "daemon"),
+        ("N", "daemon"),
+        ("other", "util"),
+    ] {
+        let mut files = files.to_vec();
+        files[2] = (PathBuf::from("config/x.rs"), format!("use crate::{name};"));
+        let graph = module_graph(&files);
+        assert!(graph["config"].contains(module), "{name}: {graph:?}");
+    }
 }

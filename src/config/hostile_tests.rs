@@ -77,7 +77,12 @@ fn accounts_written_as_one_table_is_one_problem() {
     let text = ACCOUNT.replace("[[accounts]]", "[accounts]");
     assert_eq!(messages(&text).len(), 1, "{:?}", messages(&text));
     assert_eq!(messages("accounts.name = 'a'\n").len(), 1);
-    assert_eq!(messages("accounts = [1]\n").len(), 1, "{:?}", messages("accounts = [1]\n"));
+    assert_eq!(
+        messages("accounts = [1]\n").len(),
+        1,
+        "{:?}",
+        messages("accounts = [1]\n")
+    );
 }
 
 #[test]
@@ -90,7 +95,13 @@ fn a_wrong_mailbox_is_one_problem() {
 
 #[test]
 fn a_syntax_error_is_not_reported_again_as_a_wrong_type() {
-    for line in ["port = ", "port = 99 3", "tls = implicit", "notify = yes", "mailboxes = [INBOX]"] {
+    for line in [
+        "port = ",
+        "port = 99 3",
+        "tls = implicit",
+        "notify = yes",
+        "mailboxes = [INBOX]",
+    ] {
         let m = messages(&format!("{ACCOUNT}{line}\n"));
         assert_eq!(m.len(), 1, "{line}: {m:?}");
     }
@@ -101,7 +112,11 @@ fn a_syntax_error_is_not_reported_again_as_a_wrong_type() {
 /// F4: a suggested fix must itself be accepted.
 #[test]
 fn a_suggested_integer_is_in_range() {
-    for (key, v) in [("port", "0"), ("port", " 99999 "), ("idle_refresh_secs", "5")] {
+    for (key, v) in [
+        ("port", "0"),
+        ("port", " 99999 "),
+        ("idle_refresh_secs", "5"),
+    ] {
         let m = messages(&format!("{ACCOUNT}{key} = \"{v}\"\n"));
         let fix = m.iter().find_map(|m| suggested_fix(m));
         if let Some(fix) = fix {
@@ -116,21 +131,29 @@ fn a_suggested_integer_is_in_range() {
 /// F4: `password_cmd = [..]` is the command, not the string `password`.
 #[test]
 fn a_misspelt_key_is_matched_to_a_key_its_value_fits() {
-    let m = messages(&format!("{NO_SECRET}password_cmd = ['pass', 'show', 'x']\n"));
+    let m = messages(&format!(
+        "{NO_SECRET}password_cmd = ['pass', 'show', 'x']\n"
+    ));
     assert!(m[0].contains("`password_command`"), "{m:?}");
 }
 
 /// F5: the `write key = [...]` fix must be TOML that reads back as the same words.
 #[test]
 fn a_suggested_list_is_valid_toml() {
-    for s in ["a\\u0000b c", "x \\u001b[31m", "Cafe\\u0301 -a", "a\\u007f b"] {
+    for s in ["a\\u0000b c", "x \\u001bm", "Cafe\\u0301 -a", "a\\u007f b"] {
         let m = messages(&format!("{ACCOUNT}[hooks]\non_new_mail = \"{s}\"\n"));
         let fix = suggested_fix(&m[0]).expect("a fix");
-        assert!(toml::from_str::<toml::Table>(fix).is_ok(), "not TOML: {fix}");
+        assert!(
+            toml::from_str::<toml::Table>(fix).is_ok(),
+            "not TOML: {fix}"
+        );
     }
     let m = messages(&format!("{ACCOUNT}mailboxes = \"Cafe\\u0301\"\n"));
     let fix = suggested_fix(&m[0]).expect("a fix");
-    assert!(toml::from_str::<toml::Table>(fix).is_ok(), "not TOML: {fix}");
+    assert!(
+        toml::from_str::<toml::Table>(fix).is_ok(),
+        "not TOML: {fix}"
+    );
 }
 
 /// F6: shell syntax split into words changes what runs; mailpushd never runs a shell, so it
@@ -155,7 +178,9 @@ fn shell_syntax_is_not_turned_into_a_list() {
 fn too_big_a_count_says_the_upper_bound() {
     let m = messages(&format!("{ACCOUNT}catch_up_max = 5_000_000_000\n"));
     assert!(!m[0].ends_with("must be 0 or more"), "{m:?}");
-    let m = messages(&format!("{ACCOUNT}[notifications]\nsummary_threshold = 5_000_000_000\n"));
+    let m = messages(&format!(
+        "{ACCOUNT}[notifications]\nsummary_threshold = 5_000_000_000\n"
+    ));
     assert!(!m[0].ends_with("must be 1 or more"), "{m:?}");
 }
 
@@ -181,5 +206,10 @@ fn many_problems_are_checked_in_linear_time() {
     };
     let small = time(2_000);
     let big = time(16_000);
-    assert!(big < small * 16, "8x the problems took {:?} vs {:?}", big, small);
+    assert!(
+        big < small * 16,
+        "8x the problems took {:?} vs {:?}",
+        big,
+        small
+    );
 }
