@@ -1,5 +1,6 @@
-//! Review of issue 13 (adversarial). Each test asserts the right behaviour; those that fail
-//! at 8b96d0b are faults, named in the review report.
+//! Config files written by a careless user or a hostile author, from the adversarial review
+//! of issue 13: each test states what must hold (no secret echoed, one line per problem,
+//! one message per mistake, suggestions that are themselves accepted, linear time).
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ fn suggested_fix(message: &str) -> Option<&str> {
     Some(fix.split(" (without quotes)").next().unwrap_or(fix))
 }
 
-// ---- held up (pass) ----------------------------------------------------------------------
+// ---- what held up from the start ----------------------------------------------------------
 
 #[test]
 fn integer_notations_are_read_as_toml_says() {
@@ -41,7 +42,7 @@ fn a_wrong_typed_password_is_not_echoed() {
     }
 }
 
-// ---- faults (fail) -----------------------------------------------------------------------
+// ---- what the review found (each failed before its fix) -----------------------------------
 
 /// F1: a literal secret written where a command is expected is printed back by --check and
 /// logged to the journal and syslog on reload.
