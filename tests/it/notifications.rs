@@ -742,6 +742,9 @@ fn a_syslog_that_stops_reading_costs_only_itself() {
             )
         });
         rig.notifications.wait_for_count(1, WAIT);
+        // The whole flood read, so that the next message makes a wake (and a popup) of its
+        // own instead of ending the flood's last summary, which lists only the first few.
+        daemon.wait_for_output(WAIT, "uid=3000 ");
         rig.append("after the flood");
         wait_until(WAIT, "the popup after the flood", || {
             rig.notifications
