@@ -7,7 +7,7 @@
 //! popups go to the notification thread over a channel (`notify.rs`), which owns every
 //! D-Bus call, so no call to a notification server (or to IMAP) is ever made under it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Sender as EventSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -36,6 +36,10 @@ pub struct Outputs {
     /// Accounts whose login currently fails: one popup when it starts, one log line when it
     /// ends, however many watchers and retries are involved.
     login_failing: BTreeSet<String>,
+    /// Per account, the watchers (`account/mailbox`) waiting because the server allows no
+    /// more connections: said once when the first one waits and once when the last one is
+    /// through, however many mailboxes and retries are involved.
+    limited: BTreeMap<String, BTreeSet<String>>,
     events: Option<EventSender<Event>>,
     hooks: Hooks,
     /// Flood control: popups held for a summary, per (account, mailbox).
@@ -72,6 +76,7 @@ impl Outputs {
             syslog_thread,
             open_command: config.notifications.open_command.clone(),
             login_failing: BTreeSet::new(),
+            limited: BTreeMap::new(),
             events,
             hooks: Hooks::new(),
             bursts: Bursts::new(
@@ -295,6 +300,50 @@ impl Outputs {
         }
     }
 
+    /// `key` (`account/mailbox`) could not connect: the server allows the account no more
+    /// connections. The first such mailbox of an account is a warning, in words, with what
+    /// to do; the others are noted at info level, repeats at debug.
+    pub fn connection_limited(&mut self, account: &str, key: &str, message: &str, retry: &str) {
+        let waiting = self.limited.entry(account.to_owned()).or_default();
+        let first = waiting.is_empty();
+        if !waiting.insert(key.to_owned()) {
+            log::debug!("{message}; {retry}");
+            return;
+        }
+        if first {
+            let line = format!(
+                "{account}: the server allows no more connections for this account, so \
+                 {key} is not watched for now ({retry}); each watched mailbox takes one \
+                 connection: watch fewer, or raise the server's limit ({message})"
+            );
+            log::warn!("{line}");
+            if let Some(s) = &self.syslog {
+                s.send(Severity::Warning, &line);
+            }
+        } else {
+            log::info!("{key}: also waiting for a free connection ({retry})");
+        }
+    }
+
+    /// `key` is connected again after waiting for a free connection (`connected`), or
+    /// stopped while waiting. Once no mailbox of the account waits, a connected one says
+    /// so.
+    pub fn connection_free(&mut self, account: &str, key: &str, connected: bool) {
+        let Some(waiting) = self.limited.get_mut(account) else {
+            return;
+        };
+        if waiting.remove(key) && waiting.is_empty() {
+            self.limited.remove(account);
+            if connected {
+                let line = format!("{account}: every watched mailbox has its connection again");
+                log::info!("{line}");
+                if let Some(s) = &self.syslog {
+                    s.send(Severity::Info, &line);
+                }
+            }
+        }
+    }
+
     /// A reloaded config was rejected: error in syslog, one popup naming the first problem
     /// (the log has them all). The daemon carries on with the previous config.
     pub fn config_rejected(&mut self, lines: &[String], count: usize, summary: &str) {
@@ -313,6 +362,7 @@ impl Outputs {
     pub fn reconfigure(&mut self, config: &Config) {
         let events = self.events.take();
         let login_failing = std::mem::take(&mut self.login_failing);
+        let limited = std::mem::take(&mut self.limited);
         let hooks = self.hooks.clone();
         let mut bursts = std::mem::replace(&mut self.bursts, Bursts::new(Default::default(), 1, 0));
         bursts.reconfigure(
@@ -323,6 +373,7 @@ impl Outputs {
         // Held summaries survive a reload.
         self.bursts = bursts;
         self.login_failing = login_failing;
+        self.limited = limited;
         // Running and pending hook runs carry on.
         self.hooks = hooks;
     }

@@ -59,6 +59,10 @@ pub enum ImapError {
     NoStartTls { host: String },
     #[error("login failed: {0}")]
     Auth(String),
+    /// The login was refused for the server's per-user connection limit (see
+    /// [`is_connection_limit`]): the credentials are fine.
+    #[error("the server refused another connection: {0}")]
+    Limit(String),
     #[error("cannot open mailbox {mailbox:?}: {reason}")]
     Mailbox { mailbox: String, reason: String },
     #[error("server closed the connection: {0}")]
@@ -109,9 +113,37 @@ impl ImapError {
     }
 
     /// A failure the user has to fix (credentials), as opposed to one that heals by itself.
+    /// A refusal for a per-user connection limit is not one, whatever command it answered.
     pub fn is_auth(&self) -> bool {
-        matches!(self, ImapError::Auth(_))
+        matches!(self, ImapError::Auth(_)) && !self.is_connection_limit()
     }
+
+    /// Whether the server refused this connection because the account (or user and IP)
+    /// has too many already; see [`is_connection_limit`].
+    pub fn is_connection_limit(&self) -> bool {
+        matches!(self, ImapError::Limit(_)) || is_connection_limit(&self.to_string())
+    }
+}
+
+/// Whether a server's words refuse a connection for a per-user limit rather than for
+/// wrong credentials or a broken link. The response codes are RFC 5530's `[UNAVAILABLE]`
+/// and `[LIMIT]` (which imap-proto leaves in the text); the texts are those real servers
+/// send (shared/FIELD.md): Dovecot "Maximum number of connections from user+IP exceeded",
+/// Gmail "Too many simultaneous connections", Outlook "User is authenticated but not
+/// connected", Yahoo "Rate limit hit".
+pub fn is_connection_limit(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "[unavailable]",
+        "[limit]",
+        "maximum number of connections",
+        "too many simultaneous connections",
+        "too many connections",
+        "user is authenticated but not connected",
+        "rate limit",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// A clone of the connection's socket, held by the supervisor: shutting it down is the only
@@ -281,6 +313,12 @@ pub fn connect(
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
         match e {
+            imap::Error::No(no) if is_connection_limit(&no.information) => {
+                ImapError::Limit(no.information)
+            }
+            imap::Error::Bad(bad) if is_connection_limit(&bad.information) => {
+                ImapError::Limit(bad.information)
+            }
             imap::Error::No(no) => ImapError::Auth(format!("{}{detail}", no.information)),
             imap::Error::Bad(bad) => ImapError::Auth(format!("{}{detail}", bad.information)),
             e => ImapError::protocol("logging in")(e),
@@ -887,6 +925,34 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_limits_are_told_from_wrong_passwords() {
+        for refused in [
+            "[UNAVAILABLE] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)",
+            "[LIMIT] Maximum number of connections from user+IP exceeded",
+            "[ALERT] Too many simultaneous connections. (Failure)",
+            "User is authenticated but not connected.",
+            "[LIMIT] IMAP Rate limit hit.",
+        ] {
+            assert!(is_connection_limit(refused), "{refused}");
+            for e in [
+                ImapError::Auth(refused.to_owned()),
+                ImapError::Limit(refused.to_owned()),
+                ImapError::Bye(refused.to_owned()),
+            ] {
+                assert!(e.is_connection_limit() && !e.is_auth(), "{refused}");
+            }
+        }
+        for wrong in [
+            "[AUTHENTICATIONFAILED] Authentication failed.",
+            "Invalid credentials (Failure)",
+            "LOGIN failed.",
+        ] {
+            assert!(!is_connection_limit(wrong), "{wrong}");
+            assert!(ImapError::Auth(wrong.to_owned()).is_auth(), "{wrong}");
+        }
+    }
 
     #[test]
     fn auth_choice() {

@@ -188,6 +188,8 @@ enum Kind {
     Credentials,
     Reconnect,
     Panic,
+    /// Refused for the server's per-user connection limit, whatever the error's form.
+    Limit,
 }
 
 /// How a failure is handled: how soon to retry and how loudly to say so.
@@ -200,6 +202,10 @@ enum Failure {
     Login,
     /// The mailbox is gone or renamed: straight to the cap, logged once.
     Mailbox,
+    /// The server allows this account no more connections: straight to the cap (retrying
+    /// sooner only knocks on a full door, and some providers lock out an account that
+    /// does), said once per account, no "login failed" popup: the password is fine.
+    Limit,
 }
 
 impl WatchError {
@@ -207,6 +213,7 @@ impl WatchError {
     /// (server timings, addresses): two failures of the same kind are the same state.
     fn kind(&self) -> Kind {
         match self {
+            WatchError::Imap(e) if e.is_connection_limit() => Kind::Limit,
             WatchError::Imap(e) => Kind::Imap(std::mem::discriminant(e)),
             WatchError::Credentials(_) => Kind::Credentials,
             WatchError::Reconnect => Kind::Reconnect,
@@ -215,6 +222,7 @@ impl WatchError {
 
     fn failure(&self) -> Failure {
         match self {
+            WatchError::Imap(e) if e.is_connection_limit() => Failure::Limit,
             WatchError::Imap(ImapError::Auth(_)) => Failure::Login,
             WatchError::Imap(ImapError::Mailbox { .. }) => Failure::Mailbox,
             _ => Failure::Transient,
@@ -251,6 +259,9 @@ pub struct Watcher {
     /// how many failures in a row there have been.
     last_failure: Option<Kind>,
     failures_in_a_row: u32,
+    /// Waiting for a connection the server refused for its per-user limit (reported to
+    /// the outputs, which say it once per account).
+    limited: bool,
     /// Lines already logged at warning level (server warnings, unreadable answers).
     warned: Vec<String>,
     /// Messages whose headers failed to read, with the attempts so far and the last reason.
@@ -286,6 +297,7 @@ impl Watcher {
             state_loaded: false,
             last_failure: None,
             failures_in_a_row: 0,
+            limited: false,
             warned: Vec::new(),
             failing: std::collections::BTreeMap::new(),
             in_flight: Vec::new(),
@@ -365,6 +377,12 @@ impl Watcher {
             }
         }
         self.status.remove(&key);
+        if self.limited {
+            // Stopped while waiting for a connection: no longer waiting, nothing to announce.
+            self.outputs
+                .lock()
+                .connection_free(&self.account.name, &key, false);
+        }
         log::debug!("{key}: stopped");
     }
 
@@ -379,6 +397,10 @@ impl Watcher {
         let retry = format!("retrying in {:.1}s", delay.as_secs_f64());
         let mut outputs = self.outputs.lock();
         match failure {
+            Failure::Limit => {
+                self.limited = true;
+                outputs.connection_limited(&self.account.name, &self.key(), message, &retry);
+            }
             Failure::Login if !same => {
                 let reason = match message.split_once("login failed: ") {
                     Some((_, r)) => r,
@@ -404,6 +426,11 @@ impl Watcher {
 
     /// The connection works: forget failures, say so once if there were any.
     fn report_recovery(&mut self) {
+        if std::mem::take(&mut self.limited) {
+            self.outputs
+                .lock()
+                .connection_free(&self.account.name, &self.key(), true);
+        }
         if self.last_failure.take().is_some() {
             log::info!(
                 "{}: connected again after {} failed attempt(s)",

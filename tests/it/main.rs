@@ -17,6 +17,7 @@ mod e2e;
 mod hooks;
 mod layers;
 mod lifecycle;
+mod limits;
 mod live_config;
 mod measure;
 mod notifications;

@@ -206,6 +206,30 @@ impl Dovecot {
         );
     }
 
+    /// Delivers `message` to `mailbox` locally (`doveadm save`, as a delivery agent would),
+    /// without an IMAP connection: mail still arrives when the user's connection limit is
+    /// full.
+    pub fn deliver(&self, mailbox: &str, message: &[u8]) {
+        let file = tempfile::NamedTempFile::new_in(self.dir.path()).expect("temp file");
+        fs::write(file.path(), message).expect("writing the message");
+        let mut cmd = Command::new(doveadm_binary());
+        cmd.arg("-c")
+            .arg(&self.config_path)
+            .args(["save", "-u", &self.user, "-m", mailbox])
+            .stdin(fs::File::open(file.path()).expect("the message"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = crate::support::spawn_tracked("doveadm save", &mut cmd).expect("doveadm save");
+        let status = child
+            .wait_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("doveadm save did not finish within 20 s"));
+        assert!(
+            status.success(),
+            "doveadm save into {mailbox} failed: {status}\n{}",
+            self.log()
+        );
+    }
+
     /// Dovecot's log (master, login, auth and mail processes all write here).
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
