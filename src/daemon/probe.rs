@@ -18,6 +18,7 @@ pub struct Outcome {
 pub fn probe(config: &Config) -> Vec<Outcome> {
     let mut out = Vec::new();
     for account in &config.accounts {
+        let mut offered = None;
         for mailbox in &account.mailboxes {
             let key = format!("{}/{}", account.name, mailbox);
             let result = credentials::resolve(&account.secret)
@@ -36,6 +37,7 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
                 });
             out.push(match result {
                 Ok((caps, status)) => {
+                    offered = Some(caps);
                     let watch = if caps.idle {
                         "IDLE".to_owned()
                     } else {
@@ -64,6 +66,27 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
                 },
             });
         }
+        if let Some(caps) = offered {
+            out.push(Outcome {
+                ok: true,
+                line: connections_line(&account.name, account.mailboxes.len(), caps),
+            });
+        }
     }
     out
+}
+
+/// What watching an account costs in connections, and whether its server offers NOTIFY:
+/// "      work: 3 connections, one per mailbox (IDLE); the server offers NOTIFY (RFC 5465),
+/// which mailpushd does not use yet". Servers cap connections per user (Dovecot 10 per user
+/// and IP, Gmail 15), and every mail client of the account shares the cap.
+fn connections_line(account: &str, mailboxes: usize, caps: imap::Capabilities) -> String {
+    let how = if caps.idle { "IDLE" } else { "polling" };
+    let plural = if mailboxes == 1 { "" } else { "s" };
+    let notify = if caps.notify {
+        "the server offers NOTIFY (RFC 5465), which mailpushd does not use yet"
+    } else {
+        "no NOTIFY on this server"
+    };
+    format!("      {account}: {mailboxes} connection{plural}, one per mailbox ({how}); {notify}")
 }

@@ -163,6 +163,9 @@ impl Interrupter {
 pub struct Capabilities {
     pub idle: bool,
     pub id: bool,
+    /// NOTIFY (RFC 5465): one connection could watch every mailbox. Reported by
+    /// `--check --connect`; not used yet.
+    pub notify: bool,
 }
 
 /// EXAMINE's answer, reduced to what the new-mail logic needs.
@@ -331,6 +334,7 @@ pub fn connect(
     let capabilities = Capabilities {
         idle: caps.has_str("IDLE"),
         id: caps.has_str("ID"),
+        notify: caps.has_str("NOTIFY"),
     };
     drop(caps);
 
