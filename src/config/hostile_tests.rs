@@ -214,3 +214,168 @@ fn many_problems_are_checked_in_linear_time() {
         small
     );
 }
+
+// ---- what the second review found (each failed before its fix) ----------------------------
+
+/// R1: a suggested fix must read back as the value that was written. toml writes a string
+/// holding a tab and a `"` as a literal string ('...', raw tab); the line escaping then turns
+/// the raw tab into the two characters `\t`, which a literal string keeps as they are.
+#[test]
+fn a_suggested_fix_reads_back_as_the_same_value() {
+    let m = messages(&format!("{ACCOUNT}mailboxes = \"Sent\\tIt\\\"ems\"\n"));
+    let fix = suggested_fix(&m[0]).expect("a fix");
+    let t: toml::Table = toml::from_str(fix).expect("TOML");
+    assert_eq!(
+        t["mailboxes"].as_array().unwrap()[0].as_str(),
+        Some("Sent\tIt\"ems"),
+        "{fix}"
+    );
+    let m = messages(&format!(
+        "{ACCOUNT}[hooks]\non_new_mail = \"notify-send 'It\\\"s\\there'\"\n"
+    ));
+    let fix = suggested_fix(&m[0]).expect("a fix");
+    let t: toml::Table = toml::from_str(fix).expect("TOML");
+    assert_eq!(
+        t["on_new_mail"].as_array().unwrap()[1].as_str(),
+        Some("It\"s\there"),
+        "{fix}"
+    );
+}
+
+/// R1b: a value with a line break is shown as a multi-line string whose first (trimmed)
+/// line break becomes an escaped `\n` that TOML does not trim: the message shows a
+/// different value from the file's.
+#[test]
+fn a_value_with_a_line_break_is_shown_as_it_is() {
+    let m = messages(&format!("{ACCOUNT}tls = \"imp\\nlicit\"\n"));
+    assert!(m[0].contains(r#""imp\nlicit""#), "{}", m[0]);
+}
+
+/// R2: one mistake, one message: a top-level key with a syntax error in it is not also an
+/// unknown table (the check in `table()` is missing from `root()`).
+#[test]
+fn a_broken_top_level_key_is_one_problem() {
+    let m = messages(&format!("b@d = 1\n{ACCOUNT}"));
+    assert_eq!(m.len(), 1, "{m:?}");
+}
+
+/// R3: the keys under a table header with a syntax error are not reported as written
+/// outside any table: that is the same mistake again.
+#[test]
+fn keys_under_a_broken_header_are_not_misplaced_too() {
+    let m = messages(&format!("{ACCOUNT}[notifications\nenabled = true\n"));
+    assert_eq!(m.len(), 1, "{m:?}");
+}
+
+/// R4: bidi overrides and Unicode line/paragraph separators in a name are not "plain": they
+/// reorder or break the line in a terminal and in journal viewers (decode.rs already
+/// escapes bidi controls in mail headers).
+#[test]
+fn bidi_and_separators_in_names_are_escaped() {
+    for name in [
+        "pass\\u202Eword",
+        "x\\u2028y",
+        "x\\u2029y",
+        "\\u202Enotifications",
+    ] {
+        for text in [
+            format!("{ACCOUNT}\"{name}\" = 1\n"),
+            format!("\"{name}\" = 1\n{ACCOUNT}"),
+            format!("{ACCOUNT}[notifications]\nurgency = \"{name}\"\n"),
+        ] {
+            for m in messages(&text) {
+                assert!(
+                    !m.contains(['\u{202E}', '\u{2028}', '\u{2029}']),
+                    "{text}: {m:?}"
+                );
+            }
+        }
+    }
+}
+
+/// R5: a name from the file is echoed in full: a 500 KB key gives a 500 KB message, logged
+/// up to 20 times per reload to the journal and sent to syslog (where a datagram that size
+/// fails). Each message should quote at most a bounded part of it.
+#[test]
+fn a_huge_name_gives_a_bounded_message() {
+    let key = "x".repeat(100_000);
+    for text in [
+        format!("{ACCOUNT}{key} = 1\n"),
+        format!("{key} = 1\n{ACCOUNT}"),
+        format!("{ACCOUNT}provider = \"{key}\"\n"),
+        format!("{ACCOUNT}mailboxes = \"{key}\"\n"),
+    ] {
+        for m in messages(&text) {
+            assert!(m.len() < 4096, "a message of {} bytes", m.len());
+        }
+    }
+}
+
+/// R6: an unknown key is compared with every key of its table by Damerau-Levenshtein, in
+/// time proportional to its length times theirs: a 1 MiB key takes about 20 s in a debug
+/// build, on the supervisor thread. A word more than twice as long as every candidate can
+/// match none of them (`nearest` requires distance < candidate length).
+#[test]
+fn a_huge_unknown_key_is_checked_quickly() {
+    let text = format!("{ACCOUNT}{} = 1\n", "x".repeat(200_000));
+    let t = std::time::Instant::now();
+    let _ = problems(&text);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// R7: a FIFO as the config file blocks `open` (and then `read`) forever: `--check` hangs,
+/// and a reload (SIGHUP) hangs the supervisor thread. Only a regular file should be read.
+#[test]
+fn a_fifo_is_not_read() {
+    let dir = std::env::temp_dir().join(format!("mailpushd-rr13-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("config.toml");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(&path).is_err());
+    });
+    let done = rx.recv_timeout(std::time::Duration::from_secs(3));
+    if done.is_err() {
+        // Unblock the reader so the thread ends.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(done, Ok(true), "load() of a FIFO did not return");
+}
+
+/// R8: /dev/zero is refused as too big, but the message says "the config file is 0 bytes;
+/// one over 1048576 bytes is not read".
+#[test]
+fn an_endless_device_is_not_called_0_bytes() {
+    let e = load(Path::new("/dev/zero")).expect_err("refused");
+    assert!(!e.to_string().contains("is 0 bytes"), "{e}");
+}
+
+/// R9: control characters (CR LF) in `password` and `username` pass --check, yet every
+/// login then fails (the imap crate refuses them): --check should say so, without the value.
+#[test]
+fn a_line_break_in_a_credential_is_a_problem() {
+    for (key, v) in [("password", "hunter2\\r\\nx"), ("username", "me\\n")] {
+        let text = format!(
+            "[[accounts]]\nname='a'\nhost='h'\n{}{key} = \"{v}\"\n",
+            if key == "password" {
+                "username='u'\n"
+            } else {
+                "password='p'\n"
+            }
+        );
+        let m = messages(&text);
+        assert_eq!(m.len(), 1, "{key}: {m:?}");
+        assert!(!m[0].contains("hunter2"), "{}", m[0]);
+    }
+}

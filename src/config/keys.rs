@@ -145,9 +145,14 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 /// the same length sharing only a letter or two. Candidates as near as each other keep
 /// their order.
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let length = word.chars().count();
+    let limit = (length / 3).max(1);
     let mut near: Vec<(usize, &str)> = candidates
         .into_iter()
+        // The distance is at least the difference in length, and must stay below the
+        // candidate's length: a word twice as long matches nothing, and is not compared
+        // (a huge key would cost its length times each candidate's).
+        .filter(|c| length < 2 * c.chars().count())
         .map(|c| (strsim::damerau_levenshtein(word, c), c))
         .filter(|(d, c)| *d <= limit && *d < c.chars().count())
         .collect();

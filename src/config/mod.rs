@@ -84,6 +84,9 @@ pub enum ConfigError {
 /// accounts fit in a tenth of it), and a bound on the time a reload takes.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
+/// Longest message about one problem, in characters.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
 /// At most this many problems are written to the log and syslog for one failed start or
 /// reload; `--check` prints them all.
 pub const MAX_LOGGED_PROBLEMS: usize = 20;
@@ -150,15 +153,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+    // Opened without blocking (a FIFO would wait for a writer forever, holding up a
+    // reload), and read only if it is a regular file (not a FIFO, a device, a directory).
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
         .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooBig {
             path: path.to_owned(),
-            bytes: size,
+            bytes: meta.len(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        // It grew while being read.
+        return Err(ConfigError::TooBig {
+            path: path.to_owned(),
+            bytes: bytes.len() as u64,
         });
     }
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -396,6 +420,14 @@ impl Validator<'_> {
                 self.report(&v.span(), format!("`{key}` must not be empty"));
                 None
             }
+            // The value is not quoted: it may be a secret.
+            Some(v) if v.get_ref().chars().any(char::is_control) => {
+                self.report(
+                    &v.span(),
+                    format!("`{key}` must not contain line breaks or other control characters"),
+                );
+                None
+            }
             Some(v) => Some(v.into_inner()),
         }
     }
@@ -560,7 +592,17 @@ impl Validator<'_> {
             );
             None
         } else if let Some(p) = raw.password {
-            Some(Secret::Password(p.into_inner()))
+            if p.get_ref().chars().any(char::is_control) {
+                // IMAP cannot carry it (RFC 3501 quoted strings have no CR or LF); never
+                // quoted here.
+                self.report(
+                    &p.span(),
+                    "`password` must not contain line breaks or other control characters",
+                );
+                None
+            } else {
+                Some(Secret::Password(p.into_inner()))
+            }
         } else if let Some(cmd) = password_command {
             Some(Secret::Command(cmd))
         } else if let Some(cmd) = token_command {
@@ -815,11 +857,11 @@ impl<'a> Lines<'a> {
             .filter(|&c| !(index == 0 && c == '\u{feff}'))
             .count()
             + 1;
-        let message = if message.chars().any(char::is_control) {
+        let mut message = if message.chars().any(shape::is_unsafe) {
             message
                 .chars()
                 .map(|c| {
-                    if c.is_control() {
+                    if shape::is_unsafe(c) {
                         c.escape_default().to_string()
                     } else {
                         c.to_string()
@@ -829,6 +871,11 @@ impl<'a> Lines<'a> {
         } else {
             message
         };
+        // Messages quote at most a bounded part of the file; this bounds the rest (toml's
+        // own messages) the same way.
+        if message.chars().count() > MAX_MESSAGE_CHARS {
+            message = message.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "...";
+        }
         Problem {
             line: index + 1,
             column,

@@ -91,9 +91,17 @@ impl Checker {
     fn root(&mut self, root: &mut DeTable<'_>) {
         retain(root, |name, value| {
             let span = value.span();
+            if self.is_broken(&name.span()) {
+                return false;
+            }
             let Some(table) = keys::table(name.get_ref()) else {
-                let message = self.unknown_table(name.get_ref());
-                self.report(name.span(), message);
+                // A key of a table, after a syntax error: most likely under a broken table
+                // header, which was reported already.
+                let after_broken = self.broken.iter().any(|b| b.start <= name.span().start);
+                if !after_broken || homes(name.get_ref()).is_empty() {
+                    let message = self.unknown_table(name.get_ref());
+                    self.report(name.span(), message);
+                }
                 return false;
             };
             match (table.name, value.get_mut()) {
@@ -255,10 +263,12 @@ impl Checker {
                 }
                 None
             }
-            (Kind::Mailboxes, DeValue::String(s)) => Some(format!(
-                "`{key}` must be a list of mailbox names, not a string: write {key} = [{}]",
-                toml_string(s)
-            )),
+            (Kind::Mailboxes, DeValue::String(s)) if s.chars().count() <= FIX_CHARS => {
+                Some(format!(
+                    "`{key}` must be a list of mailbox names, not a string: write {key} = [{}]",
+                    toml_string(s)
+                ))
+            }
             (_, other) => Some(format!(
                 "`{key}` must be {}, not {}",
                 def.kind.expected(),
@@ -412,20 +422,58 @@ fn fits(kind: Kind, value: &DeValue<'_>) -> bool {
     }
 }
 
-/// A name from the file in a message: in backticks when it is plain, otherwise quoted with
-/// its control characters and backticks escaped, so that it cannot break the message's one
-/// line or the terminal it is printed on.
+/// Longest part of a name or value from the file that a message quotes, in characters.
+const QUOTED_CHARS: usize = 100;
+/// Longest suggested fix (`write key = [...]`), in characters; a longer one is not offered.
+const FIX_CHARS: usize = 300;
+
+/// Whether a character would change how a message's line reads: a control character, a
+/// bidi control (which reorders the text in a terminal), a line or paragraph separator.
+pub(super) fn is_unsafe(c: char) -> bool {
+    c.is_control() || crate::decode::is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// A name from the file in a message: in backticks when it is plain, otherwise quoted as a
+/// TOML string with everything unsafe escaped, so that it cannot break the message's one
+/// line or the terminal it is printed on; at most [`QUOTED_CHARS`] of it.
 fn shown(name: &str) -> String {
-    if !name.is_empty() && !name.chars().any(|c| c.is_control() || c == '`') {
-        format!("`{name}`")
+    let plain = !name.is_empty() && !name.chars().any(|c| is_unsafe(c) || c == '`');
+    let cut = name.chars().count() > QUOTED_CHARS;
+    let head: String = name.chars().take(QUOTED_CHARS).collect();
+    let ellipsis = if cut { "..." } else { "" };
+    if plain {
+        format!("`{head}{ellipsis}`")
     } else {
-        toml_string(name)
+        format!("{}{ellipsis}", toml_string(&head))
     }
 }
 
-/// `s` as a TOML basic string, as toml writes it: what a suggested fix may contain.
+/// A value from the file in a message: [`shown`]'s quoting, always as a string.
+fn quoted(value: &str) -> String {
+    let cut = value.chars().count() > QUOTED_CHARS;
+    let head: String = value.chars().take(QUOTED_CHARS).collect();
+    format!("{}{}", toml_string(&head), if cut { "..." } else { "" })
+}
+
+/// `s` as a TOML basic string (`"..."`, TOML 1.0 section "String"): `"` and `\` escaped, and
+/// every unsafe character as `\uXXXX` (or `\t`, `\n`, `\r`), so that a suggested fix
+/// reads back as exactly `s` and nothing in it needs escaping again.
 fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if is_unsafe(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Keeps the entries of `table` for which `keep` is true. (toml's own `retain` hands out the
@@ -465,10 +513,15 @@ fn provider(name: &str) -> Option<String> {
     let known: Vec<&str> = providers::names().collect();
     Some(match keys::suggest(name, known.iter().copied()) {
         Some(near) => format!(
-            "unknown provider {name:?}; did you mean {near:?}? (known: {})",
+            "unknown provider {}; did you mean {near:?}? (known: {})",
+            quoted(name),
             known.join(", ")
         ),
-        None => format!("unknown provider {name:?}; known: {}", known.join(", ")),
+        None => format!(
+            "unknown provider {}; known: {}",
+            quoted(name),
+            known.join(", ")
+        ),
     })
 }
 
@@ -480,7 +533,7 @@ fn one_of(key: &str, value: &str, values: &[&str]) -> Option<String> {
     let mut message = format!(
         "`{key}` must be {}, not {}",
         keys::quoted_list(values),
-        toml_string(value)
+        quoted(value)
     );
     let near = values
         .iter()
@@ -567,7 +620,12 @@ fn argv_from_string(key: &str, command: &str) -> String {
         Some(words) if keys::SECRETS.contains(&key) && words.len() < 2 => generic,
         Some(words) if !words.is_empty() => {
             let list: Vec<String> = words.iter().map(|w| toml_string(w)).collect();
-            format!("{head}: write {key} = [{}]", list.join(", "))
+            let fix = format!("{key} = [{}]", list.join(", "));
+            if fix.chars().count() > FIX_CHARS {
+                generic
+            } else {
+                format!("{head}: write {fix}")
+            }
         }
         _ => generic,
     }

@@ -116,7 +116,13 @@ fn run(
         .process_group(0)
         .spawn()
         .map_err(|source| CredentialError::Spawn {
-            program: program.clone(),
+            // A command of one word that is not a program may be a password written where
+            // its command belongs: never put it in the log, syslog or a popup.
+            program: if argv.len() > 1 || program.contains('/') {
+                program.clone()
+            } else {
+                "<one word, not shown>".to_owned()
+            },
             source,
         })?;
     let deadline = Instant::now() + timeout;
@@ -378,5 +384,16 @@ mod tests {
             resolve(&cmd(&["true"])),
             Err(CredentialError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn a_password_written_as_the_command_is_not_logged() {
+        // One word that is no program: what a password in `password_command` looks like.
+        let e = resolve(&cmd(&["hunter2-91c2"])).unwrap_err();
+        assert!(matches!(e, CredentialError::Spawn { .. }));
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // A real command's name helps, and is kept.
+        let e = resolve(&cmd(&["mailpushd-no-such-program", "show", "mail"])).unwrap_err();
+        assert!(e.to_string().contains("mailpushd-no-such-program"), "{e}");
     }
 }
