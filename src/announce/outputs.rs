@@ -303,7 +303,15 @@ impl Outputs {
     /// `key` (`account/mailbox`) could not connect: the server allows the account no more
     /// connections. The first such mailbox of an account is a warning, in words, with what
     /// to do; the others are noted at info level, repeats at debug.
-    pub fn connection_limited(&mut self, account: &str, key: &str, message: &str, retry: &str) {
+    /// `cap` is how many connections the server said it allows, if it said.
+    pub fn connection_limited(
+        &mut self,
+        account: &str,
+        key: &str,
+        message: &str,
+        retry: &str,
+        cap: Option<u32>,
+    ) {
         let waiting = self.limited.entry(account.to_owned()).or_default();
         let first = waiting.is_empty();
         if !waiting.insert(key.to_owned()) {
@@ -311,10 +319,14 @@ impl Outputs {
             return;
         }
         if first {
+            let allows = match cap {
+                Some(n) => format!("only {n} connection{}", if n == 1 { "" } else { "s" }),
+                None => "no more connections".to_owned(),
+            };
             let line = format!(
-                "{account}: the server allows no more connections for this account, so \
-                 {key} is not watched for now ({retry}); each watched mailbox takes one \
-                 connection: watch fewer, or raise the server's limit ({message})"
+                "{account}: the server allows {allows} for this account, so {key} is not \
+                 watched for now ({retry}); each watched mailbox takes one connection: watch \
+                 fewer, or raise the server's limit ({message})"
             );
             log::warn!("{line}");
             if let Some(s) = &self.syslog {

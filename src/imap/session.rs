@@ -125,6 +125,14 @@ impl ImapError {
     }
 }
 
+/// The number of connections a refusal says the server allows, where it says one: Dovecot
+/// names its setting, "... exceeded (mail_max_userip_connections=10)".
+pub fn connection_cap(text: &str) -> Option<u32> {
+    let (_, rest) = text.split_once("mail_max_userip_connections=")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// Whether a server's words refuse a connection for a per-user limit rather than for
 /// wrong credentials or a broken link. The response codes are RFC 5530's `[UNAVAILABLE]`
 /// and `[LIMIT]` (which imap-proto leaves in the text); the texts are those real servers
@@ -948,6 +956,14 @@ mod tests {
                 assert!(e.is_connection_limit() && !e.is_auth(), "{refused}");
             }
         }
+        assert_eq!(
+            connection_cap("[LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=4)"),
+            Some(4)
+        );
+        assert_eq!(
+            connection_cap("[ALERT] Too many simultaneous connections."),
+            None
+        );
         for wrong in [
             "[AUTHENTICATIONFAILED] Authentication failed.",
             "Invalid credentials (Failure)",

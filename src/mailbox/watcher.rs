@@ -399,7 +399,8 @@ impl Watcher {
         match failure {
             Failure::Limit => {
                 self.limited = true;
-                outputs.connection_limited(&self.account.name, &self.key(), message, &retry);
+                let cap = imap::session::connection_cap(message);
+                outputs.connection_limited(&self.account.name, &self.key(), message, &retry, cap);
             }
             Failure::Login if !same => {
                 let reason = match message.split_once("login failed: ") {

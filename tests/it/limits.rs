@@ -36,7 +36,7 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
         std::fs::rename(&next, &path).unwrap();
         let warned = daemon.wait_for_output(
             WAIT,
-            "main: the server allows no more connections for this account",
+            "main: the server allows only 2 connections for this account, so main/",
         );
         assert!(warned.contains("WARN"), "{warned}");
         // The server's words and the cap the retry waits for (reconnect_max_secs, 300 s by
@@ -47,13 +47,13 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
             WAIT,
             "also waiting for a free connection (retrying in 300.0s)",
         );
-        rig.wait_syslog("the server allows no more connections for this account");
+        rig.wait_syslog("the server allows only 2 connections for this account");
 
         // Said once per account, and never as a failed login: no error, no popup.
         let output = daemon.output();
         assert_eq!(
             output
-                .matches("the server allows no more connections for this account")
+                .matches("the server allows only 2 connections for this account")
                 .count(),
             1,
             "{output}"
