@@ -180,9 +180,10 @@ fn escape(s: &str, quoted: bool) -> String {
             '\0'..='\x1f' | '\x7f' => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
-            // C1 and bidi controls are not bytes, so use the Rust-style
-            // code point escape to avoid confusion with raw-byte `\xNN`.
-            c if is_c1(c) || is_bidi_control(c) => {
+            // C1 and bidi controls and the Unicode line and paragraph separators are not
+            // bytes, so use the Rust-style code point escape to avoid confusion with
+            // raw-byte `\xNN`.
+            c if is_c1(c) || is_bidi_control(c) || is_separator(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
@@ -273,6 +274,19 @@ fn is_c1(c: char) -> bool {
 
 /// Unicode bidi formatting characters: embeddings/overrides (LRE, RLE, PDF,
 /// LRO, RLO), isolates (LRI, RLI, FSI, PDI), LRM, RLM and ALM.
+/// U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: line breaks to some terminals and
+/// journal viewers.
+fn is_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` would change how a line of text reads where it is shown: a control character
+/// (C0, DEL, C1), a bidi control, or a line or paragraph separator. [`one_line`] and
+/// [`controls_escaped`] escape exactly these.
+pub fn is_line_unsafe(c: char) -> bool {
+    c.is_control() || is_bidi_control(c) || is_separator(c)
+}
+
 pub fn is_bidi_control(c: char) -> bool {
     matches!(
         c,

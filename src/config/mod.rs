@@ -857,20 +857,7 @@ impl<'a> Lines<'a> {
             .filter(|&c| !(index == 0 && c == '\u{feff}'))
             .count()
             + 1;
-        let mut message = if message.chars().any(shape::is_unsafe) {
-            message
-                .chars()
-                .map(|c| {
-                    if shape::is_unsafe(c) {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        } else {
-            message
-        };
+        let mut message = crate::decode::controls_escaped(&message);
         // Messages quote at most a bounded part of the file; this bounds the rest (toml's
         // own messages) the same way.
         if message.chars().count() > MAX_MESSAGE_CHARS {

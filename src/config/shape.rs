@@ -427,25 +427,24 @@ const QUOTED_CHARS: usize = 100;
 /// Longest suggested fix (`write key = [...]`), in characters; a longer one is not offered.
 const FIX_CHARS: usize = 300;
 
-/// Whether a character would change how a message's line reads: a control character, a
-/// bidi control (which reorders the text in a terminal), a line or paragraph separator.
-pub(super) fn is_unsafe(c: char) -> bool {
-    c.is_control() || crate::decode::is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
 /// A name from the file in a message: in backticks when it is plain, otherwise quoted as a
 /// TOML string with everything unsafe escaped, so that it cannot break the message's one
 /// line or the terminal it is printed on; at most [`QUOTED_CHARS`] of it.
 fn shown(name: &str) -> String {
-    let plain = !name.is_empty() && !name.chars().any(|c| is_unsafe(c) || c == '`');
-    let cut = name.chars().count() > QUOTED_CHARS;
-    let head: String = name.chars().take(QUOTED_CHARS).collect();
-    let ellipsis = if cut { "..." } else { "" };
-    if plain {
-        format!("`{head}{ellipsis}`")
-    } else {
-        format!("{}{ellipsis}", toml_string(&head))
+    let plain = !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| crate::decode::is_line_unsafe(c) || c == '`');
+    if !plain {
+        return quoted(name);
     }
+    let head: String = name.chars().take(QUOTED_CHARS).collect();
+    let cut = if name.chars().count() > QUOTED_CHARS {
+        "..."
+    } else {
+        ""
+    };
+    format!("`{head}{cut}`")
 }
 
 /// A value from the file in a message: [`shown`]'s quoting, always as a string.
@@ -468,7 +467,7 @@ fn toml_string(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            c if is_unsafe(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if crate::decode::is_line_unsafe(c) => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
