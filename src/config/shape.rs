@@ -58,6 +58,7 @@ pub(super) fn check(text: &str) -> Shape<'_> {
         shape.broken.push(span.clone());
         shape.report(span, e.message().trim().to_owned());
     }
+    shape.index_broken();
     shape.root(root.get_mut());
     Shape {
         root,
@@ -71,9 +72,12 @@ pub(super) fn check(text: &str) -> Shape<'_> {
 struct Checker {
     problems: Vec<(Range<usize>, String)>,
     meant: Meant,
-    /// Where the syntax errors are. A value there is toml's stand-in for what could not be
-    /// read: it is dropped without a second message.
+    /// Where the syntax errors are, by start. A value there is toml's stand-in for what
+    /// could not be read: it is dropped without a second message.
     broken: Vec<Range<usize>>,
+    /// `broken_end[i]`: the furthest end of `broken[..=i]`, so that whether a span touches
+    /// any syntax error is one binary search, whatever the number of errors.
+    broken_end: Vec<usize>,
 }
 
 impl Checker {
@@ -81,11 +85,23 @@ impl Checker {
         self.problems.push((span, message));
     }
 
-    /// Whether `span` touches a syntax error.
-    fn is_broken(&self, span: &Range<usize>) -> bool {
-        self.broken
+    fn index_broken(&mut self) {
+        self.broken.sort_by_key(|b| b.start);
+        self.broken_end = self
+            .broken
             .iter()
-            .any(|b| b.start <= span.end && span.start <= b.end)
+            .scan(0, |end, b| {
+                *end = b.end.max(*end);
+                Some(*end)
+            })
+            .collect();
+    }
+
+    /// Whether `span` touches a syntax error: one starts at or before its end, and the
+    /// furthest end of those reaches its start.
+    fn is_broken(&self, span: &Range<usize>) -> bool {
+        let before = self.broken.partition_point(|b| b.start <= span.end);
+        before > 0 && self.broken_end[before - 1] >= span.start
     }
 
     fn root(&mut self, root: &mut DeTable<'_>) {
@@ -97,7 +113,10 @@ impl Checker {
             let Some(table) = keys::table(name.get_ref()) else {
                 // A key of a table, after a syntax error: most likely under a broken table
                 // header, which was reported already.
-                let after_broken = self.broken.iter().any(|b| b.start <= name.span().start);
+                let after_broken = self
+                    .broken
+                    .first()
+                    .is_some_and(|b| b.start <= name.span().start);
                 if !after_broken || homes(name.get_ref()).is_empty() {
                     let message = self.unknown_table(name.get_ref());
                     self.report(name.span(), message);
@@ -640,5 +659,34 @@ fn a(value: &DeValue<'_>) -> &'static str {
         DeValue::Datetime(_) => "a date",
         DeValue::Array(_) => "an array",
         DeValue::Table(_) => "a table",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_touches_a_syntax_error_exactly_when_it_overlaps_one() {
+        // Out of order, one inside another, and an empty one, as toml may report them.
+        let mut c = Checker {
+            broken: vec![40..41, 10..30, 12..14, 60..60],
+            ..Checker::default()
+        };
+        c.index_broken();
+        let touches = |r: Range<usize>| c.is_broken(&r);
+        assert!(touches(0..10), "ends where one starts");
+        assert!(
+            touches(20..22),
+            "inside the long one, past the short one inside it"
+        );
+        assert!(touches(29..35));
+        assert!(!touches(31..39), "between two");
+        assert!(touches(41..50), "starts where one ends");
+        assert!(!touches(42..59));
+        assert!(touches(60..60) && touches(55..61) && touches(60..70));
+        assert!(!touches(61..100));
+        let none = Checker::default();
+        assert!(!none.is_broken(&(0..100)));
     }
 }
