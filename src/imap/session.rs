@@ -1056,3 +1056,33 @@ mod tests {
         assert!(!capability_has_starttls("* CAPABILITY IMAP4rev1 XSTARTTLS"));
     }
 }
+
+#[cfg(test)]
+mod review14 {
+    use super::*;
+
+    /// A watched mailbox whose *name* holds limit words is not a connection limit when it
+    /// cannot be opened: `is_connection_limit` matches the whole Display text, which names
+    /// the mailbox (and Dovecot echoes the name in its NO).
+    #[test]
+    fn a_missing_mailbox_named_rate_limit_is_not_a_connection_limit() {
+        let e = ImapError::Mailbox {
+            mailbox: "Alerts/Rate limit".to_owned(),
+            reason: "Mailbox doesn't exist: Alerts/Rate limit (0.001 + 0.000 secs).".to_owned(),
+        };
+        assert!(!e.is_connection_limit(), "{e}");
+    }
+
+    /// RFC 5530: [UNAVAILABLE] is "a subsystem is down"; Dovecot sends it for a passdb that
+    /// is unreachable ("Temporary authentication failure"), Gmail for "Temporary System
+    /// Error". Neither is the per-user connection cap.
+    #[test]
+    fn a_temporary_auth_failure_is_not_a_connection_limit() {
+        for text in [
+            "[UNAVAILABLE] Temporary authentication failure. [host:2024-01-01 00:00:00]",
+            "[UNAVAILABLE] Temporary System Error",
+        ] {
+            assert!(!is_connection_limit(text), "{text}");
+        }
+    }
+}

@@ -73,3 +73,58 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
         assert!(daemon.try_wait().is_none());
     });
 }
+
+/// Review 14: a watched mailbox that does not exist, whose name holds "Rate limit", is a
+/// missing mailbox ("cannot open mailbox"), not the server's connection limit. The error's
+/// whole text (which names the mailbox, and which Dovecot echoes) is matched for limit
+/// words, so it is reported as "the server allows no more connections".
+#[test]
+fn a_missing_mailbox_named_rate_limit_is_not_reported_as_the_connection_limit() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig
+            .dovecot
+            .account_toml("main", "implicit")
+            .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"INBOX\", \"Rate limit\"]");
+        let daemon = rig.daemon(&account, &["main/INBOX"]);
+        let line = daemon.wait_for_output(WAIT, "main/Rate limit");
+        std::thread::sleep(Duration::from_secs(1));
+        let output = daemon.output();
+        assert!(
+            !output.contains("the server allows"),
+            "a missing mailbox reported as the connection limit: {line}\n{output}"
+        );
+        assert!(output.contains("cannot open mailbox"), "{output}");
+    });
+}
+
+/// Review 14: a reload that restarts an account's watchers (any changed account setting)
+/// when the account uses all its connections. The old watchers are stopped and the new
+/// ones started at once, without waiting for the old sessions to be gone: the new logins
+/// race the old LOGOUTs, the server refuses them for the limit, and the mailboxes go
+/// unwatched for reconnect_max (300 s by default).
+#[test]
+fn a_reload_that_restarts_a_full_account_does_not_lock_itself_out() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            mail_max_userip_connections: 2,
+            ..DovecotOptions::default()
+        });
+        rig.dovecot.create_mailbox("A");
+        let account = rig
+            .dovecot
+            .account_toml("main", "implicit")
+            .replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"INBOX\", \"A\"]");
+        let daemon = rig.daemon(&account, &["main/INBOX", "main/A"]);
+        let path = daemon.config_path();
+        let next = path.with_extension("new");
+        // A changed account setting: every watcher of the account restarts.
+        std::fs::write(&next, rig.config(&format!("{account}timeout_secs = 29\n"))).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        daemon.wait_for_output(WAIT, "configuration reloaded");
+        daemon.wait_for_output_count(WAIT, "watching main/INBOX (IDLE)", 2);
+        daemon.wait_for_output_count(WAIT, "watching main/A (IDLE)", 2);
+        let output = daemon.output();
+        assert!(!output.contains("the server allows"), "{output}");
+    });
+}
