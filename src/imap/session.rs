@@ -120,8 +120,36 @@ impl ImapError {
 
     /// Whether the server refused this connection because the account (or user and IP)
     /// has too many already; see [`is_connection_limit`].
+    /// Only the server's own words are read, never ours or a name from the config: a
+    /// missing mailbox called "Rate limit" is a missing mailbox.
     pub fn is_connection_limit(&self) -> bool {
-        matches!(self, ImapError::Limit(_)) || is_connection_limit(&self.to_string())
+        match self {
+            ImapError::Limit(_) => true,
+            ImapError::Auth(text) | ImapError::Bye(text) => is_connection_limit(text),
+            ImapError::Refused { reason, .. } => is_connection_limit(reason),
+            // A NO or BAD answer to a command after the login (Outlook's EXAMINE).
+            ImapError::Protocol { source, .. } => match source.as_ref() {
+                imap::Error::No(no) => is_connection_limit(&no.information),
+                imap::Error::Bad(bad) => is_connection_limit(&bad.information),
+                _ => false,
+            },
+            // Servers repeat the mailbox's name in their answer ("Mailbox doesn't exist:
+            // NAME"): it is not the server's words.
+            ImapError::Mailbox { mailbox, reason } => {
+                is_connection_limit(&reason.replace(mailbox.as_str(), ""))
+            }
+            _ => false,
+        }
+    }
+
+    /// How many connections the server said it allows, when it refused one and said so.
+    pub fn connection_cap(&self) -> Option<u32> {
+        match self {
+            ImapError::Limit(text) | ImapError::Auth(text) | ImapError::Bye(text) => {
+                connection_cap(text)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -134,15 +162,15 @@ pub fn connection_cap(text: &str) -> Option<u32> {
 }
 
 /// Whether a server's words refuse a connection for a per-user limit rather than for
-/// wrong credentials or a broken link. The response codes are RFC 5530's `[UNAVAILABLE]`
-/// and `[LIMIT]` (which imap-proto leaves in the text); the texts are those real servers
-/// send (shared/FIELD.md): Dovecot "Maximum number of connections from user+IP exceeded",
-/// Gmail "Too many simultaneous connections", Outlook "User is authenticated but not
-/// connected", Yahoo "Rate limit hit".
+/// wrong credentials or a broken link: RFC 5530's `[LIMIT]` response code (which imap-proto
+/// leaves in the text), or the words real servers send (shared/FIELD.md): Dovecot "Maximum
+/// number of connections from user+IP exceeded" (with `[UNAVAILABLE]` or `[LIMIT]`), Gmail
+/// "Too many simultaneous connections", Outlook "User is authenticated but not connected",
+/// Yahoo "Rate limit hit". `[UNAVAILABLE]` alone is not enough: RFC 5530 gives it to any
+/// subsystem that is down (Dovecot's "Temporary authentication failure").
 pub fn is_connection_limit(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
     [
-        "[unavailable]",
         "[limit]",
         "maximum number of connections",
         "too many simultaneous connections",
@@ -1058,7 +1086,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod review14 {
+mod connection_limit_false_alarms {
     use super::*;
 
     /// A watched mailbox whose *name* holds limit words is not a connection limit when it

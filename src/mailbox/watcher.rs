@@ -202,10 +202,11 @@ enum Failure {
     Login,
     /// The mailbox is gone or renamed: straight to the cap, logged once.
     Mailbox,
-    /// The server allows this account no more connections: straight to the cap (retrying
-    /// sooner only knocks on a full door, and some providers lock out an account that
-    /// does), said once per account, no "login failed" popup: the password is fine.
-    Limit,
+    /// The server allows this account no more connections (how many, if it said):
+    /// straight to the cap (retrying sooner only knocks on a full door, and some providers
+    /// lock out an account that does), said once per account, no "login failed" popup: the
+    /// password is fine.
+    Limit(Option<u32>),
 }
 
 impl WatchError {
@@ -222,7 +223,7 @@ impl WatchError {
 
     fn failure(&self) -> Failure {
         match self {
-            WatchError::Imap(e) if e.is_connection_limit() => Failure::Limit,
+            WatchError::Imap(e) if e.is_connection_limit() => Failure::Limit(e.connection_cap()),
             WatchError::Imap(ImapError::Auth(_)) => Failure::Login,
             WatchError::Imap(ImapError::Mailbox { .. }) => Failure::Mailbox,
             _ => Failure::Transient,
@@ -397,9 +398,8 @@ impl Watcher {
         let retry = format!("retrying in {:.1}s", delay.as_secs_f64());
         let mut outputs = self.outputs.lock();
         match failure {
-            Failure::Limit => {
+            Failure::Limit(cap) => {
                 self.limited = true;
-                let cap = imap::session::connection_cap(message);
                 outputs.connection_limited(&self.account.name, &self.key(), message, &retry, cap);
             }
             Failure::Login if !same => {
