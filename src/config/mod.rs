@@ -1278,20 +1278,7 @@ open_command = ["thunderbird"]
 
     /// The example of issue 13: five mistakes of five kinds, each reported where it is,
     /// with the two suggestions, and nothing reported twice.
-    const FIVE_MISTAKES: &str = r#"[[accounts]]
-name = "work"
-host = "imap.example.com"
-port = "993"
-username = "me"
-passwrd = "x"
-mailboxes = ["INBOX"]
-
-[[accounts]]
-name = "work"
-provider = "gmial"
-username = "me@gmail.com"
-password_command = "pass show mail"
-"#;
+    const FIVE_MISTAKES: &str = include_str!("../../tests/data/five-mistakes.toml");
 
     #[test]
     fn five_mistakes_are_five_located_problems() {

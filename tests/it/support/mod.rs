@@ -40,28 +40,16 @@ use std::time::{Duration, Instant};
 /// long enough not to burn a core while a server starts.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// The config file of issue 13: five mistakes of five kinds (a string for a number, a
+/// misspelt key, a duplicate account name, a misspelt provider, a command as one string).
+/// The unit tests and the `config` fuzz target's seeds read the same file.
+pub const FIVE_MISTAKES: &str = include_str!("../../data/five-mistakes.toml");
+
 /// Polls `f` every ~20 ms until it returns `Some`, and returns that value.
 ///
 /// Panics with `timed out after {timeout:?} waiting for {what}` when the deadline passes.
 /// `f` is always called at least once, and once more after the deadline, so a condition that
 /// became true during the last sleep is not reported as a timeout.
-/// The config file of issue 13: five mistakes of five kinds (a string for a number, a
-/// misspelt key, a duplicate account name, a misspelt provider, a command as one string).
-pub const FIVE_MISTAKES: &str = r#"[[accounts]]
-name = "work"
-host = "imap.example.com"
-port = "993"
-username = "me"
-passwrd = "x"
-mailboxes = ["INBOX"]
-
-[[accounts]]
-name = "work"
-provider = "gmial"
-username = "me@gmail.com"
-password_command = "pass show mail"
-"#;
-
 pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
