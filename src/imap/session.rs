@@ -6,6 +6,7 @@
 //! every failure an [`ImapError`].
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,33 @@ impl ImapError {
     }
 }
 
+/// `NOTIFY SET` for [`Connection::notify_set`]: the selected mailbox's new mail (with its
+/// UID, so that no FETCH is needed to learn it), expunges and flag changes, and the other
+/// mailboxes' new mail and expunges (RFC 5465 section 5.1). Names are quoted strings.
+fn notify_set_command(others: &[&str]) -> String {
+    let mut command =
+        "NOTIFY SET (selected (MessageNew (UID) MessageExpunge FlagChange))".to_owned();
+    if !others.is_empty() {
+        let names: Vec<String> = others
+            .iter()
+            .map(|m| format!("\"{}\"", m.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        command.push_str(&format!(
+            " (mailboxes ({}) (MessageNew MessageExpunge))",
+            names.join(" ")
+        ));
+    }
+    command
+}
+
+/// The UIDNEXT in a `* STATUS` answer, if it has one.
+fn uid_next_of(attributes: &[imap_proto::StatusAttribute]) -> Option<u32> {
+    attributes.iter().find_map(|a| match a {
+        imap_proto::StatusAttribute::UidNext(n) => Some(*n),
+        _ => None,
+    })
+}
+
 /// The number of connections a refusal says the server allows, where it says one: Dovecot
 /// names its setting, "... exceeded (mail_max_userip_connections=10)".
 pub fn connection_cap(text: &str) -> Option<u32> {
@@ -267,6 +295,10 @@ pub struct Connection {
     /// commands. It will not say so again once IDLE starts, so the watcher must look
     /// before idling (see [`Connection::take_changed`]).
     changed: bool,
+    /// Mailboxes other than the selected one that NOTIFY (RFC 5465) reported a change in,
+    /// by wire name, with the UIDNEXT the `* STATUS` said (if it did): the latest per
+    /// mailbox, so it stays bounded. See [`Connection::notify_set`].
+    statuses: BTreeMap<String, Option<u32>>,
 }
 
 /// Connects, secures, identifies and logs in.
@@ -392,6 +424,7 @@ pub fn connect(
         events,
         capabilities,
         changed: false,
+        statuses: BTreeMap::new(),
     })
 }
 
@@ -841,6 +874,7 @@ impl Connection {
         let mut bye: Option<String> = None;
         let mut changed_at: Option<Instant> = None;
         let mut layer_woke = false;
+        let mut statuses = BTreeMap::new();
         let tolerant = Arc::clone(&self.tolerant);
         self.events().timed_out = false;
         let outcome = {
@@ -853,6 +887,15 @@ impl Connection {
                 }
                 UnsolicitedResponse::Bye { information, .. } => {
                     bye = Some(information.unwrap_or_default());
+                    false
+                }
+                // NOTIFY: news from a mailbox that is not selected.
+                UnsolicitedResponse::Status {
+                    mailbox,
+                    attributes,
+                } => {
+                    statuses.insert(mailbox, uid_next_of(&attributes));
+                    changed_at = Some(Instant::now());
                     false
                 }
                 UnsolicitedResponse::Fetch { .. } | UnsolicitedResponse::Expunge(_)
@@ -878,6 +921,7 @@ impl Connection {
             // Dropping the handle sends DONE and reads its answer, within `timeout_secs`
             // (or the shorter probe bound after a silence).
         };
+        self.statuses.extend(statuses);
         if let Some(info) = bye {
             return Err(ImapError::Bye(info));
         }
@@ -955,16 +999,62 @@ impl Connection {
                 UnsolicitedResponse::Exists(_)
                 | UnsolicitedResponse::Expunge(_)
                 | UnsolicitedResponse::Fetch { .. } => self.changed = true,
+                UnsolicitedResponse::Status {
+                    mailbox,
+                    attributes,
+                } => {
+                    self.statuses.insert(mailbox, uid_next_of(&attributes));
+                }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Asks the server (RFC 5465, which it must offer: [`Capabilities::notify`]) to report
+    /// new mail and expunges in the selected mailbox as usual, and new mail in each of
+    /// `others` (wire names) as `* STATUS`, during IDLE too. Such a report ends IDLE with
+    /// [`Wake::Changed`]; [`Connection::take_statuses`] then says which mailboxes. The
+    /// setting lasts for the session and follows whichever mailbox is selected.
+    ///
+    /// Errors: [`ImapError::Refused`] if the server answers NO (RFC 5465 section 5.3:
+    /// `[NOTIFICATIONOVERFLOW]` or a mailbox it cannot watch), as for any command.
+    pub fn notify_set(&mut self, others: &[&str]) -> Result<(), ImapError> {
+        let command = notify_set_command(others);
+        let result = self.session.run_command_and_check_ok(&command);
+        self.drain_unsolicited()?;
+        result.map_err(|e| match e {
+            imap::Error::No(no) => ImapError::Refused {
+                context: "NOTIFY SET",
+                reason: no.information,
+            },
+            e => self.failed("NOTIFY SET", e),
+        })
+    }
+
+    /// The mailboxes NOTIFY reported new mail in since the last call (wire names, with the
+    /// UIDNEXT they reported, if any), and forgets them.
+    pub fn take_statuses(&mut self) -> BTreeMap<String, Option<u32>> {
+        std::mem::take(&mut self.statuses)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_set_names_the_other_mailboxes_quoted() {
+        assert_eq!(
+            notify_set_command(&["Lists", "a\"b\\c", "&ZeVO3A-"]),
+            "NOTIFY SET (selected (MessageNew (UID) MessageExpunge FlagChange)) \
+             (mailboxes (\"Lists\" \"a\\\"b\\\\c\" \"&ZeVO3A-\") (MessageNew MessageExpunge))"
+        );
+        assert_eq!(
+            notify_set_command(&[]),
+            "NOTIFY SET (selected (MessageNew (UID) MessageExpunge FlagChange))"
+        );
+    }
 
     #[test]
     fn connection_limits_are_told_from_wrong_passwords() {

@@ -21,6 +21,7 @@ mod limits;
 mod live_config;
 mod measure;
 mod notifications;
+mod notify;
 mod quirks;
 mod resilience;
 mod scripted_logins;
