@@ -278,6 +278,13 @@ fn a_missing_syslog_socket_is_reported_once_and_popups_continue() {
 #[test]
 fn check_reports_every_problem_with_position_and_exits_78() {
     with_timeout(LIMIT, || {
+        let check = |path: &std::path::Path| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+                .args(["--check", "--config"])
+                .arg(path)
+                .output()
+                .unwrap()
+        };
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.toml");
         std::fs::write(
@@ -285,11 +292,7 @@ fn check_reports_every_problem_with_position_and_exits_78() {
             "[[accounts]]\nname = \"a\"\nhost = \"\"\nusername = \"u\"\npassword = \"p\"\nport = 0\ncolour = \"red\"\n",
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
-            .args(["--check", "--config"])
-            .arg(&bad)
-            .output()
-            .unwrap();
+        let out = check(&bad);
         assert_eq!(out.status.code(), Some(78));
         let text = String::from_utf8_lossy(&out.stdout);
         // Every problem at once, each where it is: the unknown key no longer hides the rest.
@@ -303,11 +306,7 @@ fn check_reports_every_problem_with_position_and_exits_78() {
 
         // The five mistakes of issue 13, five kinds at once, with the two suggestions.
         std::fs::write(&bad, FIVE_MISTAKES).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
-            .args(["--check", "--config"])
-            .arg(&bad)
-            .output()
-            .unwrap();
+        let out = check(&bad);
         assert_eq!(out.status.code(), Some(78));
         let text = String::from_utf8_lossy(&out.stdout);
         let p = bad.display();
@@ -338,11 +337,7 @@ fn check_reports_every_problem_with_position_and_exits_78() {
         .unwrap();
         std::fs::set_permissions(&good, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"))
-            .args(["--check", "--config"])
-            .arg(&good)
-            .output()
-            .unwrap();
+        let out = check(&good);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         // It holds a password and is world-readable (0644 here): warned, with the fix.
         let text = String::from_utf8_lossy(&out.stdout);
