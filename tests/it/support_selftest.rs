@@ -99,6 +99,41 @@ fn dovecot_without_idle_hides_it_everywhere() {
 }
 
 #[test]
+fn dovecot_without_notify_keeps_idle() {
+    with_timeout(LIMIT, || {
+        let post_login_caps = |d: &Dovecot| {
+            let mut session = d.session();
+            let caps = session.capabilities().unwrap();
+            let mut list: Vec<String> = caps.iter().map(|c| format!("{c:?}")).collect();
+            list.sort();
+            assert_eq!(caps.has_str("NOTIFY"), d.options.notify, "{list:?}");
+            assert!(has_idle(&caps), "{list:?}");
+            session.logout().unwrap();
+            list
+        };
+
+        let d = Dovecot::start_default();
+        assert!(d.options.notify);
+        let default = post_login_caps(&d);
+        drop(d);
+
+        let d = Dovecot::start(DovecotOptions {
+            notify: false,
+            ..DovecotOptions::default()
+        });
+        let without = post_login_caps(&d);
+        // Exactly the default list minus NOTIFY: nothing else lost or gained.
+        let expected: Vec<String> = default
+            .iter()
+            .filter(|c| !c.contains("\"NOTIFY\""))
+            .cloned()
+            .collect();
+        assert_eq!(expected.len() + 1, default.len(), "{default:?}");
+        assert_eq!(without, expected);
+    });
+}
+
+#[test]
 fn dovecot_certificate_verifies_for_localhost_and_ip() {
     with_timeout(LIMIT, || {
         let d = Dovecot::start_default();
@@ -308,6 +343,31 @@ fn dovecot_kick_and_restart_drop_clients_but_keep_mail() {
         assert!(session.noop().is_err(), "session survived a restart");
         assert_eq!(d.message_count("INBOX"), 1);
         assert_eq!(d.wait_for_logins(logins + 1, WAIT), logins + 1);
+    });
+}
+
+#[test]
+fn dovecot_connections_counts_logged_in_sessions() {
+    with_timeout(LIMIT, || {
+        let d = Dovecot::start_default();
+        // `start` only greets and logs out before login: nobody is counted.
+        assert_eq!(d.connections(), 0);
+
+        let first = d.session();
+        let mut second = d.session();
+        wait_until(WAIT, "dovecot to count 2 sessions", || {
+            (d.connections() == 2).then_some(())
+        });
+
+        second.logout().unwrap();
+        wait_until(WAIT, "dovecot to count 1 session", || {
+            (d.connections() == 1).then_some(())
+        });
+        // A client that just goes away (no LOGOUT) stops being counted too.
+        drop(first);
+        wait_until(WAIT, "dovecot to count no session", || {
+            (d.connections() == 0).then_some(())
+        });
     });
 }
 

@@ -44,8 +44,16 @@ const START_ATTEMPTS: usize = 4;
 pub struct DovecotOptions {
     /// Advertise IDLE in CAPABILITY (greeting and post-login). With `false` the server
     /// still answers an IDLE command (Dovecot cannot switch it off), but a well-behaved
-    /// client must not use it, which is what the tests check.
+    /// client must not use it, which is what the tests check. `false` hides NOTIFY too,
+    /// whatever [`DovecotOptions::notify`] says: a server "without IDLE" leaves the client
+    /// nothing but polling.
     pub idle: bool,
+    /// Advertise NOTIFY (RFC 5465) in the post-login CAPABILITY. With `false` (and `idle`
+    /// left on) the server advertises its usual list minus NOTIFY, IDLE included: a server
+    /// with IDLE as its only push mechanism. As with `idle: false`, the server still answers
+    /// a NOTIFY command, and the pre-login greeting then carries the full list too (plus
+    /// STARTTLS and AUTH=, as usual), since Dovecot has one setting for both.
+    pub notify: bool,
     /// `imap_idle_notify_interval`: how often Dovecot sends "* OK Still here" to an idling
     /// client (whole seconds, at least 1). Default 10 s, short so that tests see keepalives
     /// without waiting Dovecot's default 2 minutes.
@@ -64,6 +72,7 @@ impl Default for DovecotOptions {
     fn default() -> Self {
         Self {
             idle: true,
+            notify: true,
             idle_notify_interval: Duration::from_secs(10),
             mail_max_userip_connections: 10,
             fsync: true,
@@ -71,16 +80,16 @@ impl Default for DovecotOptions {
     }
 }
 
-/// Post-login capabilities of Dovecot 2.3.19 as shipped, minus IDLE and NOTIFY: used when
-/// `idle == false`. NOTIFY goes too because it is the other push mechanism; a server
-/// "without IDLE" should leave the client nothing but polling. Setting `imap_capability`
-/// replaces the whole list (also in the pre-login greeting, where Dovecot adds STARTTLS and
-/// AUTH= itself), so it must be spelled out.
-const CAPABILITIES_WITHOUT_IDLE: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE SORT \
-     SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL \
-     CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC \
-     ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY \
-     PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+";
+/// Post-login capabilities of Dovecot 2.3.19 as shipped, in its order, minus NOTIFY (which
+/// it lists last): used when `notify == false`, and minus IDLE too when `idle == false`.
+/// Setting `imap_capability` replaces the whole list (also in the pre-login greeting, where
+/// Dovecot adds STARTTLS and AUTH= itself), so it must be spelled out. Checked against the
+/// `CAPABILITY` response of this launcher's Dovecot after LOGIN.
+const CAPABILITIES_WITHOUT_NOTIFY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE \
+     SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND \
+     URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 \
+     CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE \
+     SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+";
 
 pub type TlsSession = imap::Session<native_tls::TlsStream<TcpStream>>;
 
@@ -204,6 +213,38 @@ impl Dovecot {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// How many IMAP sessions of [`Dovecot::user`] are logged in right now, from
+    /// `doveadm who -1` (one line per connection, as Dovecot's anvil process counts them).
+    ///
+    /// A session that logged out or was dropped is counted until its imap process has told
+    /// anvil, slightly after the client saw the connection close: wait for an expected count
+    /// with [`wait_until`] rather than asserting right after a client connected or left.
+    /// Panics with doveadm's stderr if doveadm fails.
+    pub fn connections(&self) -> usize {
+        let out = run_command(
+            "doveadm who",
+            Command::new(doveadm_binary())
+                .arg("-c")
+                .arg(&self.config_path)
+                // Tab-separated "username proto pid ip", after a header line.
+                .args(["-f", "tab", "who", "-1", &self.user]),
+            Duration::from_secs(20),
+        );
+        assert!(
+            out.status.success(),
+            "doveadm who failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| {
+                let mut fields = line.split('\t');
+                fields.next() == Some(self.user.as_str()) && fields.next() == Some("imap")
+            })
+            .count()
     }
 
     /// Delivers `message` to `mailbox` locally (`doveadm save`, as a delivery agent would),
@@ -688,7 +729,13 @@ fn render_config(
     if !options.idle {
         c.push_str(&format!(
             "# DovecotOptions {{ idle: false }}: the full list minus IDLE (and NOTIFY).\n\
-             imap_capability = {CAPABILITIES_WITHOUT_IDLE}\n"
+             imap_capability = {}\n",
+            CAPABILITIES_WITHOUT_NOTIFY.replace(" IDLE ", " ")
+        ));
+    } else if !options.notify {
+        c.push_str(&format!(
+            "# DovecotOptions {{ notify: false }}: the full list minus NOTIFY.\n\
+             imap_capability = {CAPABILITIES_WITHOUT_NOTIFY}\n"
         ));
     }
     c
