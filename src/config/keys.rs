@@ -185,8 +185,9 @@ pub const KEYS: &[Key] = &[
         range: None,
         doc: "A preset for a well-known provider: \\fBgmail\\fR, \\fBoutlook\\fR, \\fBicloud\\fR, \
               \\fByahoo\\fR, \\fBfastmail\\fR, \\fBqq\\fR, \\fB163\\fR, \\fB126\\fR, \\fByeah\\fR or \
-              \\fBaliyun\\fR. It fills in \\fBhost\\fR, \\fBport\\fR and \\fBtls\\fR, and a polling \
-              interval for servers without IDLE (NetEase); any key set explicitly wins. \
+              \\fBaliyun\\fR. It fills in \\fBhost\\fR, \\fBport\\fR and \\fBtls\\fR, plus a \
+              polling interval for servers without IDLE (NetEase) and \\fBmax_connections\\fR \
+              (Gmail, Outlook); any key set explicitly wins. \
               docs/PROVIDERS.md says what each preset sets and what the provider requires \
               (app passwords, authorization codes).",
     },
@@ -334,6 +335,19 @@ pub const KEYS: &[Key] = &[
               ... up to this. \
               A failed login or a missing mailbox waits this long straight away: retrying a \
               wrong password every second would only get the account locked.",
+    },
+    Key {
+        table: "accounts",
+        name: "max_connections",
+        kind: Kind::Int,
+        default: "from the \\fBprovider\\fR preset, else 5",
+        range: Some((1, 100)),
+        doc: "How many IMAP connections \\fBmailpushd\\fR may hold at once for this \
+              account. \
+              A preset's value is below the provider's published cap, leaving room for your \
+              mail client. \
+              Not enforced yet: each mailbox in \\fBmailboxes\\fR still takes a connection \
+              of its own.",
     },
     Key {
         table: "accounts",
@@ -692,6 +706,7 @@ idle_refresh_secs = 1500
 idle_silence_secs = 125
 poll_interval_secs = 120
 reconnect_max_secs = 300
+max_connections = 5
 timeout_secs = 30
 catch_up_max = 10
 allow_plaintext_auth = false
@@ -814,6 +829,11 @@ hook_timeout_secs = 60
         assert_eq!(acct("idle_silence_secs"), secs(a.idle_silence));
         assert_eq!(acct("poll_interval_secs"), secs(a.poll_interval));
         assert_eq!(acct("reconnect_max_secs"), secs(a.reconnect_max));
+        assert!(
+            acct("max_connections").ends_with(&format!(" {}", a.max_connections)),
+            "{}",
+            acct("max_connections")
+        );
         assert_eq!(acct("timeout_secs"), secs(a.timeout));
         assert_eq!(acct("catch_up_max"), a.catch_up_max.to_string());
         assert_eq!(

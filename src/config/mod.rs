@@ -41,6 +41,10 @@ const DEFAULT_IDLE_SILENCE_SECS: u64 = 125;
 pub const PROBE_ANSWER: Duration = Duration::from_secs(20);
 const DEFAULT_POLL_INTERVAL_SECS: u64 = 120;
 const DEFAULT_RECONNECT_MAX_SECS: u64 = 300;
+/// Connection budget without a preset's: Dovecot allows 10 per user and IP, and this leaves
+/// the other half to the user's mail client (Thunderbird holds up to
+/// [`providers::MAIL_CLIENT_CONNECTIONS`]).
+const DEFAULT_MAX_CONNECTIONS: u32 = 5;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_CATCH_UP_MAX: u32 = 10;
 const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
@@ -271,6 +275,7 @@ struct RawAccount {
     idle_silence_secs: Option<Spanned<i64>>,
     poll_interval_secs: Option<Spanned<i64>>,
     reconnect_max_secs: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
     catch_up_max: Option<Spanned<i64>>,
     allow_plaintext_auth: Option<bool>,
@@ -693,6 +698,12 @@ impl Validator<'_> {
                 .unwrap_or(DEFAULT_POLL_INTERVAL_SECS),
         );
         let reconnect_max = Self::secs(raw.reconnect_max_secs, DEFAULT_RECONNECT_MAX_SECS);
+        // Stage one kept the value in 1..=100.
+        let max_connections = raw
+            .max_connections
+            .and_then(|v| u32::try_from(*v.get_ref()).ok())
+            .or(preset.and_then(|p| p.max_connections))
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
         let timeout = Self::secs(raw.timeout_secs, DEFAULT_TIMEOUT_SECS);
         let catch_up_max = raw
             .catch_up_max
@@ -741,6 +752,7 @@ impl Validator<'_> {
             idle_silence,
             poll_interval,
             reconnect_max,
+            max_connections,
             timeout,
             catch_up_max,
             allow_plaintext_auth,
@@ -1205,6 +1217,43 @@ open_command = ["thunderbird"]
                 .contains("unknown provider \"aol\"; known: gmail"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn max_connections_comes_from_the_key_else_the_preset_else_5() {
+        let base = "[[accounts]]\nname='a'\nusername='u'\npassword='p'\n";
+        let budget = |rest: &str| parse_ok(&format!("{base}{rest}")).accounts[0].max_connections;
+        assert_eq!(budget("host = 'imap.example.com'\n"), 5);
+        assert_eq!(budget("provider = 'gmail'\n"), 10);
+        assert_eq!(budget("provider = 'outlook'\n"), 8);
+        assert_eq!(budget("provider = 'fastmail'\n"), 5, "no preset value");
+        assert_eq!(budget("provider = 'gmail'\nmax_connections = 3\n"), 3);
+        assert_eq!(budget("provider = 'gmail'\nmax_connections = 12\n"), 12);
+        assert_eq!(budget("host = 'h'\nmax_connections = 1\n"), 1);
+        assert_eq!(budget("host = 'h'\nmax_connections = 100\n"), 100);
+    }
+
+    #[test]
+    fn max_connections_out_of_range_is_an_error_at_its_value() {
+        let base = "[[accounts]]\nname='a'\nusername='u'\npassword='p'\n";
+        for (preset, value) in [
+            ("host = 'h'", "0"),
+            ("host = 'h'", "101"),
+            ("host = 'h'", "-1"),
+            // A preset does not stand in for a wrong value.
+            ("provider = 'gmail'", "0"),
+        ] {
+            let p = problems(&format!("{base}{preset}\nmax_connections = {value}\n"));
+            assert_eq!(
+                p,
+                [Problem {
+                    line: 6,
+                    column: 19,
+                    message: "`max_connections` must be between 1 and 100".to_owned(),
+                }],
+                "{preset}, {value}"
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Every fact here comes from the provider's own public documentation, named in
 //! [`Preset::source`]; the few that could only be confirmed from client issue trackers (the
 //! NetEase quirks) cite those threads. Where no official number exists, as for IDLE timeouts,
-//! the preset leaves the field `None` rather than guessing. docs/PROVIDERS.md is the
-//! user-facing version of this table, with what could and could not be verified.
+//! the preset leaves the field `None` rather than guessing. The per-account connection caps
+//! behind [`Preset::max_connections`] are from shared/FIELD.md ("Connection limits").
+//! docs/PROVIDERS.md is the user-facing version of this table, with what could and could
+//! not be verified.
 
 use super::types::TlsMode;
 
@@ -14,6 +16,14 @@ use super::types::TlsMode;
 /// choice (the same as the general `poll_interval_secs` default), not a number published by
 /// any provider: none of them documents a polling rate limit that we could find.
 pub const NO_IDLE_POLL_INTERVAL_SECS: u64 = 120;
+
+/// Connections Thunderbird holds per IMAP account by default: its per-server
+/// `max_cached_connections`, which `nsImapIncomingServer::GetMaximumConnectionsNumber`
+/// (comm-central, mailnews/imap/src/nsImapIncomingServer.cpp) takes as 5 when it is unset
+/// or 0; mailnews.js sets no `mail.server.default` value for it. A preset's
+/// [`Preset::max_connections`] leaves at least this many of the provider's cap free, so the
+/// user's mail client still gets its connections.
+pub const MAIL_CLIENT_CONNECTIONS: u32 = 5;
 
 /// What `provider = "<name>"` means for one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +39,14 @@ pub struct Preset {
     /// Set where the server has no IDLE (we poll instead; the daemon detects this from
     /// CAPABILITY anyway, so this is documentation + a poll_interval default).
     pub poll_interval_secs: Option<u64>,
+    /// The account's connection budget (`max_connections`) when the user sets none; None:
+    /// the general default, 5. Set only where the provider's per-account cap is known
+    /// (shared/FIELD.md, "Connection limits"), at most that cap less
+    /// [`MAIL_CLIENT_CONNECTIONS`]: Gmail allows 15 simultaneous IMAP connections per
+    /// account, shared by every client, so 10; Outlook / Office 365 about 20, on-premises
+    /// Exchange 16 by default, so 8 stays clear of both. Fastmail and the others publish no
+    /// cap that we know of.
+    pub max_connections: Option<u32>,
     /// ID (RFC 2971) needed before SELECT (NetEase). The daemon sends ID whenever the server
     /// advertises it; this flag is documentation.
     pub needs_id: bool,
@@ -64,6 +82,8 @@ pub const PRESETS: &[Preset] = &[
         // Google documents no IDLE timeout (only a ~24 h session limit), so keep the default.
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        // Gmail's cap is 15 per account; 15 - 5 for the mail client.
+        max_connections: Some(10),
         needs_id: false,
         notes: "Log in with OAuth2 (`oauth2_token_command`, XOAUTH2) or a Google app password: \
              it needs 2-Step Verification, and Google does not offer app passwords for \
@@ -87,6 +107,8 @@ pub const PRESETS: &[Preset] = &[
         // No official IDLE timeout for Outlook.com or Exchange Online found; keep the default.
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        // About 20 (Exchange Online), 16 on-premises; 8 leaves room under either.
+        max_connections: Some(8),
         needs_id: false,
         notes: "Outlook.com, Hotmail and Microsoft 365 accept only OAuth2 (Modern Auth) for \
              IMAP: Microsoft lists OAuth2 as the only sign-in method for Outlook.com, and has \
@@ -106,6 +128,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        max_connections: None,
         needs_id: false,
         notes: "Log in with an app-specific password (create one in your Apple Account's \
              Sign-In and Security settings; it needs two-factor authentication), not the \
@@ -120,6 +143,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        max_connections: None,
         needs_id: false,
         notes: "Yahoo requires an app password for mail apps that take a single password: \
              generate one on the Yahoo Account Security page (Create app password) and use \
@@ -136,6 +160,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        max_connections: None,
         needs_id: false,
         notes: "Create an app password (Settings, Privacy & Security) and use it: the regular \
              Fastmail password does not work over IMAP. Fastmail supports implicit TLS only, \
@@ -152,6 +177,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        max_connections: None,
         needs_id: false,
         notes: "Turn on the IMAP/SMTP service in QQ Mail's web settings (Settings, Account) and \
              log in with the authorization code (授权码) it generates, not the QQ password: \
@@ -165,6 +191,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: Some(NO_IDLE_POLL_INTERVAL_SECS),
+        max_connections: None,
         needs_id: true,
         notes: NETEASE_NOTES,
         source: NETEASE_SOURCES,
@@ -176,6 +203,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: Some(NO_IDLE_POLL_INTERVAL_SECS),
+        max_connections: None,
         needs_id: true,
         notes: NETEASE_NOTES,
         source: concat!(
@@ -191,6 +219,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: Some(NO_IDLE_POLL_INTERVAL_SECS),
+        max_connections: None,
         needs_id: true,
         notes: NETEASE_NOTES,
         source: concat!(
@@ -207,6 +236,7 @@ pub const PRESETS: &[Preset] = &[
         tls: TlsMode::Implicit,
         idle_refresh_secs: None,
         poll_interval_secs: None,
+        max_connections: None,
         needs_id: false,
         notes: "This is Alibaba Mail (阿里邮箱, the business mail service) as Alibaba \
              documents it; the server supports IDLE. Enable IMAP access for the mailbox; if \
@@ -314,6 +344,46 @@ mod tests {
                 assert!((1..=86_400).contains(&s), "{}: poll_interval {s}", p.name);
             }
         }
+    }
+
+    /// Each provider's per-account connection cap, where one is known (shared/FIELD.md,
+    /// "Connection limits"): Gmail 15; Outlook about 20 in Exchange Online, and 16 by
+    /// default on on-premises Exchange, which counts here as the lower.
+    const CONNECTION_CAPS: &[(&str, u32)] = &[("gmail", 15), ("outlook", 16)];
+
+    #[test]
+    fn every_budget_leaves_room_under_the_providers_cap() {
+        let (lo, hi) = crate::config::keys::find("accounts", "max_connections")
+            .and_then(|k| k.range)
+            .expect("max_connections has a range");
+        for p in PRESETS {
+            let budget = p.max_connections;
+            if let Some(n) = budget {
+                assert!(
+                    (lo..=hi).contains(&i64::from(n)),
+                    "{}: max_connections {n}",
+                    p.name
+                );
+            }
+            let Some(&(_, cap)) = CONNECTION_CAPS.iter().find(|(name, _)| *name == p.name) else {
+                continue;
+            };
+            let budget = budget.unwrap_or(crate::config::DEFAULT_MAX_CONNECTIONS);
+            assert!(
+                budget < cap,
+                "{}: {budget} is not below the cap {cap}",
+                p.name
+            );
+            assert!(
+                budget + MAIL_CLIENT_CONNECTIONS <= cap,
+                "{}: {budget} leaves less than {MAIL_CLIENT_CONNECTIONS} of {cap} for the \
+                 mail client",
+                p.name
+            );
+        }
+        assert_eq!(find("gmail").and_then(|p| p.max_connections), Some(10));
+        assert_eq!(find("outlook").and_then(|p| p.max_connections), Some(8));
+        assert_eq!(find("fastmail").and_then(|p| p.max_connections), None);
     }
 
     #[test]

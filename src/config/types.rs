@@ -41,6 +41,10 @@ pub struct Account {
     pub poll_interval: Duration,
     /// Longest wait between reconnect attempts (the backoff cap).
     pub reconnect_max: Duration,
+    /// The connection budget: how many IMAP connections may be open at once for this
+    /// account (1..=100): `max_connections`, else the provider preset's, else 5. Not yet
+    /// enforced: each mailbox still has a connection of its own.
+    pub max_connections: u32,
     /// How long the server may take to answer a command (and to answer DONE at the end of
     /// each IDLE cycle, which is what finds a connection that froze without FIN or RST).
     pub timeout: Duration,
