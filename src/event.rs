@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
-/// A watcher's key: (account name, mailbox name as configured).
+/// A watcher's key: (account name, mailbox name as configured), or (account name,
+/// [`SHARED_KEY`]) for the account's shared connection.
 pub type Key = (String, String);
+
+/// The mailbox part of the key of an account's shared connection: NUL cannot be in a
+/// configured mailbox name (src/config/mod.rs), so no mailbox's key can be this one.
+pub const SHARED_KEY: &str = "\0shared";
 
 #[derive(Debug)]
 pub enum Event {
@@ -29,6 +34,12 @@ pub enum Event {
     WatcherExited { key: Key, id: u64 },
     /// Flood control held popups for a summary: time to set the timer for it.
     BurstHeld,
+    /// A watcher of `account` logged in; `notify`: the server offers NOTIFY (RFC 5465)
+    /// and IDLE, so one shared connection can watch every mailbox but the first.
+    Capabilities { account: String, notify: bool },
+    /// The watcher `key` was refused a connection for the server's per-user limit (which
+    /// is `cap`, if the server said): time to use fewer connections.
+    ConnectionLimit { key: Key, cap: Option<u32> },
 }
 
 /// A popup on screen that mailpushd may still act on.

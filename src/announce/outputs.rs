@@ -301,8 +301,10 @@ impl Outputs {
     }
 
     /// `key` (`account/mailbox`) could not connect: the server allows the account no more
-    /// connections. The first such mailbox of an account is a warning, in words, with what
-    /// to do; the others are noted at info level, repeats at debug.
+    /// connections. The first refusal of an episode is a warning, in words; the others are
+    /// noted at info level, repeats at debug. The episode lasts until a watcher of the
+    /// account connects with none waiting ([`Outputs::account_connected`]), so watchers
+    /// that the supervisor moves to the shared connection do not start a new one.
     /// `cap` is how many connections the server said it allows, if it said.
     pub fn connection_limited(
         &mut self,
@@ -312,8 +314,8 @@ impl Outputs {
         retry: &str,
         cap: Option<u32>,
     ) {
+        let first = !self.limited.contains_key(account);
         let waiting = self.limited.entry(account.to_owned()).or_default();
-        let first = waiting.is_empty();
         if !waiting.insert(key.to_owned()) {
             log::debug!("{message}; {retry}");
             return;
@@ -324,9 +326,8 @@ impl Outputs {
                 None => "no more connections".to_owned(),
             };
             let line = format!(
-                "{account}: the server allows {allows} for this account, so {key} is not \
-                 watched for now ({retry}); each watched mailbox takes one connection: watch \
-                 fewer, or raise the server's limit ({message})"
+                "{account}: the server refused a connection for {key}: it allows {allows} \
+                 for this account ({message}); {retry}"
             );
             log::warn!("{line}");
             if let Some(s) = &self.syslog {
@@ -339,20 +340,26 @@ impl Outputs {
 
     /// `key` is connected again after waiting for a free connection (`connected`), or
     /// stopped while waiting. Once no mailbox of the account waits, a connected one says
-    /// so.
+    /// so; a stopped one leaves the episode open until a watcher connects.
     pub fn connection_free(&mut self, account: &str, key: &str, connected: bool) {
         let Some(waiting) = self.limited.get_mut(account) else {
             return;
         };
-        if waiting.remove(key) && waiting.is_empty() {
+        if waiting.remove(key) && waiting.is_empty() && connected {
             self.limited.remove(account);
-            if connected {
-                let line = format!("{account}: every watched mailbox has its connection again");
-                log::info!("{line}");
-                if let Some(s) = &self.syslog {
-                    s.send(Severity::Info, &line);
-                }
+            let line = format!("{account}: every watched mailbox has its connection again");
+            log::info!("{line}");
+            if let Some(s) = &self.syslog {
+                s.send(Severity::Info, &line);
             }
+        }
+    }
+
+    /// A watcher of `account` connected: a connection-limit episode in which no watcher is
+    /// waiting any more is over (a later refusal is warned about again).
+    pub fn account_connected(&mut self, account: &str) {
+        if self.limited.get(account).is_some_and(BTreeSet::is_empty) {
+            self.limited.remove(account);
         }
     }
 

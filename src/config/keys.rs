@@ -344,10 +344,14 @@ pub const KEYS: &[Key] = &[
         range: Some((1, 100)),
         doc: "How many IMAP connections \\fBmailpushd\\fR may hold at once for this \
               account. \
+              INBOX first, as many mailboxes as fit get a connection of their own (IDLE); the \
+              rest are watched over one shared connection, which is the budget's last: by \
+              NOTIFY (RFC 5465) where the server offers it, else by STATUS every \
+              \\fBpoll_interval_secs\\fR. With NOTIFY the account takes two connections \
+              however many mailboxes it watches. \
               A preset's value is below the provider's published cap, leaving room for your \
-              mail client. \
-              Not enforced yet: each mailbox in \\fBmailboxes\\fR still takes a connection \
-              of its own.",
+              mail client. When the server refuses a connection for its limit, the budget is \
+              lowered to what it allows until the next reload.",
     },
     Key {
         table: "accounts",

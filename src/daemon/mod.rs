@@ -4,6 +4,7 @@
 //! - [`supervisor`]: starts a watcher per (account, mailbox), applies reloads, routes popup
 //!   actions, shuts down within systemd's budget;
 //! - [`reload`]: what a new config changes (which watchers start, stop or restart);
+//! - [`budget`]: which mailboxes get a connection of their own and which share one;
 //! - [`config_watch`], [`signals`], [`suspend`]: the config file, SIGTERM/SIGHUP/SIGUSR1 and
 //!   resume from suspend, turned into events;
 //! - [`systemd`]: `sd_notify` readiness, status and the watchdog;
@@ -14,6 +15,7 @@
 //! The top of the import graph: it may use every other module, and none uses it.
 
 pub mod actions;
+pub mod budget;
 pub mod config_watch;
 pub mod instance;
 pub mod probe;

@@ -69,24 +69,116 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
         if let Some(caps) = offered {
             out.push(Outcome {
                 ok: true,
-                line: connections_line(&account.name, account.mailboxes.len(), caps),
+                line: connections_line(account, caps),
             });
         }
     }
     out
 }
 
-/// What watching an account costs in connections, and whether its server offers NOTIFY:
-/// "      work: 3 connections, one per mailbox (IDLE); the server offers NOTIFY (RFC 5465),
-/// which mailpushd does not use yet". Servers cap connections per user (Dovecot 10 per user
-/// and IP, Gmail 15), and every mail client of the account shares the cap.
-fn connections_line(account: &str, mailboxes: usize, caps: imap::Capabilities) -> String {
-    let how = if caps.idle { "IDLE" } else { "polling" };
-    let plural = if mailboxes == 1 { "" } else { "s" };
-    let notify = if caps.notify {
-        "the server offers NOTIFY (RFC 5465), which mailpushd does not use yet"
-    } else {
-        "no NOTIFY on this server"
-    };
-    format!("      {account}: {mailboxes} connection{plural}, one per mailbox ({how}); {notify}")
+/// How the account's mailboxes would be watched, and what that costs in connections
+/// (src/daemon/budget.rs), given what the server offers:
+///
+/// ```text
+///       work: NOTIFY yes; at most 5 connections (max_connections), 2 used
+///         own connection (IDLE): INBOX
+///         shared connection (new mail reported by NOTIFY): Lists, Work
+/// ```
+///
+/// Servers cap connections per user (Dovecot 10 per user and IP, Gmail 15), and every
+/// mail client of the account shares the cap.
+fn connections_line(account: &crate::config::Account, caps: imap::Capabilities) -> String {
+    let notify = caps.notify && caps.idle;
+    let a = super::budget::assign(&account.mailboxes, Some(notify), account.max_connections);
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut lines = vec![format!(
+        "      {}: NOTIFY {}; at most {} connection{} (max_connections), {} used",
+        crate::decode::controls_escaped(&account.name),
+        if notify { "yes" } else { "no" },
+        account.max_connections,
+        plural(account.max_connections as usize),
+        a.connections()
+    )];
+    if !a.own.is_empty() {
+        let how = if caps.idle { "IDLE" } else { "no IDLE: polled" };
+        lines.push(format!(
+            "        own connection{} ({how}): {}",
+            plural(a.own.len()),
+            names(&a.own)
+        ));
+    }
+    if !a.shared.is_empty() {
+        let how = if notify {
+            "new mail reported by NOTIFY".to_owned()
+        } else {
+            format!("STATUS every {}s", account.poll_interval.as_secs())
+        };
+        lines.push(format!(
+            "        shared connection ({how}): {}",
+            names(&a.shared)
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Mailbox names as one line each: names come from the config, which may hold anything
+/// but a line break; the terminal sees no control character either.
+fn names(list: &[String]) -> String {
+    list.iter()
+        .map(|m| crate::decode::controls_escaped(m))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(mailboxes: &str, extra: &str) -> crate::config::Account {
+        let text = format!(
+            "[[accounts]]\nname = \"work\"\nhost = \"h\"\nusername = \"u\"\n\
+             password_command = [\"true\"]\nmailboxes = [{mailboxes}]\n{extra}"
+        );
+        let config = crate::config::parse(&text, std::path::Path::new("/")).expect("config");
+        (*config.accounts[0]).clone()
+    }
+
+    fn caps(idle: bool, notify: bool) -> imap::Capabilities {
+        imap::Capabilities {
+            idle,
+            id: false,
+            notify,
+            unselect: true,
+        }
+    }
+
+    #[test]
+    fn the_check_says_which_mailboxes_share_a_connection() {
+        let a = account(
+            "\"Lists\", \"INBOX\", \"Work\", \"Archive\"",
+            "max_connections = 3\npoll_interval_secs = 60\n",
+        );
+        assert_eq!(
+            connections_line(&a, caps(true, true)),
+            "      work: NOTIFY yes; at most 3 connections (max_connections), 2 used\n\
+             \x20       own connection (IDLE): INBOX\n\
+             \x20       shared connection (new mail reported by NOTIFY): Lists, Work, Archive"
+        );
+        assert_eq!(
+            connections_line(&a, caps(true, false)),
+            "      work: NOTIFY no; at most 3 connections (max_connections), 3 used\n\
+             \x20       own connections (IDLE): INBOX, Lists\n\
+             \x20       shared connection (STATUS every 60s): Work, Archive"
+        );
+        // NOTIFY without IDLE cannot be waited on: polled.
+        assert!(connections_line(&a, caps(false, true)).contains("NOTIFY no"));
+    }
+
+    #[test]
+    fn mailbox_names_cannot_break_the_check_output() {
+        let a = account("\"INBOX\", \"a\\u001b[2Jb\"", "max_connections = 1\n");
+        let line = connections_line(&a, caps(true, false));
+        assert!(!line.contains('\x1b'), "{line:?}");
+        assert_eq!(line.lines().count(), 2, "{line:?}");
+    }
 }

@@ -30,7 +30,7 @@ impl Plan {
 }
 
 /// Everything except the mailbox list, which is per watcher, not per connection.
-fn same_connection(a: &Account, b: &Account) -> bool {
+pub fn same_connection(a: &Account, b: &Account) -> bool {
     let strip = |x: &Account| Account {
         mailboxes: Vec::new(),
         ..x.clone()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{actions, config_watch, signals, suspend};
+use super::{actions, budget, config_watch, signals, suspend};
 use crate::announce::notify::{Notifier, Settings};
 use crate::announce::outputs::{Outputs, SharedOutputs};
 use crate::config::{self, Account, Config};
@@ -21,6 +21,7 @@ use crate::daemon::reload::{self, Key};
 use crate::daemon::systemd::SystemdNotifier;
 pub use crate::event::Event;
 use crate::event::Shown;
+use crate::event::SHARED_KEY;
 use crate::mailbox::state::StateStore;
 use crate::mailbox::watcher::{Control, Shared, Watcher};
 use crate::status::StatusTable;
@@ -38,17 +39,48 @@ const NOTIFY_GRACE: Duration = Duration::from_millis(1800);
 struct Running {
     id: u64,
     account: Arc<Account>,
+    /// The mailboxes it watches: one, or the shared connection's.
+    mailboxes: Vec<String>,
     control: Arc<Control>,
     thread: JoinHandle<()>,
 }
+
+/// What the supervisor has learnt about an account's server since the account's
+/// connection settings last changed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Learned {
+    /// NOTIFY and IDLE offered (`None`: no login yet).
+    notify: Option<bool>,
+    /// The budget after the server refused a connection for its limit, and when it was
+    /// lowered.
+    budget: Option<(u32, Instant)>,
+}
+
+/// After the budget was lowered, a refusal this soon is taken for the server still
+/// counting the connections just given up (Dovecot counts a logout a moment after the
+/// client saw it), not for a lower limit: the watcher retries after [`RETRY_SOON`].
+const SETTLE: Duration = Duration::from_secs(30);
+/// How soon a watcher refused during [`SETTLE`] tries again.
+const RETRY_SOON: Duration = Duration::from_secs(3);
 
 struct Supervisor {
     config_path: PathBuf,
     config: Config,
     shared: Shared,
     running: BTreeMap<Key, Running>,
-    /// Stopped (by a reload) but not yet exited.
+    /// Stopped (by a reload or a new assignment) but not yet exited. A watcher that
+    /// would watch one of the same mailboxes starts only once this one has exited, so
+    /// that two never announce the same mail.
     retiring: Vec<Running>,
+    learned: BTreeMap<String, Learned>,
+    /// Watchers refused for the connection limit, kept by the new assignment: they retry
+    /// as soon as a retiring watcher of their account has freed its connection.
+    refused: Vec<Key>,
+    /// Watchers to make retry at a given time (refused while the budget settles), and
+    /// those that had that retry since the budget was last lowered: one each, so a server
+    /// that keeps refusing is not knocked on more often than `reconnect_max_secs`.
+    retries: Vec<(Instant, Key)>,
+    retried_soon: Vec<Key>,
     next_id: u64,
     systemd: SystemdNotifier,
     /// The notification thread: all D-Bus traffic, never waited on for long.
@@ -88,16 +120,24 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
         notify_thread,
         running: BTreeMap::new(),
         retiring: Vec::new(),
+        learned: BTreeMap::new(),
+        refused: Vec::new(),
+        retries: Vec::new(),
+        retried_soon: Vec::new(),
         next_id: 0,
         systemd: SystemdNotifier::from_env(),
         config,
     };
-    sup.apply(reload::plan(None, &sup.config))?;
+    sup.reconcile()?;
     log::info!(
         "mailpushd {} started: {} account(s), {} mailbox(es)",
         env!("CARGO_PKG_VERSION"),
         sup.config.accounts.len(),
-        sup.running.len()
+        sup.config
+            .accounts
+            .iter()
+            .map(|a| a.mailboxes.len())
+            .sum::<usize>()
     );
     let status = sup.shared.status.summary();
     sup.systemd.ready(&status);
@@ -116,10 +156,15 @@ impl Supervisor {
         let mut last_ping = Instant::now();
         let mut burst_due: Option<Instant> = None;
         loop {
-            let deadline = [watchdog.map(|every| last_ping + every), burst_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let retry_due = self.retries.iter().map(|(at, _)| *at).min();
+            let deadline = [
+                watchdog.map(|every| last_ping + every),
+                burst_due,
+                retry_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let event = match deadline {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(e) => Some(e),
@@ -141,6 +186,18 @@ impl Supervisor {
                 || matches!(event, Some(Event::BurstHeld))
             {
                 burst_due = self.shared.outputs.lock().flush_bursts(Instant::now());
+            }
+            if retry_due.is_some_and(|at| Instant::now() >= at) {
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retries)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                self.retries = later;
+                for (_, key) in due {
+                    if let Some(r) = self.running.get(&key) {
+                        r.control.reconnect();
+                    }
+                }
             }
             let Some(event) = event else { continue };
             match event {
@@ -175,6 +232,8 @@ impl Supervisor {
                     self.systemd.status(&status);
                 }
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
+                Event::Capabilities { account, notify } => self.learnt_notify(&account, notify)?,
+                Event::ConnectionLimit { key, cap } => self.limited(key, cap)?,
                 Event::NotificationAction { id, key, about } => self.action(id, &key, about),
                 // Handled above, with the timer.
                 Event::BurstHeld => {}
@@ -187,7 +246,19 @@ impl Supervisor {
     /// panic guard, so it is logged and the watcher restarted.
     fn exited(&mut self, key: Key, id: u64) -> std::io::Result<()> {
         if let Some(i) = self.retiring.iter().position(|r| r.id == id) {
-            let _ = self.retiring.swap_remove(i).thread.join();
+            let gone = self.retiring.swap_remove(i);
+            let _ = gone.thread.join();
+            // Its mailboxes may now go to their new watchers, and its connection to a
+            // watcher that was refused one.
+            self.reconcile()?;
+            let account = &gone.account.name;
+            for key in std::mem::take(&mut self.refused) {
+                match self.running.get(&key) {
+                    Some(r) if &key.0 == account => r.control.reconnect(),
+                    Some(_) => self.refused.push(key),
+                    None => {}
+                }
+            }
             return Ok(());
         }
         if self.running.get(&key).is_some_and(|r| r.id == id) {
@@ -201,9 +272,125 @@ impl Supervisor {
                 key.0,
                 key.1
             );
-            self.start(key, dead.account)?;
+            self.start(key, dead.account, dead.mailboxes)?;
         }
         Ok(())
+    }
+
+    /// A watcher of `account` logged in and learnt whether the server offers NOTIFY: the
+    /// first login after a start or a change of the account's settings lets the other
+    /// mailboxes start, on connections of their own or the shared one.
+    fn learnt_notify(&mut self, account: &str, notify: bool) -> std::io::Result<()> {
+        if !self.config.accounts.iter().any(|a| a.name == account) {
+            return Ok(());
+        }
+        let learned = self.learned.entry(account.to_owned()).or_default();
+        if learned.notify == Some(notify) {
+            return Ok(());
+        }
+        learned.notify = Some(notify);
+        self.reconcile()?;
+        if let Some(line) = self.assignment_line(account) {
+            log::info!("{line}");
+        }
+        Ok(())
+    }
+
+    /// The watcher `key` was refused a connection for the server's limit: the account's
+    /// budget drops to one fewer than it had running (or the server's cap), the overflow
+    /// moves to the shared connection, and that is said once, in words. Reports from
+    /// watchers no longer running, or once the budget is 1, change nothing.
+    fn limited(&mut self, key: Key, cap: Option<u32>) -> std::io::Result<()> {
+        if !self.running.contains_key(&key) {
+            return Ok(());
+        }
+        let account = key.0.clone();
+        let Some(acct) = self.config.accounts.iter().find(|a| a.name == account) else {
+            return Ok(());
+        };
+        let units = self.running.keys().filter(|k| k.0 == account).count();
+        let learned = self.learned.entry(account.clone()).or_default();
+        let settling = learned.budget.filter(|(_, at)| at.elapsed() < SETTLE);
+        if let Some((_, at)) = settling.filter(|_| !self.retried_soon.contains(&key)) {
+            self.retried_soon.push(key.clone());
+            log::debug!(
+                "{account}: refused {:.0}s after the budget was lowered; retrying in {}s",
+                at.elapsed().as_secs_f64(),
+                RETRY_SOON.as_secs()
+            );
+            self.retries.push((Instant::now() + RETRY_SOON, key));
+            return Ok(());
+        }
+        if settling.is_some() {
+            // Retried soon once already: the watcher's own backoff (the cap) from here.
+            return Ok(());
+        }
+        let before = learned.budget.map_or(acct.max_connections, |(b, _)| b);
+        let after = budget::lowered(units, cap).min(before);
+        if after >= before && units <= usize::try_from(before).unwrap_or(usize::MAX) {
+            if !self.refused.contains(&key) {
+                self.refused.push(key);
+            }
+            return Ok(());
+        }
+        learned.budget = Some((after, Instant::now()));
+        self.retried_soon.clear();
+        self.reconcile()?;
+        if self.running.contains_key(&key) && !self.refused.contains(&key) {
+            self.refused.push(key);
+        }
+        if let Some(line) = self.assignment_line(&account) {
+            let line = format!(
+                "{account}: the server allows only {after} connection{} for this account; {}",
+                if after == 1 { "" } else { "s" },
+                line.split_once(": ")
+                    .map_or(line.as_str(), |(_, rest)| rest)
+            );
+            log::warn!("{line}");
+            self.shared.outputs.lock().warning(&line);
+        }
+        Ok(())
+    }
+
+    /// `account: INBOX on a connection of its own; 11 mailboxes over one shared connection
+    /// (new mail reported by NOTIFY)`: how the account is watched now.
+    fn assignment_line(&self, account: &str) -> Option<String> {
+        let acct = self.config.accounts.iter().find(|a| a.name == account)?;
+        let a = self.assignment(acct);
+        let mut parts = Vec::new();
+        match a.own.as_slice() {
+            [] => {}
+            [one] => parts.push(format!("{one} on a connection of its own (IDLE)")),
+            many => parts.push(format!(
+                "{} on connections of their own (IDLE)",
+                many.join(", ")
+            )),
+        }
+        if !a.shared.is_empty() {
+            let how = if self.learned.get(account).and_then(|l| l.notify) == Some(true) {
+                "new mail reported by NOTIFY".to_owned()
+            } else {
+                format!("checked every {}s", acct.poll_interval.as_secs())
+            };
+            parts.push(format!(
+                "{} mailbox{} over one shared connection ({how})",
+                a.shared.len(),
+                if a.shared.len() == 1 { "" } else { "es" }
+            ));
+        }
+        Some(crate::decode::controls_escaped(&format!(
+            "{account}: {}",
+            parts.join("; ")
+        )))
+    }
+
+    fn assignment(&self, account: &Account) -> budget::Assignment {
+        let learned = self.learned.get(&account.name).copied().unwrap_or_default();
+        budget::assign(
+            &account.mailboxes,
+            learned.notify,
+            learned.budget.map_or(account.max_connections, |(b, _)| b),
+        )
     }
 
     /// A popup's button: "default" / "open" run `open_command`; "read" marks the message
@@ -263,6 +450,13 @@ impl Supervisor {
             }
             Ok(new) => {
                 let plan = reload::plan(Some(&self.config), &new);
+                // What was learnt about a server holds while the account's connection
+                // settings do (a new limit, a new host: learn again).
+                self.learned.retain(|name, _| {
+                    let old = self.config.accounts.iter().find(|a| &a.name == name);
+                    let new = new.accounts.iter().find(|a| &a.name == name);
+                    matches!((old, new), (Some(o), Some(n)) if reload::same_connection(o, n))
+                });
                 log::info!(
                     "configuration reloaded: {} kept, {} restarted, {} stopped, {} started",
                     plan.keep.len(),
@@ -277,7 +471,7 @@ impl Supervisor {
                 }
                 self.shared.outputs.lock().set_accounts(&new);
                 self.config = new;
-                self.apply(plan)?;
+                self.reconcile()?;
             }
         }
         let status = self.shared.status.summary();
@@ -285,16 +479,55 @@ impl Supervisor {
         Ok(())
     }
 
-    fn apply(&mut self, plan: reload::Plan) -> std::io::Result<()> {
-        for key in plan.stop {
-            self.retire(&key);
+    /// Makes the running watchers those the config and what was learnt call for
+    /// (src/daemon/budget.rs): stops the ones no longer wanted (or whose account's
+    /// connection settings or mailboxes changed) and starts the missing ones, except where
+    /// a stopped watcher of the same mailbox has not exited yet: that one starts when it
+    /// has (see [`Supervisor::exited`]).
+    fn reconcile(&mut self) -> std::io::Result<()> {
+        let mut want: Vec<(Key, Arc<Account>, Vec<String>)> = Vec::new();
+        for account in &self.config.accounts {
+            let a = self.assignment(account);
+            for m in a.own {
+                want.push((
+                    (account.name.clone(), m.clone()),
+                    Arc::clone(account),
+                    vec![m],
+                ));
+            }
+            if !a.shared.is_empty() {
+                want.push((
+                    (account.name.clone(), SHARED_KEY.to_owned()),
+                    Arc::clone(account),
+                    a.shared,
+                ));
+            }
         }
-        for (key, account) in plan.restart {
-            self.retire(&key);
-            self.start(key, account)?;
+        let stale: Vec<Key> = self
+            .running
+            .iter()
+            .filter(|(key, r)| match want.iter().find(|(k, _, _)| k == *key) {
+                None => true,
+                Some((_, account, mailboxes)) => {
+                    !reload::same_connection(&r.account, account) || r.mailboxes != *mailboxes
+                }
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &stale {
+            self.retire(key);
         }
-        for (key, account) in plan.start {
-            self.start(key, account)?;
+        for (key, account, mailboxes) in want {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let busy = self.retiring.iter().any(|r| {
+                same_state_files(&r.account, &account)
+                    && r.mailboxes.iter().any(|m| mailboxes.contains(m))
+            });
+            if !busy {
+                self.start(key, account, mailboxes)?;
+            }
         }
         Ok(())
     }
@@ -302,21 +535,38 @@ impl Supervisor {
     fn retire(&mut self, key: &Key) {
         if let Some(r) = self.running.remove(key) {
             r.control.stop();
-            self.shared.status.remove(&format!("{}/{}", key.0, key.1));
+            for m in &r.mailboxes {
+                self.shared.status.remove(&format!("{}/{m}", key.0));
+            }
+            self.refused.retain(|k| k != key);
             self.retiring.push(r);
         }
     }
 
-    fn start(&mut self, key: Key, account: Arc<Account>) -> std::io::Result<()> {
+    fn start(
+        &mut self,
+        key: Key,
+        account: Arc<Account>,
+        mailboxes: Vec<String>,
+    ) -> std::io::Result<()> {
         let id = self.next_id;
         self.next_id += 1;
         let control = Arc::new(Control::default());
-        let watcher = Watcher::new(
-            Arc::clone(&account),
-            key.1.clone(),
-            self.shared.clone(),
-            Arc::clone(&control),
-        );
+        let watcher = if key.1 == SHARED_KEY {
+            Watcher::shared(
+                Arc::clone(&account),
+                mailboxes.clone(),
+                self.shared.clone(),
+                Arc::clone(&control),
+            )
+        } else {
+            Watcher::new(
+                Arc::clone(&account),
+                key.1.clone(),
+                self.shared.clone(),
+                Arc::clone(&control),
+            )
+        };
         let events = self.shared.events.clone();
         let exit_key = key.clone();
         let thread = std::thread::Builder::new()
@@ -331,6 +581,7 @@ impl Supervisor {
             Running {
                 id,
                 account,
+                mailboxes,
                 control,
                 thread,
             },
@@ -367,6 +618,13 @@ impl Supervisor {
             log::info!("stopped");
         }
     }
+}
+
+/// Whether two accounts' watchers of one mailbox would keep the same state file (which is
+/// keyed by user, host, port and mailbox: src/mailbox/state.rs), whatever the accounts'
+/// names.
+fn same_state_files(a: &Account, b: &Account) -> bool {
+    a.username == b.username && a.host == b.host && a.port == b.port
 }
 
 /// Joins `thread` if it ends by `deadline`; false if it did not (it is then left to die

@@ -161,16 +161,29 @@ fn notify_set_command(others: &[&str]) -> String {
     let mut command =
         "NOTIFY SET (selected (MessageNew (UID) MessageExpunge FlagChange))".to_owned();
     if !others.is_empty() {
-        let names: Vec<String> = others
-            .iter()
-            .map(|m| format!("\"{}\"", m.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect();
+        let names: Vec<String> = others.iter().map(|m| quoted(m)).collect();
         command.push_str(&format!(
             " (mailboxes ({}) (MessageNew MessageExpunge))",
             names.join(" ")
         ));
     }
     command
+}
+
+/// `NOTIFY SET (mailboxes (...) (MessageNew))` (RFC 5465 section 6): new mail in any of
+/// `mailboxes` (wire names), reported as `* STATUS`, for a connection that keeps no
+/// mailbox selected between looks. None: `NOTIFY NONE`, no reports at all.
+fn notify_mailboxes_command(mailboxes: &[&str]) -> String {
+    if mailboxes.is_empty() {
+        return "NOTIFY NONE".to_owned();
+    }
+    let names: Vec<String> = mailboxes.iter().map(|m| quoted(m)).collect();
+    format!("NOTIFY SET (mailboxes ({}) (MessageNew))", names.join(" "))
+}
+
+/// An IMAP quoted string (RFC 3501 section 4.3): `"` and `\` escaped.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The UIDNEXT in a `* STATUS` answer, if it has one.
@@ -227,9 +240,11 @@ impl Interrupter {
 pub struct Capabilities {
     pub idle: bool,
     pub id: bool,
-    /// NOTIFY (RFC 5465): one connection could watch every mailbox. Reported by
-    /// `--check --connect`; not used yet.
+    /// NOTIFY (RFC 5465): one connection hears of new mail in every mailbox
+    /// ([`Connection::notify_mailboxes`]).
     pub notify: bool,
+    /// UNSELECT (RFC 3691): leave a mailbox without CLOSE's implied expunge.
+    pub unselect: bool,
 }
 
 /// EXAMINE's answer, reduced to what the new-mail logic needs.
@@ -403,6 +418,7 @@ pub fn connect(
         idle: caps.has_str("IDLE"),
         id: caps.has_str("ID"),
         notify: caps.has_str("NOTIFY"),
+        unselect: caps.has_str("UNSELECT"),
     };
     drop(caps);
 
@@ -1032,6 +1048,66 @@ impl Connection {
         })
     }
 
+    /// Asks the server (RFC 5465, which it must offer: [`Capabilities::notify`]) to report
+    /// new mail in each of `mailboxes` (wire names) as `* STATUS` with UIDNEXT, during IDLE
+    /// too, while no mailbox is selected: the shared connection's way of hearing of every
+    /// mailbox at once. A report ends IDLE with [`Wake::Changed`];
+    /// [`Connection::take_statuses`] says which mailboxes.
+    ///
+    /// Errors: [`ImapError::Refused`] if the server answers NO (RFC 5465 section 5.3:
+    /// `[NOTIFICATIONOVERFLOW]`, or a mailbox it cannot watch).
+    pub fn notify_mailboxes(&mut self, mailboxes: &[&str]) -> Result<(), ImapError> {
+        let command = notify_mailboxes_command(mailboxes);
+        let result = self.session.run_command_and_check_ok(&command);
+        self.drain_unsolicited()?;
+        result.map_err(|e| match e {
+            imap::Error::No(no) => ImapError::Refused {
+                context: "NOTIFY SET",
+                reason: no.information,
+            },
+            e => self.failed("NOTIFY SET", e),
+        })
+    }
+
+    /// `STATUS <mailbox> (UIDNEXT UIDVALIDITY)` (RFC 3501 section 6.3.10): whether a
+    /// mailbox that is not selected has new mail, without selecting it. `exists` is left
+    /// 0. A mailbox the server refuses (gone, renamed) is [`ImapError::Mailbox`].
+    pub fn status(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
+        let mb = match self.session.status(wire_name, "(UIDNEXT UIDVALIDITY)") {
+            Ok(mb) => mb,
+            Err(imap::Error::No(no)) => {
+                return Err(ImapError::Mailbox {
+                    mailbox: display.to_owned(),
+                    reason: no.information,
+                })
+            }
+            Err(e) => return Err(self.failed("STATUS", e)),
+        };
+        self.drain_unsolicited()?;
+        Ok(MailboxStatus {
+            exists: 0,
+            uid_validity: mb.uid_validity,
+            uid_next: mb.uid_next,
+        })
+    }
+
+    /// Leaves the selected mailbox: UNSELECT (RFC 3691) where offered, else CLOSE, which
+    /// expunges nothing in a mailbox opened with EXAMINE (RFC 3501 section 6.4.2).
+    pub fn unselect(&mut self) -> Result<(), ImapError> {
+        let result = if self.capabilities.unselect {
+            self.session.run_command_and_check_ok("UNSELECT")
+        } else {
+            self.session.close()
+        };
+        if let Err(e) = result {
+            return Err(self.failed("UNSELECT", e));
+        }
+        self.drain_unsolicited()?;
+        // What was reported about the mailbox just left is not about the next one.
+        self.changed = false;
+        Ok(())
+    }
+
     /// The mailboxes NOTIFY reported new mail in since the last call (wire names, with the
     /// UIDNEXT they reported, if any), and forgets them.
     pub fn take_statuses(&mut self) -> BTreeMap<String, Option<u32>> {
@@ -1042,6 +1118,15 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_for_a_shared_connection_asks_for_new_mail_only() {
+        assert_eq!(
+            notify_mailboxes_command(&["Lists", "a\"b"]),
+            "NOTIFY SET (mailboxes (\"Lists\" \"a\\\"b\") (MessageNew))"
+        );
+        assert_eq!(notify_mailboxes_command(&[]), "NOTIFY NONE");
+    }
 
     #[test]
     fn notify_set_names_the_other_mailboxes_quoted() {

@@ -82,6 +82,32 @@ pub fn start(previous: Option<Cursor>, uid_validity: u32, uid_next: u32, reporte
     }
 }
 
+/// Whether a mailbox watched over the shared connection needs a look (EXAMINE and
+/// fetch), given what STATUS or a NOTIFY report said (RFC 3501 section 6.3.10, RFC 5465
+/// section 5.1): UIDVALIDITY and UIDNEXT, either possibly missing. `cursor` is where the
+/// mailbox's announcements stand; `looked_up_to` is the UIDNEXT the last look saw, which
+/// can be above the cursor when the newest mail was expunged before it was fetched (so
+/// that mailbox is not looked at again and again for nothing).
+///
+/// A report without UIDNEXT, a different UIDVALIDITY, a UIDNEXT that went back, or no
+/// cursor at all: look. Otherwise only a UIDNEXT past both.
+pub fn needs_look(
+    cursor: Option<Cursor>,
+    looked_up_to: u64,
+    uid_validity: Option<u32>,
+    uid_next: Option<u32>,
+) -> bool {
+    let (Some(cursor), Some(uid_next)) = (cursor, uid_next) else {
+        return true;
+    };
+    if uid_validity.is_some_and(|v| v != cursor.uid_validity) {
+        return true;
+    }
+    let uid_next = u64::from(uid_next);
+    uid_next < cursor.next_uid.min(u64::from(u32::MAX))
+        || uid_next > cursor.next_uid.max(looked_up_to)
+}
+
 /// Splits a `UID FETCH next:* (UID FLAGS)` answer into pieces, in ascending UID order, each
 /// holding at most `max_unseen` unread messages (and any read ones among them), so that
 /// each piece's headers are one bounded fetch and the cursor can be saved after each.
@@ -153,6 +179,34 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_answer_calls_for_a_look_only_when_something_may_be_new() {
+        let c = Cursor {
+            uid_validity: 7,
+            next_uid: 10,
+        };
+        // Nothing new.
+        assert!(!needs_look(Some(c), 0, Some(7), Some(10)));
+        assert!(!needs_look(Some(c), 10, None, Some(10)));
+        // New mail.
+        assert!(needs_look(Some(c), 0, Some(7), Some(11)));
+        // The newest mail was expunged before it was fetched: not looked at again...
+        assert!(!needs_look(Some(c), 12, Some(7), Some(12)));
+        // ...until more comes.
+        assert!(needs_look(Some(c), 12, Some(7), Some(13)));
+        // UIDVALIDITY changed, UIDNEXT went back, no UIDNEXT, no cursor: look.
+        assert!(needs_look(Some(c), 0, Some(8), Some(10)));
+        assert!(needs_look(Some(c), 0, Some(7), Some(9)));
+        assert!(needs_look(Some(c), 0, Some(7), None));
+        assert!(needs_look(None, 0, Some(7), Some(10)));
+        // Past the last UID: the cursor is 2^32 and UIDNEXT cannot follow it.
+        let end = Cursor {
+            uid_validity: 7,
+            next_uid: 1 << 32,
+        };
+        assert!(!needs_look(Some(end), 0, Some(7), Some(u32::MAX)));
+    }
 
     fn unseen(uid: u32) -> Seen {
         Seen { uid, seen: false }

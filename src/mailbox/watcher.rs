@@ -20,7 +20,9 @@ use crate::event::Event;
 use crate::imap::mutf7;
 use crate::imap::stream::StopSignal;
 use crate::imap::tolerant::Note;
-use crate::imap::{self, Connection, Headers, ImapError, Interrupter, Wake, HEADER_BATCH};
+use crate::imap::{
+    self, Connection, Headers, ImapError, Interrupter, MailboxStatus, Wake, HEADER_BATCH,
+};
 use crate::mailbox::backoff::Backoff;
 use crate::mailbox::credentials::{self, CredentialError};
 use crate::mailbox::newmail::{self, Baseline, Cursor, Seen, Start};
@@ -209,13 +211,21 @@ enum Failure {
     Limit(Option<u32>),
 }
 
+/// The [`Kind`] of an IMAP failure, for "log once per change of state".
+fn e_kind(e: &ImapError) -> Kind {
+    if e.is_connection_limit() {
+        Kind::Limit
+    } else {
+        Kind::Imap(std::mem::discriminant(e))
+    }
+}
+
 impl WatchError {
     /// What went wrong, without the details that change from one attempt to the next
     /// (server timings, addresses): two failures of the same kind are the same state.
     fn kind(&self) -> Kind {
         match self {
-            WatchError::Imap(e) if e.is_connection_limit() => Kind::Limit,
-            WatchError::Imap(e) => Kind::Imap(std::mem::discriminant(e)),
+            WatchError::Imap(e) => e_kind(e),
             WatchError::Credentials(_) => Kind::Credentials,
             WatchError::Reconnect => Kind::Reconnect,
         }
@@ -270,7 +280,34 @@ pub struct Watcher {
     /// UIDs whose headers are being fetched right now: if the session dies meanwhile, each
     /// has used an attempt.
     in_flight: Vec<u32>,
+    /// The shared connection's mailboxes (empty for a mailbox with a connection of its
+    /// own): each keeps its own cursor, state file and failure reports; this watcher
+    /// only owns the connection they take turns on. See [`Watcher::shared_session`].
+    members: Vec<Watcher>,
+    /// The UIDNEXT this mailbox's last look saw (shared connection only): see
+    /// [`newmail::needs_look`].
+    looked_up_to: u64,
+    /// Until when a member whose mailbox the server refused is left alone.
+    absent_until: Option<Instant>,
+    /// A member watched through NOTIFY (else checked by STATUS every
+    /// `poll_interval_secs`).
+    by_notify: bool,
+    /// Sweeps in a row that found mail in this member that NOTIFY had not reported.
+    unreported: u32,
+    /// NOTIFY stayed silent about this member's new mail: checked by STATUS for the rest
+    /// of the watcher's life.
+    notify_distrusted: bool,
 }
+
+/// The thread and log name of an account's shared connection: `account/(shared)`. The
+/// supervisor keys it apart from any mailbox ([`crate::event::SHARED_KEY`]).
+pub const SHARED_LABEL: &str = "(shared)";
+/// How often the shared connection asks STATUS of every mailbox even though NOTIFY would
+/// report news: some servers advertise NOTIFY and never send a thing (imapfilter PR
+/// #314). A mailbox found twice in a row with mail NOTIFY did not report is polled.
+const NOTIFY_SWEEP: Duration = Duration::from_secs(15 * 60);
+/// Looks in a row at one mailbox when mail keeps arriving while it is being looked at.
+const LOOKS_IN_A_ROW: u32 = 3;
 
 impl Watcher {
     pub fn new(
@@ -302,6 +339,40 @@ impl Watcher {
             warned: Vec::new(),
             failing: std::collections::BTreeMap::new(),
             in_flight: Vec::new(),
+            members: Vec::new(),
+            looked_up_to: 0,
+            absent_until: None,
+            by_notify: false,
+            unreported: 0,
+            notify_distrusted: false,
+        }
+    }
+
+    /// The watcher of an account's shared connection: one connection, one thread, for
+    /// every mailbox in `mailboxes` (at least one). New mail is heard of through NOTIFY
+    /// (RFC 5465) where the server offers it and IDLE, else by STATUS every
+    /// `poll_interval_secs`; either way a mailbox with news is EXAMINEd, its new mail
+    /// fetched and announced as by a watcher of its own, and left again.
+    pub fn shared(
+        account: Arc<Account>,
+        mailboxes: Vec<String>,
+        shared: Shared,
+        control: Arc<Control>,
+    ) -> Self {
+        let members = mailboxes
+            .into_iter()
+            .map(|m| {
+                Watcher::new(
+                    Arc::clone(&account),
+                    m,
+                    shared.clone(),
+                    Arc::new(Control::default()),
+                )
+            })
+            .collect();
+        Watcher {
+            members,
+            ..Watcher::new(account, SHARED_LABEL.to_owned(), shared, control)
         }
     }
 
@@ -312,9 +383,22 @@ impl Watcher {
 
     /// Updates this watcher's row in the status table; a change of phase is worth a new
     /// systemd STATUS= line.
-    fn set_status(&self, f: impl FnOnce(&mut Row)) {
-        if self.status.update(&self.key(), f) {
+    fn set_status(&self, f: impl Fn(&mut Row)) {
+        let mut changed = false;
+        for key in self.row_keys() {
+            changed |= self.status.update(&key, &f);
+        }
+        if changed {
             let _ = self.events.send(Event::StatusChanged);
+        }
+    }
+
+    /// The status table rows this watcher keeps: its mailbox's, or its members'.
+    fn row_keys(&self) -> Vec<String> {
+        if self.members.is_empty() {
+            vec![self.key()]
+        } else {
+            self.members.iter().map(Watcher::key).collect()
         }
     }
 
@@ -328,6 +412,9 @@ impl Watcher {
             // Whatever ended the session, its connection goes now, not after the backoff.
             self.control.release();
             self.session_died_reading();
+            for member in &mut self.members {
+                member.session_died_reading();
+            }
             if self.control.stopping() {
                 break;
             }
@@ -369,15 +456,17 @@ impl Watcher {
                 r.phase = Phase::Retrying;
                 r.connected_since = None;
                 r.next_retry = Some(SystemTime::now() + delay);
-                if let Some(m) = message {
-                    r.last_error = Some((SystemTime::now(), m));
+                if let Some(m) = &message {
+                    r.last_error = Some((SystemTime::now(), m.clone()));
                 }
             });
             if self.control.sleep(delay) == Sleep::Stop {
                 break;
             }
         }
-        self.status.remove(&key);
+        for row in self.row_keys() {
+            self.status.remove(&row);
+        }
         if self.limited {
             // Stopped while waiting for a connection: no longer waiting, nothing to announce.
             self.outputs
@@ -399,6 +488,17 @@ impl Watcher {
         let mut outputs = self.outputs.lock();
         match failure {
             Failure::Limit(cap) => {
+                // The supervisor may make room: fewer connections, more mailboxes on the
+                // shared one (src/daemon/budget.rs).
+                let unit = if self.members.is_empty() {
+                    self.mailbox.clone()
+                } else {
+                    crate::event::SHARED_KEY.to_owned()
+                };
+                let _ = self.events.send(Event::ConnectionLimit {
+                    key: (self.account.name.clone(), unit),
+                    cap,
+                });
                 self.limited = true;
                 outputs.connection_limited(&self.account.name, &self.key(), message, &retry, cap);
             }
@@ -431,6 +531,8 @@ impl Watcher {
             self.outputs
                 .lock()
                 .connection_free(&self.account.name, &self.key(), true);
+        } else {
+            self.outputs.lock().account_connected(&self.account.name);
         }
         if self.last_failure.take().is_some() {
             log::info!(
@@ -512,22 +614,20 @@ impl Watcher {
         }
         drop(password);
         self.outputs.lock().login_ok(&self.account.name);
+        // What the server offers decides how the account's mailboxes share connections.
+        let _ = self.events.send(Event::Capabilities {
+            account: self.account.name.clone(),
+            notify: conn.capabilities.notify && conn.capabilities.idle,
+        });
+        if !self.members.is_empty() {
+            return self.shared_session(conn);
+        }
 
         let status = conn.examine(&self.wire_mailbox, &self.mailbox);
         self.report_notes(&mut conn);
         let status = status?;
         self.report_recovery();
-        // UIDVALIDITY is mandatory (RFC 3501); a server that omits it gets a constant, which
-        // still lets a reconnect resume.
-        let uid_validity = status.uid_validity.unwrap_or(0);
-        let uid_next = match status.uid_next {
-            Some(n) => n,
-            None if status.exists == 0 => 1,
-            None => highest_uid(&mut conn)?.map_or(1, |u| u.saturating_add(1)),
-        };
-        let previous = self.saved_cursor();
-        let start = newmail::start(previous, uid_validity, uid_next, status.uid_next.is_some());
-        self.cursor = Some(start.cursor());
+        self.examined(&mut conn, status, Instant::now(), true)?;
         let mode = if conn.capabilities.idle {
             "IDLE".to_owned()
         } else {
@@ -536,24 +636,6 @@ impl Watcher {
                 self.account.poll_interval.as_secs()
             )
         };
-        match start {
-            Start::Baseline { why, .. } => {
-                match why {
-                    Baseline::First => {}
-                    Baseline::ValidityChanged => log::warn!(
-                        "{key}: UIDVALIDITY changed ({} -> {uid_validity}); mail already there is not announced again",
-                        previous.map_or(0, |c| c.uid_validity)
-                    ),
-                    Baseline::UidNextWentBack => log::warn!(
-                        "{key}: the server's UIDNEXT ({uid_next}) is below the next UID mailpushd expected ({}) with UIDVALIDITY unchanged (a server restored from a backup?); starting afresh from UIDNEXT, mail already there is not announced",
-                        previous.map_or(0, |c| c.next_uid)
-                    ),
-                }
-                self.failing.clear();
-                self.save();
-            }
-            Start::Resume(_) => self.check(&mut conn, Instant::now(), true)?,
-        }
         log::info!("watching {key} ({mode})");
         let idle = conn.capabilities.idle;
         self.set_status(|r| {
@@ -649,6 +731,405 @@ impl Watcher {
             // discarded by the crate, so ask the server what is new since the cursor.
             self.check(&mut conn, woke, false)?;
         }
+    }
+
+    /// The shared connection's session, once logged in: every member is looked at (a
+    /// catch-up, as after any reconnect), then news is awaited: through NOTIFY and IDLE
+    /// where the server offers both, else by STATUS of every member every
+    /// `poll_interval_secs`. A member NOTIFY is not trusted with (see
+    /// [`Watcher::by_notify`]) is checked by STATUS on that schedule alongside. A member
+    /// whose mailbox the server refuses is left alone for `reconnect_max_secs` and costs
+    /// only itself; a failure of the connection ends the session for all, to be retried as
+    /// any watcher's.
+    fn shared_session(&mut self, mut conn: Connection) -> Result<(), WatchError> {
+        let key = self.key();
+        self.sweep(&mut conn, true, |_| true)?;
+        // Only now: a server at its limit may accept the login and refuse every command
+        // after it (Outlook's "User is authenticated but not connected").
+        self.report_recovery();
+        let offered = conn.capabilities.notify && conn.capabilities.idle;
+        for m in &mut self.members {
+            m.by_notify = offered && m.notify_trusted();
+        }
+        let mut notified: Vec<String> = Vec::new();
+        if !self.renew_notify(&mut conn, &mut notified)? {
+            for m in &mut self.members {
+                m.by_notify = false;
+            }
+        }
+        for m in self.members.iter().filter(|m| m.absent_until.is_none()) {
+            log::info!(
+                "watching {} (shared connection, {})",
+                m.key(),
+                m.how(&self.account)
+            );
+        }
+        self.set_member_phases();
+        let mut last_sweep = Instant::now();
+        let mut last_poll = Instant::now();
+        let mut quick_ends = 0u32;
+        loop {
+            if self.control.stopping() {
+                conn.logout();
+                return Ok(());
+            }
+            let notify = self.members.iter().any(|m| m.by_notify);
+            let polled = self.members.iter().any(|m| !m.by_notify);
+            let mut woke = Instant::now();
+            let mut reported = conn.take_statuses();
+            if reported.is_empty() {
+                let until_poll = if polled {
+                    self.account
+                        .poll_interval
+                        .saturating_sub(last_poll.elapsed())
+                } else {
+                    Duration::MAX
+                };
+                if notify {
+                    let until_sweep = NOTIFY_SWEEP.saturating_sub(last_sweep.elapsed());
+                    let wait = self
+                        .account
+                        .idle_refresh
+                        .min(until_sweep)
+                        .min(until_poll)
+                        .max(Duration::from_secs(1));
+                    let idle_started = Instant::now();
+                    let wake = conn.idle(wait, false);
+                    self.report_notes(&mut conn);
+                    if self.control.take_reconnect() {
+                        return Err(WatchError::Reconnect);
+                    }
+                    match wake? {
+                        Wake::Changed { at } => woke = at,
+                        Wake::Unexpected(line) => self.warn_once(format!(
+                            "{key}: unexpected server response during IDLE: {}",
+                            decode::one_line(&line)
+                        )),
+                        Wake::EndedByServer if idle_started.elapsed() < QUICK_END => {
+                            quick_ends += 1;
+                            if quick_ends >= QUICK_ENDS_TO_POLL {
+                                log::warn!(
+                                    "{key}: the server ends every IDLE at once; checking every {}s instead",
+                                    self.account.poll_interval.as_secs()
+                                );
+                                for m in &mut self.members {
+                                    m.by_notify = false;
+                                }
+                                self.set_member_phases();
+                            }
+                        }
+                        Wake::EndedByServer | Wake::Refresh | Wake::Silence => quick_ends = 0,
+                    }
+                    reported = conn.take_statuses();
+                } else {
+                    match self.control.sleep(until_poll) {
+                        Sleep::Stop => {
+                            conn.logout();
+                            return Ok(());
+                        }
+                        Sleep::Reconnect => return Err(WatchError::Reconnect),
+                        Sleep::Elapsed => {}
+                    }
+                }
+            }
+            for (wire, uid_next) in reported {
+                let Some(i) = self.members.iter().position(|m| m.wire_mailbox == wire) else {
+                    continue;
+                };
+                let m = &mut self.members[i];
+                m.unreported = 0;
+                if m.absent_until.is_none() && m.wants_look(None, uid_next) {
+                    self.look(i, &mut conn, woke, false)?;
+                }
+            }
+            if notify && last_sweep.elapsed() >= NOTIFY_SWEEP {
+                // Every member: NOTIFY's too, to catch a server that stays silent.
+                let found = self.sweep(&mut conn, false, |_| true)?;
+                last_sweep = Instant::now();
+                last_poll = last_sweep;
+                self.distrust_silent(&found);
+                self.renew_notify(&mut conn, &mut notified)?;
+            } else if polled && last_poll.elapsed() >= self.account.poll_interval {
+                self.sweep(&mut conn, false, |m| !m.by_notify)?;
+                last_poll = Instant::now();
+                if notify {
+                    // A member that came back is watched by NOTIFY from now on.
+                    self.renew_notify(&mut conn, &mut notified)?;
+                }
+            }
+        }
+    }
+
+    /// After a sweep that found mail in `found` (mailbox names): a member watched by
+    /// NOTIFY that had mail NOTIFY never reported, at two sweeps in a row (one could be
+    /// a report still on its way), is checked by STATUS from now on, and that is said.
+    fn distrust_silent(&mut self, found: &[String]) {
+        let key = self.key();
+        let poll = self.account.poll_interval.as_secs();
+        let mut changed = false;
+        for m in self.members.iter_mut().filter(|m| m.by_notify) {
+            if !found.contains(&m.mailbox) {
+                m.unreported = 0;
+                continue;
+            }
+            m.unreported += 1;
+            if m.unreported >= 2 {
+                log::warn!(
+                    "{key}: the server offers NOTIFY but did not report new mail in {}; checking it every {poll}s instead",
+                    m.key()
+                );
+                m.by_notify = false;
+                m.notify_distrusted = true;
+                changed = true;
+            }
+        }
+        if changed {
+            self.set_member_phases();
+        }
+    }
+
+    /// Sends NOTIFY SET for the members watched by NOTIFY that the server did not
+    /// refuse, if that set changed since `notified` (none: nothing sent). False if the
+    /// server refused NOTIFY: every member is then checked by STATUS.
+    fn renew_notify(
+        &mut self,
+        conn: &mut Connection,
+        notified: &mut Vec<String>,
+    ) -> Result<bool, ImapError> {
+        let present: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.by_notify && m.absent_until.is_none())
+            .map(|m| m.wire_mailbox.clone())
+            .collect();
+        if present == *notified {
+            return Ok(true);
+        }
+        let names: Vec<&str> = present.iter().map(String::as_str).collect();
+        let result = conn.notify_mailboxes(&names);
+        self.report_notes(conn);
+        match result {
+            Ok(()) => {
+                *notified = present;
+                Ok(true)
+            }
+            Err(ImapError::Refused { reason, .. }) => {
+                log::warn!(
+                    "{}: the server refused NOTIFY ({}); checking every {}s instead",
+                    self.key(),
+                    decode::one_line(&reason),
+                    self.account.poll_interval.as_secs()
+                );
+                for m in &mut self.members {
+                    m.by_notify = false;
+                }
+                self.set_member_phases();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether NOTIFY can be trusted to report new mail in this member's mailbox. Not
+    /// after it stayed silent about some ([`Watcher::distrust_silent`]), and not for a
+    /// name outside printable ASCII (modified UTF-7 on the wire, RFC 3501 section 5.1.3):
+    /// Dovecot 2.3.19 accepts such a name in NOTIFY SET and never reports it (with
+    /// `personal` it reports it under a garbled name), as tested here.
+    fn notify_trusted(&self) -> bool {
+        !self.notify_distrusted && !self.wire_mailbox.contains('&')
+    }
+
+    /// How this member is watched, for the log.
+    fn how(&self, account: &Account) -> String {
+        let poll = account.poll_interval.as_secs();
+        if self.by_notify {
+            "new mail reported by NOTIFY".to_owned()
+        } else if self.wire_mailbox.contains('&') && !self.notify_distrusted {
+            format!("checked by STATUS every {poll}s: NOTIFY is not relied on for non-ASCII names")
+        } else {
+            format!("checked by STATUS every {poll}s")
+        }
+    }
+
+    /// Marks each member the server did not refuse as watched: by NOTIFY (idling) or by
+    /// STATUS (polling).
+    fn set_member_phases(&self) {
+        for m in self.members.iter().filter(|m| m.absent_until.is_none()) {
+            let notify = m.by_notify;
+            m.set_status(|r| {
+                r.phase = if notify {
+                    Phase::Idling
+                } else {
+                    Phase::Polling
+                };
+                r.next_retry = None;
+                if r.connected_since.is_none() {
+                    r.connected_since = Some(SystemTime::now());
+                }
+            });
+        }
+    }
+
+    /// STATUS of the members `which` selects and the server did not refuse, and a look at
+    /// each that has news. Returns the members that had some. `catching_up`: the first
+    /// sweep of a session, whose finds are a catch-up (one summary past `catch_up_max`).
+    fn sweep(
+        &mut self,
+        conn: &mut Connection,
+        catching_up: bool,
+        which: impl Fn(&Watcher) -> bool,
+    ) -> Result<Vec<String>, ImapError> {
+        let mut found = Vec::new();
+        for i in 0..self.members.len() {
+            let m = &self.members[i];
+            if !which(m) || m.absent_until.is_some_and(|t| Instant::now() < t) {
+                continue;
+            }
+            let status = conn.status(&m.wire_mailbox, &m.mailbox);
+            self.report_notes(conn);
+            let status = match status {
+                Err(e @ ImapError::Mailbox { .. }) => {
+                    self.member_absent(i, &e);
+                    continue;
+                }
+                other => other?,
+            };
+            let m = &mut self.members[i];
+            if m.absent_until.take().is_some() {
+                m.report_recovery();
+                log::info!(
+                    "watching {} (shared connection, {})",
+                    m.key(),
+                    m.how(&self.account)
+                );
+                let notify = m.by_notify;
+                m.set_status(|r| {
+                    r.phase = if notify {
+                        Phase::Idling
+                    } else {
+                        Phase::Polling
+                    }
+                });
+            }
+            if m.wants_look(status.uid_validity, status.uid_next) {
+                found.push(m.mailbox.clone());
+                self.look(i, conn, Instant::now(), catching_up)?;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Looks at member `i`: EXAMINE, catch up from its cursor, leave it. Then asks STATUS
+    /// again, because mail that arrives while a mailbox is selected may be reported for
+    /// the selected mailbox only (RFC 5465 section 5.2), not as the STATUS NOTIFY sends
+    /// for the others; while there is more, looks again, at most [`LOOKS_IN_A_ROW`]
+    /// times (the next sweep or report brings the rest).
+    fn look(
+        &mut self,
+        i: usize,
+        conn: &mut Connection,
+        woke: Instant,
+        catching_up: bool,
+    ) -> Result<(), ImapError> {
+        for _ in 0..LOOKS_IN_A_ROW {
+            let m = &mut self.members[i];
+            let status = conn.examine(&m.wire_mailbox, &m.mailbox);
+            m.report_notes(conn);
+            let status = match status {
+                Err(e @ ImapError::Mailbox { .. }) => {
+                    self.member_absent(i, &e);
+                    return Ok(());
+                }
+                other => other?,
+            };
+            m.report_recovery();
+            m.examined(conn, status, woke, catching_up)?;
+            conn.unselect()?;
+            let m = &self.members[i];
+            let after = conn.status(&m.wire_mailbox, &m.mailbox);
+            self.report_notes(conn);
+            let after = match after {
+                Err(e @ ImapError::Mailbox { .. }) => {
+                    self.member_absent(i, &e);
+                    return Ok(());
+                }
+                other => other?,
+            };
+            if !self.members[i].wants_look(after.uid_validity, after.uid_next) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Member `i`'s mailbox was refused (gone, renamed, not allowed): said as for a watcher
+    /// of its own, and the member is left alone for `reconnect_max_secs`; the others carry
+    /// on.
+    fn member_absent(&mut self, i: usize, e: &ImapError) {
+        let delay = self.account.reconnect_max;
+        let m = &mut self.members[i];
+        let message = format!("{}: {}", m.key(), decode::controls_escaped(&e.to_string()));
+        m.report_failure(&message, Failure::Mailbox, e_kind(e), delay);
+        m.absent_until = Some(Instant::now() + delay);
+        m.set_status(|r| {
+            r.phase = Phase::Retrying;
+            r.next_retry = Some(SystemTime::now() + delay);
+            r.last_error = Some((SystemTime::now(), message.clone()));
+        });
+    }
+
+    /// Whether this member needs a look, given what STATUS or NOTIFY said.
+    fn wants_look(&mut self, uid_validity: Option<u32>, uid_next: Option<u32>) -> bool {
+        if !self.state_loaded {
+            self.cursor = self.saved_cursor();
+        }
+        newmail::needs_look(self.cursor, self.looked_up_to, uid_validity, uid_next)
+    }
+
+    /// After EXAMINE: where to start from (the saved cursor, or a baseline), then the
+    /// catch-up: what arrived while nobody watched is announced (as one summary past
+    /// `catch_up_max`).
+    fn examined(
+        &mut self,
+        conn: &mut Connection,
+        status: MailboxStatus,
+        woke: Instant,
+        catching_up: bool,
+    ) -> Result<(), ImapError> {
+        let key = self.key();
+        // UIDVALIDITY is mandatory (RFC 3501); a server that omits it gets a constant, which
+        // still lets a reconnect resume.
+        let uid_validity = status.uid_validity.unwrap_or(0);
+        let uid_next = match status.uid_next {
+            Some(n) => n,
+            None if status.exists == 0 => 1,
+            None => highest_uid(conn)?.map_or(1, |u| u.saturating_add(1)),
+        };
+        let previous = self.saved_cursor();
+        let start = newmail::start(previous, uid_validity, uid_next, status.uid_next.is_some());
+        self.cursor = Some(start.cursor());
+        match start {
+            Start::Baseline { why, .. } => {
+                match why {
+                    Baseline::First => {}
+                    Baseline::ValidityChanged => log::warn!(
+                        "{key}: UIDVALIDITY changed ({} -> {uid_validity}); mail already there is not announced again",
+                        previous.map_or(0, |c| c.uid_validity)
+                    ),
+                    Baseline::UidNextWentBack => log::warn!(
+                        "{key}: the server's UIDNEXT ({uid_next}) is below the next UID mailpushd expected ({}) with UIDVALIDITY unchanged (a server restored from a backup?); starting afresh from UIDNEXT, mail already there is not announced",
+                        previous.map_or(0, |c| c.next_uid)
+                    ),
+                }
+                self.failing.clear();
+                self.save();
+            }
+            Start::Resume(_) => self.check(conn, woke, catching_up)?,
+        }
+        if let Some(uid_next) = status.uid_next {
+            self.looked_up_to = u64::from(uid_next);
+        }
+        Ok(())
     }
 
     /// Fetches everything from the cursor on, announces what is new and unread, and saves

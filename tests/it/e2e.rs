@@ -112,9 +112,16 @@ fn starttls_works_and_a_chinese_mailbox_name_is_watched() {
         rig.dovecot.create_mailbox(&wire);
         let accounts = rig.dovecot.account_toml("home", "starttls").replace(
             "mailboxes = [\"INBOX\"]",
-            "mailboxes = [\"INBOX\", \"工作\"]",
+            "mailboxes = [\"INBOX\", \"工作\"]\npoll_interval_secs = 1",
         );
-        let _daemon = rig.daemon(&accounts, &["home/INBOX", "home/工作"]);
+        let daemon = rig.daemon(&accounts, &["home/INBOX", "home/工作"]);
+        // On the shared connection, checked by STATUS: Dovecot's NOTIFY never reports a
+        // mailbox whose name is not ASCII (src/mailbox/watcher.rs, `notify_trusted`).
+        daemon.wait_for_output(
+            WAIT,
+            "watching home/工作 (shared connection, checked by STATUS every 1s: NOTIFY is not \
+             relied on for non-ASCII names)",
+        );
 
         rig.dovecot
             .append(&wire, &message("filed at work", "boss@example.com"));

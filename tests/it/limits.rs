@@ -1,20 +1,24 @@
-//! The server's per-user connection limit (issue 14, part 3): a refusal for the limit is
-//! told from a wrong password, said once per account in words, and not retried sooner than
-//! the backoff cap. Against the real Dovecot with `mail_max_userip_connections` lowered.
+//! The server's per-user connection limit (issue 14, parts 2 and 3): a refusal for the
+//! limit is told from a wrong password, said once per account in words, not retried sooner
+//! than the backoff cap, and lowers the account's connection budget so that every mailbox
+//! is still watched. Against the real Dovecot with `mail_max_userip_connections` lowered
+//! and NOTIFY hidden.
 
 use std::time::Duration;
 
 use crate::support::dovecot::{message, DovecotOptions};
 use crate::support::rig::{subjects, Rig, WAIT};
-use crate::support::with_timeout;
+use crate::support::{wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 #[test]
 fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() {
     with_timeout(LIMIT, || {
+        // Without NOTIFY every mailbox the budget allows gets a connection of its own.
         let rig = Rig::start(DovecotOptions {
             mail_max_userip_connections: 2,
+            notify: false,
             ..DovecotOptions::default()
         });
         for name in ["A", "B", "C"] {
@@ -23,9 +27,10 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
         let account = rig.dovecot.account_toml("main", "implicit");
         let two = account.replace("mailboxes = [\"INBOX\"]", "mailboxes = [\"INBOX\", \"A\"]");
         let daemon = rig.daemon(&two, &["main/INBOX", "main/A"]);
-        // Two more mailboxes: their watchers are refused for the limit. (Dovecot counts a
-        // session once it is logged in, so logins at the same instant can all pass: the
-        // reload makes the order certain.)
+        // Two more mailboxes: within the default budget (5), so they get connections of
+        // their own, which the server refuses. (Dovecot counts a session once it is logged
+        // in, so logins at the same instant can all pass: the reload makes the order
+        // certain.)
         let four = account.replace(
             "mailboxes = [\"INBOX\"]",
             "mailboxes = [\"INBOX\", \"A\", \"B\", \"C\"]",
@@ -34,27 +39,36 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
         let next = path.with_extension("new");
         std::fs::write(&next, rig.config(&four)).unwrap();
         std::fs::rename(&next, &path).unwrap();
-        let warned = daemon.wait_for_output(
-            WAIT,
-            "main: the server allows only 2 connections for this account, so main/",
+        let refused =
+            daemon.wait_for_output(WAIT, "main: the server refused a connection for main/");
+        assert!(refused.contains("WARN"), "{refused}");
+        // The server's words, and the cap the refused watcher's retry waits for
+        // (reconnect_max_secs, 300 s by default), not the backoff's first second.
+        assert!(
+            refused.contains("Maximum number of connections"),
+            "{refused}"
         );
-        assert!(warned.contains("WARN"), "{warned}");
-        // The server's words and the cap the retry waits for (reconnect_max_secs, 300 s by
-        // default), not the backoff's first second: no storm against a full server.
-        assert!(warned.contains("Maximum number of connections"), "{warned}");
-        assert!(warned.contains("retrying in 300.0s"), "{warned}");
-        daemon.wait_for_output(
-            WAIT,
-            "also waiting for a free connection (retrying in 300.0s)",
-        );
-        rig.wait_syslog("the server allows only 2 connections for this account");
+        assert!(refused.contains("retrying in 300.0s"), "{refused}");
+        // The budget drops to what the server allows, and the mailboxes that do not fit
+        // move to one shared connection: said once, in words, also to syslog.
+        let moved = "main: the server allows only 2 connections for this account; INBOX on a \
+                     connection of its own (IDLE); 3 mailboxes over one shared connection \
+                     (checked every 120s)";
+        let line = daemon.wait_for_output(WAIT, moved);
+        assert!(line.contains("WARN"), "{line}");
+        rig.wait_syslog(moved);
+        for m in ["A", "B", "C"] {
+            daemon.wait_for_output(
+                WAIT,
+                &format!("watching main/{m} (shared connection, checked by STATUS every 120s)"),
+            );
+        }
 
         // Said once per account, and never as a failed login: no error, no popup.
         let output = daemon.output();
+        assert_eq!(output.matches(moved).count(), 1, "{output}");
         assert_eq!(
-            output
-                .matches("the server allows only 2 connections for this account")
-                .count(),
+            output.matches("the server refused a connection").count(),
             1,
             "{output}"
         );
@@ -65,12 +79,82 @@ fn a_full_connection_limit_is_said_once_and_not_mistaken_for_a_wrong_password() 
             "{:?}",
             rig.notifications.notifications()
         );
+        wait_until(WAIT, "two IMAP sessions", || {
+            (rig.dovecot.connections() == 2).then_some(())
+        });
 
-        // The watched mailboxes still work (mail delivered locally: IMAP is full).
+        // Every mailbox works (mail delivered locally: IMAP is full).
         rig.dovecot
             .deliver("INBOX", &message("within the limit", "sender@example.com"));
         assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["within the limit"]);
         assert!(daemon.try_wait().is_none());
+    });
+}
+
+/// Issue 14's second test: a server that allows 4 connections and offers no NOTIFY, and
+/// twelve mailboxes. The budget (5 by default) is lowered to 4 at the first refusal:
+/// three mailboxes keep IDLE on connections of their own and the other nine are checked
+/// over the shared one every `poll_interval_secs`; mail in every one of them is announced,
+/// once.
+#[test]
+fn twelve_mailboxes_within_four_connections_and_no_notify_are_all_announced() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            mail_max_userip_connections: 4,
+            notify: false,
+            ..DovecotOptions::default()
+        });
+        let mailboxes: Vec<String> = std::iter::once("INBOX".to_owned())
+            .chain((1..=11).map(|i| format!("F{i:02}")))
+            .collect();
+        for m in &mailboxes[1..] {
+            rig.dovecot.create_mailbox(m);
+        }
+        let quoted = |list: &[String]| {
+            list.iter()
+                .map(|m| format!("{m:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let account = |list: &[String]| {
+            format!(
+                "{}poll_interval_secs = 1\n",
+                rig.dovecot.account_toml("main", "implicit").replace(
+                    "mailboxes = [\"INBOX\"]",
+                    &format!("mailboxes = [{}]", quoted(list))
+                )
+            )
+        };
+        // Four first (they fit), so that the refusal of the fifth is certain (see above).
+        let daemon = rig.daemon(
+            &account(&mailboxes[..4]),
+            &["main/INBOX", "main/F01", "main/F02", "main/F03"],
+        );
+        let path = daemon.config_path();
+        let next = path.with_extension("new");
+        std::fs::write(&next, rig.config(&account(&mailboxes))).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let line = daemon.wait_for_output(WAIT, "main: the server allows only ");
+        assert!(
+            line.contains("over one shared connection (checked every 1s)"),
+            "{line}"
+        );
+        for m in &mailboxes[4..] {
+            daemon.wait_for_output(WAIT, &format!("watching main/{m} (shared connection"));
+        }
+        for (i, m) in mailboxes.iter().enumerate() {
+            rig.dovecot
+                .deliver(m, &message(&format!("to {m}"), "a@example.com"));
+            let lines = rig.wait_new_mail(i + 1);
+            assert!(
+                lines[i].contains(&format!("subject=\"to {m}\"")),
+                "{lines:?}"
+            );
+        }
+        assert_eq!(rig.new_mail_lines().len(), 12);
+        assert!(rig.dovecot.connections() <= 4);
+        let output = daemon.output();
+        assert!(!output.contains("ERROR"), "{output}");
     });
 }
 
@@ -106,8 +190,10 @@ fn a_missing_mailbox_named_rate_limit_is_not_reported_as_the_connection_limit() 
 #[test]
 fn a_reload_that_restarts_a_full_account_does_not_lock_itself_out() {
     with_timeout(LIMIT, || {
+        // Without NOTIFY, so that both mailboxes have connections of their own.
         let rig = Rig::start(DovecotOptions {
             mail_max_userip_connections: 2,
+            notify: false,
             ..DovecotOptions::default()
         });
         rig.dovecot.create_mailbox("A");

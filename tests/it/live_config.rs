@@ -264,7 +264,7 @@ fn check_connect_reports_each_mailbox() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{text}");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
         assert!(
             lines[1].starts_with("ok    good/INBOX: localhost:"),
             "{text}"
@@ -273,19 +273,18 @@ fn check_connect_reports_each_mailbox() {
             lines[1].contains("implicit TLS, IDLE, ID; 0 message(s)"),
             "{text}"
         );
-        // What the account costs in connections, and NOTIFY (Dovecot offers it).
+        // NOTIFY (Dovecot offers it), the budget, and how the mailboxes would be watched.
         assert_eq!(
-            lines[2],
-            "      good: 1 connection, one per mailbox (IDLE); the server offers NOTIFY \
-             (RFC 5465), which mailpushd does not use yet",
+            lines[2], "      good: NOTIFY yes; at most 5 connections (max_connections), 1 used",
+            "{text}"
+        );
+        assert_eq!(lines[3], "        own connection (IDLE): INBOX", "{text}");
+        assert!(
+            lines[4].starts_with("FAIL  bad/INBOX: localhost:"),
             "{text}"
         );
         assert!(
-            lines[3].starts_with("FAIL  bad/INBOX: localhost:"),
-            "{text}"
-        );
-        assert!(
-            lines[3].contains("login failed: [AUTHENTICATIONFAILED]"),
+            lines[4].contains("login failed: [AUTHENTICATIONFAILED]"),
             "{text}"
         );
         assert!(!text.contains("not-the-password-91c2"));

@@ -1,6 +1,7 @@
-//! IMAP NOTIFY (RFC 5465) against the real Dovecot, at the session level (issue 14, part 1,
-//! the first step): one connection, INBOX selected, hears of new mail in another mailbox as
-//! `* STATUS`, during IDLE and between commands.
+//! IMAP NOTIFY (RFC 5465) against the real Dovecot (issue 14, part 1): at the session
+//! level (one connection, INBOX selected, hears of new mail in another mailbox as
+//! `* STATUS`, during IDLE and between commands), and the daemon's shared connection that
+//! watches every mailbox but INBOX with it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,10 +9,10 @@ use std::time::{Duration, Instant};
 use mailpushd::imap::{self, Wake};
 
 use crate::support::dovecot::{message, DovecotOptions};
-use crate::support::rig::Rig;
-use crate::support::with_timeout;
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::{wait_until, with_timeout};
 
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(90);
 
 #[test]
 fn one_connection_hears_of_new_mail_in_another_mailbox() {
@@ -71,5 +72,127 @@ fn one_connection_hears_of_new_mail_in_another_mailbox() {
         }
         assert!(conn.take_statuses().is_empty());
         conn.logout();
+    });
+}
+
+/// The twelve mailboxes of the issue's test: INBOX and F01..F11.
+fn twelve() -> Vec<String> {
+    std::iter::once("INBOX".to_owned())
+        .chain((1..=11).map(|i| format!("F{i:02}")))
+        .collect()
+}
+
+/// An account watching `mailboxes`, with `extra` lines.
+fn account_watching(rig: &Rig, mailboxes: &[String], extra: &str) -> String {
+    let list: Vec<String> = mailboxes.iter().map(|m| format!("{m:?}")).collect();
+    let account = rig.dovecot.account_toml("main", "implicit").replace(
+        "mailboxes = [\"INBOX\"]",
+        &format!("mailboxes = [{}]", list.join(", ")),
+    );
+    format!("{account}{extra}\n")
+}
+
+/// Issue 14's first test: twelve mailboxes on one account hold two connections (INBOX's
+/// own, and the shared one that hears of the other eleven through NOTIFY), and mail in
+/// each of them is announced. How fast is measured by scripts/bench (the NOTIFY row).
+#[test]
+fn twelve_mailboxes_take_two_connections_and_each_is_announced() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let mailboxes = twelve();
+        for m in &mailboxes[1..] {
+            rig.dovecot.create_mailbox(m);
+        }
+        let keys: Vec<String> = mailboxes.iter().map(|m| format!("main/{m}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let daemon = rig.daemon(&account_watching(&rig, &mailboxes, ""), &keys);
+        daemon.wait_for_output(
+            WAIT,
+            "main: INBOX on a connection of its own (IDLE); 11 mailboxes over one shared \
+             connection (new mail reported by NOTIFY)",
+        );
+        assert_eq!(
+            daemon.count_output("(shared connection, new mail reported by NOTIFY)"),
+            11,
+            "{}",
+            daemon.output()
+        );
+        wait_until(WAIT, "two IMAP sessions", || {
+            (rig.dovecot.connections() == 2).then_some(())
+        });
+
+        for (i, m) in mailboxes.iter().enumerate() {
+            rig.dovecot
+                .deliver(m, &message(&format!("to {m}"), "a@example.com"));
+            let lines = rig.wait_new_mail(i + 1);
+            assert!(
+                lines[i].contains(&format!("subject=\"to {m}\"")),
+                "{lines:?}"
+            );
+        }
+        // Each once, from its own mailbox, and still two connections.
+        let lines = rig.new_mail_lines();
+        assert_eq!(lines.len(), 12, "{lines:?}");
+        for m in &mailboxes {
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.contains(&format!("subject=\"to {m}\"")))
+                    .count(),
+                1,
+                "{lines:?}"
+            );
+        }
+        assert_eq!(rig.dovecot.connections(), 2);
+        // No warning about the account (the config file's mode is the rig's business).
+        let output = daemon.output();
+        assert!(!output.contains("WARN  main"), "{output}");
+    });
+}
+
+/// Restart and reconnect stay exactly-once for mailboxes on the shared connection: mail
+/// that came while the daemon was stopped is announced once at the next start, and mail
+/// that comes while the connections are down once after the reconnect.
+#[test]
+fn restart_and_reconnect_announce_shared_mailboxes_exactly_once() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let mailboxes = vec!["INBOX".to_owned(), "Lists".to_owned(), "Work".to_owned()];
+        rig.dovecot.create_mailbox("Lists");
+        rig.dovecot.create_mailbox("Work");
+        let account = account_watching(&rig, &mailboxes, "reconnect_max_secs = 1");
+        let watching = ["main/INBOX", "main/Lists", "main/Work"];
+        let mut daemon = rig.daemon(&account, &watching);
+        rig.dovecot
+            .deliver("Lists", &message("first", "a@example.com"));
+        assert_eq!(subjects(&rig.wait_new_mail(1)), ["first"]);
+        daemon.terminate();
+
+        // While stopped.
+        rig.dovecot
+            .deliver("Lists", &message("while stopped", "a@example.com"));
+        rig.dovecot
+            .deliver("Work", &message("also while stopped", "a@example.com"));
+        let daemon = rig.daemon(&account, &watching);
+        let lines = rig.wait_new_mail(3);
+        let mut got = subjects(&lines);
+        got.sort();
+        assert_eq!(got, ["also while stopped", "first", "while stopped"]);
+
+        // Every connection dropped; mail comes before the shared connection is back.
+        rig.dovecot.kick();
+        rig.dovecot
+            .deliver("Work", &message("while reconnecting", "a@example.com"));
+        daemon.wait_for_output_count(WAIT, "watching main/Work ", 2);
+        let lines = rig.wait_new_mail(4);
+        assert_eq!(subjects(&lines)[3], "while reconnecting");
+        // And nothing twice, also after a while: one more message proves the shared
+        // connection caught up and carried on.
+        rig.dovecot
+            .deliver("Lists", &message("after", "a@example.com"));
+        let lines = rig.wait_new_mail(5);
+        assert_eq!(subjects(&lines).len(), 5, "{lines:?}");
+        assert_eq!(subjects(&lines)[4], "after");
+        assert!(daemon.try_wait().is_none());
     });
 }

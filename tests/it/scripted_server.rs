@@ -78,8 +78,8 @@ fn an_idle_answered_with_a_tagged_ok_costs_no_connection() {
 
 /// Outlook answers EXAMINE (after a good login) with "BAD User is authenticated but not
 /// connected." when the account has too many connections: that is the connection limit
-/// (one WARN for the account, no failed login), with the server's control characters
-/// escaped.
+/// (no failed login; the budget drops to one shared connection, said once), with the
+/// server's control characters escaped.
 #[test]
 fn outlooks_bad_on_examine_is_the_connection_limit() {
     with_timeout(Duration::from_secs(60), || {
@@ -100,7 +100,7 @@ fn outlooks_bad_on_examine_is_the_connection_limit() {
                             "CAPABILITY" => {
                                 format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n")
                             }
-                            "EXAMINE" => format!(
+                            "EXAMINE" | "STATUS" => format!(
                                 "{tag} BAD User is authenticated but not connected.\x1b[2J\x07\r\n"
                             ),
                             "LOGOUT" => format!("* BYE\r\n{tag} OK bye\r\n"),
@@ -121,17 +121,29 @@ fn outlooks_bad_on_examine_is_the_connection_limit() {
              [notifications]\nenabled = false\n[syslog]\nenabled = false\n"
         );
         let daemon = Daemon::start(&config, None);
-        let warned = daemon.wait_for_output(WAIT, "ol: the server allows no more connections");
+        let warned = daemon.wait_for_output(WAIT, "ol: the server refused a connection for ol/");
         assert!(warned.contains("WARN"), "{warned}");
+        assert!(warned.contains("it allows no more connections"), "{warned}");
         assert!(
             !warned.contains('\x1b') && !warned.contains('\x07'),
             "{warned:?}"
         );
-        daemon.wait_for_output(WAIT, "also waiting for a free connection");
-        // Several retries (every 2 s, the cap): still one WARN, never a failed login.
+        // The budget drops to one connection, shared by both mailboxes, said once; the
+        // server refuses that one too, and it retries at the cap (every 2 s), never as a
+        // failed login.
+        daemon.wait_for_output(
+            WAIT,
+            "ol: the server allows only 1 connection for this account; 2 mailboxes over one \
+             shared connection (checked every 120s)",
+        );
+        daemon.wait_for_output_count(WAIT, "ol/(shared): ", 4);
         daemon.wait_for_output_count(WAIT, "retrying in 2.0s", 4);
         let output = daemon.output();
-        assert_eq!(output.matches("the server allows").count(), 1, "{output}");
+        assert_eq!(
+            output.matches("the server allows only").count(),
+            1,
+            "{output}"
+        );
         assert!(!output.contains("login failed"), "{output}");
         assert!(
             !output.contains("every watched mailbox has its connection again"),
