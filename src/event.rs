@@ -37,6 +37,12 @@ pub enum Event {
     /// A watcher of `account` logged in; `notify`: the server offers NOTIFY (RFC 5465)
     /// and IDLE, so one shared connection can watch every mailbox but the first.
     Capabilities { account: String, notify: bool },
+    /// What `account`'s `mailboxes` patterns stand for now (LIST, src/mailbox/patterns.rs):
+    /// every mailbox to watch, named ones first.
+    Mailboxes {
+        account: String,
+        mailboxes: Vec<String>,
+    },
     /// The watcher `key` was refused a connection for the server's per-user limit (which
     /// is `cap`, if the server said): time to use fewer connections.
     ConnectionLimit { key: Key, cap: Option<u32> },

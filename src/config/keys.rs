@@ -282,7 +282,14 @@ pub const KEYS: &[Key] = &[
               separator, e.g. \\fB\"Archive/2024\"\\fR or \\fB\"INBOX.Lists\"\\fR), in UTF\\-8: \
               names with non\\-ASCII characters are encoded for the server (modified UTF\\-7) \
               automatically. \
-              Each gets its own connection. \
+              An entry with \\fB*\\fR or \\fB%\\fR is a pattern (IMAP LIST wildcards: \
+              \\fB*\\fR any characters, \\fB%\\fR any but the hierarchy separator), \
+              listed at each connect and again at least every 30 minutes: \\fB[\"INBOX\", \"Lists/*\"]\\fR, or \
+              \\fB[\"*\"]\\fR for every mailbox. A pattern leaves out what cannot be \
+              selected and the special\\-use mailboxes (RFC 6154) \\fB\\\\All\\fR, \
+              \\fB\\\\Flagged\\fR, \\fB\\\\Junk\\fR, \\fB\\\\Trash\\fR, \\fB\\\\Sent\\fR and \
+              \\fB\\\\Drafts\\fR; a mailbox named outright is always watched. \
+              How many connections they take: see \\fBmax_connections\\fR. \
               Names must not be empty, repeated or contain line breaks; \
               \\fBINBOX\\fR is case\\-insensitive, so \\fB\"Inbox\"\\fR repeats it. \
               An entry can also be a table, \\fB{ name = \"Lists\", notify = false }\\fR, whose \
@@ -615,7 +622,9 @@ pub const TABLES: &[Table] = &[
         name: "accounts",
         header: "[[accounts]]",
         doc: "One table per IMAP account; at least one is required. \
-              Each mailbox of each account gets its own connection and thread.",
+              INBOX idles on a connection of its own; the other mailboxes share one \
+              connection where the server offers NOTIFY, else get their own while \
+              \\fBmax_connections\\fR allows.",
     },
     Table {
         name: "notifications",

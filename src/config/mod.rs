@@ -15,6 +15,7 @@
 //! reported by stage one is not reported again by stage two as a missing key.
 
 pub mod keys;
+pub mod patterns;
 pub mod providers;
 mod shape;
 mod types;

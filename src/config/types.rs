@@ -66,11 +66,21 @@ pub struct Account {
 
 impl Account {
     /// Whether new mail in `mailbox` gets a popup.
+    ///
+    /// A setting given to a pattern (`{ name = "Lists/*", notify = false }`) applies to
+    /// the mailboxes it matches (the first such pattern, in name order), unless the
+    /// mailbox has a setting of its own. `%` is matched as `*` here: the hierarchy
+    /// separator is the server's, not known to the config.
     pub fn notify_for(&self, mailbox: &str) -> bool {
+        if let Some(n) = self.mailbox_notify.get(mailbox) {
+            return *n;
+        }
         self.mailbox_notify
-            .get(mailbox)
-            .copied()
-            .unwrap_or(self.notify)
+            .iter()
+            .find(|(p, _)| {
+                super::patterns::is_pattern(p) && super::patterns::matches(p, mailbox, None)
+            })
+            .map_or(self.notify, |(_, n)| *n)
     }
 }
 

@@ -2,7 +2,7 @@
 //! printing one line each, so a user can see at a glance what works and why what does not.
 //! The first thing to run when something is wrong.
 
-use crate::config::Config;
+use crate::config::{patterns, Config};
 use crate::imap;
 use crate::imap::mutf7;
 use crate::mailbox::credentials;
@@ -19,7 +19,35 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
     let mut out = Vec::new();
     for account in &config.accounts {
         let mut offered = None;
-        for mailbox in &account.mailboxes {
+        let mut mailboxes = account.mailboxes.clone();
+        if account.mailboxes.iter().any(|m| patterns::is_pattern(m)) {
+            match expand(account) {
+                Ok(expanded) => {
+                    out.push(Outcome {
+                        ok: true,
+                        line: format!(
+                            "ok    {}: the patterns stand for {} mailbox(es): {}",
+                            crate::decode::controls_escaped(&account.name),
+                            expanded.len(),
+                            names(&expanded)
+                        ),
+                    });
+                    mailboxes = expanded;
+                }
+                Err(e) => {
+                    out.push(Outcome {
+                        ok: false,
+                        line: format!(
+                            "FAIL  {}: listing the patterns: {}",
+                            crate::decode::controls_escaped(&account.name),
+                            crate::decode::one_line(&e)
+                        ),
+                    });
+                    mailboxes = patterns::expand(&account.mailboxes, &[]);
+                }
+            }
+        }
+        for mailbox in &mailboxes {
             let key = format!("{}/{}", account.name, mailbox);
             let result = credentials::resolve(&account.secret)
                 .map_err(|e| e.to_string())
@@ -69,7 +97,7 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
         if let Some(caps) = offered {
             out.push(Outcome {
                 ok: true,
-                line: connections_line(account, caps),
+                line: connections_line(account, &mailboxes, caps),
             });
         }
     }
@@ -87,9 +115,13 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
 ///
 /// Servers cap connections per user (Dovecot 10 per user and IP, Gmail 15), and every
 /// mail client of the account shares the cap.
-fn connections_line(account: &crate::config::Account, caps: imap::Capabilities) -> String {
+fn connections_line(
+    account: &crate::config::Account,
+    mailboxes: &[String],
+    caps: imap::Capabilities,
+) -> String {
     let notify = caps.notify && caps.idle;
-    let a = super::budget::assign(&account.mailboxes, Some(notify), account.max_connections);
+    let a = super::budget::assign(mailboxes, Some(notify), account.max_connections);
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let mut lines = vec![format!(
         "      {}: NOTIFY {}; at most {} connection{} (max_connections), {} used",
@@ -119,6 +151,22 @@ fn connections_line(account: &crate::config::Account, caps: imap::Capabilities) 
         ));
     }
     lines.join("\n")
+}
+
+/// What the account's `mailboxes` stand for, patterns listed (one connection).
+fn expand(account: &crate::config::Account) -> Result<Vec<String>, String> {
+    let password = credentials::resolve(&account.secret).map_err(|e| e.to_string())?;
+    let mut conn =
+        imap::connect(account, &password, Default::default(), |_| {}).map_err(|e| e.to_string())?;
+    let mut listed = Vec::new();
+    for pattern in account.mailboxes.iter().filter(|m| patterns::is_pattern(m)) {
+        listed.extend(
+            conn.list(&mutf7::encode(pattern))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    conn.logout();
+    Ok(patterns::expand(&account.mailboxes, &listed))
 }
 
 /// Mailbox names as one line each: names come from the config, which may hold anything
@@ -159,25 +207,25 @@ mod tests {
             "max_connections = 3\npoll_interval_secs = 60\n",
         );
         assert_eq!(
-            connections_line(&a, caps(true, true)),
+            connections_line(&a, &a.mailboxes, caps(true, true)),
             "      work: NOTIFY yes; at most 3 connections (max_connections), 2 used\n\
              \x20       own connection (IDLE): INBOX\n\
              \x20       shared connection (new mail reported by NOTIFY): Lists, Work, Archive"
         );
         assert_eq!(
-            connections_line(&a, caps(true, false)),
+            connections_line(&a, &a.mailboxes, caps(true, false)),
             "      work: NOTIFY no; at most 3 connections (max_connections), 3 used\n\
              \x20       own connections (IDLE): INBOX, Lists\n\
              \x20       shared connection (STATUS every 60s): Work, Archive"
         );
         // NOTIFY without IDLE cannot be waited on: polled.
-        assert!(connections_line(&a, caps(false, true)).contains("NOTIFY no"));
+        assert!(connections_line(&a, &a.mailboxes, caps(false, true)).contains("NOTIFY no"));
     }
 
     #[test]
     fn mailbox_names_cannot_break_the_check_output() {
         let a = account("\"INBOX\", \"a\\u001b[2Jb\"", "max_connections = 1\n");
-        let line = connections_line(&a, caps(true, false));
+        let line = connections_line(&a, &a.mailboxes, caps(true, false));
         assert!(!line.contains('\x1b'), "{line:?}");
         assert_eq!(line.lines().count(), 2, "{line:?}");
     }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{actions, budget, config_watch, signals, suspend};
 use crate::announce::notify::{Notifier, Settings};
 use crate::announce::outputs::{Outputs, SharedOutputs};
+use crate::config::patterns;
 use crate::config::{self, Account, Config};
 use crate::daemon::reload::{self, Key};
 use crate::daemon::systemd::SystemdNotifier;
@@ -41,14 +42,18 @@ struct Running {
     account: Arc<Account>,
     /// The mailboxes it watches: one, or the shared connection's.
     mailboxes: Vec<String>,
+    /// It lists the account's patterns.
+    lists: bool,
     control: Arc<Control>,
     thread: JoinHandle<()>,
 }
 
 /// What the supervisor has learnt about an account's server since the account's
 /// connection settings last changed.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Learned {
+    /// What the account's `mailboxes` patterns stand for (`None`: not listed yet).
+    mailboxes: Option<Vec<String>>,
     /// NOTIFY and IDLE offered (`None`: no login yet).
     notify: Option<bool>,
     /// The budget after the server refused a connection for its limit, and when it was
@@ -233,6 +238,9 @@ impl Supervisor {
                 }
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
                 Event::Capabilities { account, notify } => self.learnt_notify(&account, notify)?,
+                Event::Mailboxes { account, mailboxes } => {
+                    self.learnt_mailboxes(&account, mailboxes)?;
+                }
                 Event::ConnectionLimit { key, cap } => self.limited(key, cap)?,
                 Event::NotificationAction { id, key, about } => self.action(id, &key, about),
                 // Handled above, with the timer.
@@ -272,7 +280,12 @@ impl Supervisor {
                 key.0,
                 key.1
             );
-            self.start(key, dead.account, dead.mailboxes)?;
+            self.start(Unit {
+                key,
+                account: dead.account,
+                mailboxes: dead.mailboxes,
+                lists: dead.lists,
+            })?;
         }
         Ok(())
     }
@@ -378,6 +391,9 @@ impl Supervisor {
                 if a.shared.len() == 1 { "" } else { "es" }
             ));
         }
+        if parts.is_empty() {
+            return None;
+        }
         Some(crate::decode::controls_escaped(&format!(
             "{account}: {}",
             parts.join("; ")
@@ -385,12 +401,51 @@ impl Supervisor {
     }
 
     fn assignment(&self, account: &Account) -> budget::Assignment {
-        let learned = self.learned.get(&account.name).copied().unwrap_or_default();
+        let learned = self.learned.get(&account.name).cloned().unwrap_or_default();
+        let mailboxes = if has_patterns(account) {
+            // Until the patterns are listed, the mailboxes named outright.
+            learned
+                .mailboxes
+                .unwrap_or_else(|| patterns::expand(&account.mailboxes, &[]))
+        } else {
+            account.mailboxes.clone()
+        };
         budget::assign(
-            &account.mailboxes,
+            &mailboxes,
             learned.notify,
             learned.budget.map_or(account.max_connections, |(b, _)| b),
         )
+    }
+
+    /// What `account`'s patterns stand for now, from its listing watcher.
+    fn learnt_mailboxes(&mut self, account: &str, mailboxes: Vec<String>) -> std::io::Result<()> {
+        let Some(acct) = self.config.accounts.iter().find(|a| a.name == account) else {
+            return Ok(());
+        };
+        if !has_patterns(acct) {
+            return Ok(());
+        }
+        let learned = self.learned.entry(account.to_owned()).or_default();
+        if learned.mailboxes.as_ref() == Some(&mailboxes) {
+            return Ok(());
+        }
+        let names: Vec<String> = mailboxes
+            .iter()
+            .map(|m| crate::decode::controls_escaped(m))
+            .collect();
+        log::info!(
+            "{}: watching {} mailbox{}: {}",
+            crate::decode::controls_escaped(account),
+            names.len(),
+            if names.len() == 1 { "" } else { "es" },
+            names.join(", ")
+        );
+        learned.mailboxes = Some(mailboxes);
+        self.reconcile()?;
+        if let Some(line) = self.assignment_line(account) {
+            log::info!("{line}");
+        }
+        Ok(())
     }
 
     /// A popup's button: "default" / "open" run `open_command`; "read" marks the message
@@ -452,9 +507,15 @@ impl Supervisor {
                 let plan = reload::plan(Some(&self.config), &new);
                 // What was learnt about a server holds while the account's connection
                 // settings do (a new limit, a new host: learn again).
-                self.learned.retain(|name, _| {
+                self.learned.retain(|name, learned| {
                     let old = self.config.accounts.iter().find(|a| &a.name == name);
                     let new = new.accounts.iter().find(|a| &a.name == name);
+                    if let (Some(o), Some(n)) = (old, new) {
+                        if o.mailboxes != n.mailboxes {
+                            // New patterns: listed again by a new listing watcher.
+                            learned.mailboxes = None;
+                        }
+                    }
                     matches!((old, new), (Some(o), Some(n)) if reload::same_connection(o, n))
                 });
                 log::info!(
@@ -485,31 +546,41 @@ impl Supervisor {
     /// a stopped watcher of the same mailbox has not exited yet: that one starts when it
     /// has (see [`Supervisor::exited`]).
     fn reconcile(&mut self) -> std::io::Result<()> {
-        let mut want: Vec<(Key, Arc<Account>, Vec<String>)> = Vec::new();
+        let mut want: Vec<Unit> = Vec::new();
         for account in &self.config.accounts {
             let a = self.assignment(account);
-            for m in a.own {
-                want.push((
-                    (account.name.clone(), m.clone()),
-                    Arc::clone(account),
-                    vec![m],
-                ));
+            let patterns = has_patterns(account);
+            // The watcher that lists the patterns: the shared connection's, else the first
+            // mailbox's; with neither (nothing named, nothing matched yet), a shared
+            // connection with no mailbox, there only to list.
+            let lister_is_shared = a.own.is_empty() || !a.shared.is_empty();
+            for (i, m) in a.own.into_iter().enumerate() {
+                want.push(Unit {
+                    key: (account.name.clone(), m.clone()),
+                    account: Arc::clone(account),
+                    mailboxes: vec![m],
+                    lists: patterns && i == 0 && !lister_is_shared,
+                });
             }
-            if !a.shared.is_empty() {
-                want.push((
-                    (account.name.clone(), SHARED_KEY.to_owned()),
-                    Arc::clone(account),
-                    a.shared,
-                ));
+            if !a.shared.is_empty() || (patterns && lister_is_shared) {
+                want.push(Unit {
+                    key: (account.name.clone(), SHARED_KEY.to_owned()),
+                    account: Arc::clone(account),
+                    mailboxes: a.shared,
+                    lists: patterns,
+                });
             }
         }
         let stale: Vec<Key> = self
             .running
             .iter()
-            .filter(|(key, r)| match want.iter().find(|(k, _, _)| k == *key) {
+            .filter(|(key, r)| match want.iter().find(|u| u.key == **key) {
                 None => true,
-                Some((_, account, mailboxes)) => {
-                    !reload::same_connection(&r.account, account) || r.mailboxes != *mailboxes
+                Some(u) => {
+                    !reload::same_connection(&r.account, &u.account)
+                        || r.mailboxes != u.mailboxes
+                        || (u.lists && !r.lists)
+                        || (r.lists && r.account.mailboxes != u.account.mailboxes)
                 }
             })
             .map(|(key, _)| key.clone())
@@ -517,16 +588,16 @@ impl Supervisor {
         for key in &stale {
             self.retire(key);
         }
-        for (key, account, mailboxes) in want {
-            if self.running.contains_key(&key) {
+        for unit in want {
+            if self.running.contains_key(&unit.key) {
                 continue;
             }
             let busy = self.retiring.iter().any(|r| {
-                same_state_files(&r.account, &account)
-                    && r.mailboxes.iter().any(|m| mailboxes.contains(m))
+                same_state_files(&r.account, &unit.account)
+                    && r.mailboxes.iter().any(|m| unit.mailboxes.contains(m))
             });
             if !busy {
-                self.start(key, account, mailboxes)?;
+                self.start(unit)?;
             }
         }
         Ok(())
@@ -543,16 +614,17 @@ impl Supervisor {
         }
     }
 
-    fn start(
-        &mut self,
-        key: Key,
-        account: Arc<Account>,
-        mailboxes: Vec<String>,
-    ) -> std::io::Result<()> {
+    fn start(&mut self, unit: Unit) -> std::io::Result<()> {
+        let Unit {
+            key,
+            account,
+            mailboxes,
+            lists,
+        } = unit;
         let id = self.next_id;
         self.next_id += 1;
         let control = Arc::new(Control::default());
-        let watcher = if key.1 == SHARED_KEY {
+        let mut watcher = if key.1 == SHARED_KEY {
             Watcher::shared(
                 Arc::clone(&account),
                 mailboxes.clone(),
@@ -567,6 +639,9 @@ impl Supervisor {
                 Arc::clone(&control),
             )
         };
+        if lists {
+            watcher = watcher.listing();
+        }
         let events = self.shared.events.clone();
         let exit_key = key.clone();
         let thread = std::thread::Builder::new()
@@ -582,6 +657,7 @@ impl Supervisor {
                 id,
                 account,
                 mailboxes,
+                lists,
                 control,
                 thread,
             },
@@ -618,6 +694,19 @@ impl Supervisor {
             log::info!("stopped");
         }
     }
+}
+
+/// A watcher the supervisor wants running.
+struct Unit {
+    key: Key,
+    account: Arc<Account>,
+    mailboxes: Vec<String>,
+    lists: bool,
+}
+
+/// Whether the account's `mailboxes` hold patterns, to be listed.
+fn has_patterns(account: &Account) -> bool {
+    account.mailboxes.iter().any(|m| patterns::is_pattern(m))
 }
 
 /// Whether two accounts' watchers of one mailbox would keep the same state file (which is

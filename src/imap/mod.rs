@@ -21,6 +21,6 @@ pub mod tls;
 pub mod tolerant;
 
 pub use session::{
-    choose_auth, connect, Capabilities, Connection, Headers, ImapError, Interrupter, MailboxStatus,
-    Offered, Seen, Wake, HEADER_BATCH, HEADER_BYTES,
+    choose_auth, connect, Capabilities, Connection, Headers, ImapError, Interrupter, Listed,
+    MailboxStatus, Offered, Seen, Wake, HEADER_BATCH, HEADER_BYTES,
 };

@@ -247,6 +247,8 @@ pub struct Capabilities {
     pub unselect: bool,
 }
 
+pub use crate::config::patterns::Listed;
+
 /// EXAMINE's answer, reduced to what the new-mail logic needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailboxStatus {
@@ -1106,6 +1108,58 @@ impl Connection {
         // What was reported about the mailbox just left is not about the next one.
         self.changed = false;
         Ok(())
+    }
+
+    /// `LIST "" <pattern>` (RFC 3501 section 6.3.8; `pattern` on the wire, modified UTF-7
+    /// with `*` and `%` as they are): the mailboxes a `mailboxes` pattern stands for, with
+    /// whether each can be selected and its special use (RFC 6154). A name that is not
+    /// valid modified UTF-7 is left out (it could not be named back to the server the same
+    /// way), as is one with a line break or NUL. Errors: [`ImapError::Refused`] for a NO.
+    pub fn list(&mut self, pattern: &str) -> Result<Vec<Listed>, ImapError> {
+        use imap_proto::NameAttribute as A;
+        let names = match self.session.list(Some(""), Some(&quoted(pattern))) {
+            Ok(n) => n,
+            Err(imap::Error::No(no)) => {
+                return Err(ImapError::Refused {
+                    context: "LIST",
+                    reason: no.information,
+                })
+            }
+            Err(e) => return Err(self.failed("LIST", e)),
+        };
+        let listed = names
+            .iter()
+            .filter_map(|n| {
+                let name = super::mutf7::decode(n.name()).ok()?;
+                if name.contains(['\r', '\n', '\0']) {
+                    return None;
+                }
+                let attrs = n.attributes();
+                let selectable = !attrs.iter().any(|a| match a {
+                    A::NoSelect => true,
+                    A::Extension(x) => x.eq_ignore_ascii_case("\\NonExistent"),
+                    _ => false,
+                });
+                let special_use = attrs.iter().find_map(|a| match a {
+                    A::All => Some("\\All".to_owned()),
+                    A::Archive => Some("\\Archive".to_owned()),
+                    A::Drafts => Some("\\Drafts".to_owned()),
+                    A::Flagged => Some("\\Flagged".to_owned()),
+                    A::Junk => Some("\\Junk".to_owned()),
+                    A::Sent => Some("\\Sent".to_owned()),
+                    A::Trash => Some("\\Trash".to_owned()),
+                    _ => None,
+                });
+                Some(Listed {
+                    name,
+                    selectable,
+                    special_use,
+                })
+            })
+            .collect();
+        drop(names);
+        self.drain_unsolicited()?;
+        Ok(listed)
     }
 
     /// The mailboxes NOTIFY reported new mail in since the last call (wire names, with the

@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::announce::outputs::{Announcement, SharedOutputs};
+use crate::config::patterns;
 use crate::config::Account;
 use crate::decode;
 use crate::event::Event;
@@ -280,10 +281,17 @@ pub struct Watcher {
     /// UIDs whose headers are being fetched right now: if the session dies meanwhile, each
     /// has used an attempt.
     in_flight: Vec<u32>,
-    /// The shared connection's mailboxes (empty for a mailbox with a connection of its
+    /// The shared connection's mailboxes (none for a mailbox with a connection of its
     /// own): each keeps its own cursor, state file and failure reports; this watcher
     /// only owns the connection they take turns on. See [`Watcher::shared_session`].
     members: Vec<Watcher>,
+    /// This is an account's shared connection (possibly with no members yet: the one that
+    /// lists the account's patterns before anything matched).
+    is_shared: bool,
+    /// Expands the account's `mailboxes` patterns (LIST) at each login, and every
+    /// [`NOTIFY_SWEEP`] on a shared connection, for the supervisor
+    /// ([`Event::Mailboxes`]).
+    lists: bool,
     /// The UIDNEXT this mailbox's last look saw (shared connection only): see
     /// [`newmail::needs_look`].
     looked_up_to: u64,
@@ -340,6 +348,8 @@ impl Watcher {
             failing: std::collections::BTreeMap::new(),
             in_flight: Vec::new(),
             members: Vec::new(),
+            is_shared: false,
+            lists: false,
             looked_up_to: 0,
             absent_until: None,
             by_notify: false,
@@ -372,8 +382,42 @@ impl Watcher {
             .collect();
         Watcher {
             members,
+            is_shared: true,
             ..Watcher::new(account, SHARED_LABEL.to_owned(), shared, control)
         }
+    }
+
+    /// Makes this watcher the one that expands the account's `mailboxes` patterns.
+    pub fn listing(mut self) -> Self {
+        self.lists = true;
+        self
+    }
+
+    /// LISTs each of the account's patterns and tells the supervisor what they stand for
+    /// (src/mailbox/patterns.rs). A pattern the server refuses is logged and matches
+    /// nothing this time; a failure of the connection ends the session as any.
+    fn list_patterns(&mut self, conn: &mut Connection) -> Result<(), ImapError> {
+        let mut listed = Vec::new();
+        let account = Arc::clone(&self.account);
+        for pattern in account.mailboxes.iter().filter(|m| patterns::is_pattern(m)) {
+            let got = conn.list(&mutf7::encode(pattern));
+            self.report_notes(conn);
+            match got {
+                Ok(l) => listed.extend(l),
+                Err(ImapError::Refused { reason, .. }) => self.warn_once(format!(
+                    "{}: the server refused to list {}: {}",
+                    self.account.name,
+                    decode::controls_escaped(pattern),
+                    decode::one_line(&reason)
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = self.events.send(Event::Mailboxes {
+            account: self.account.name.clone(),
+            mailboxes: patterns::expand(&self.account.mailboxes, &listed),
+        });
+        Ok(())
     }
 
     /// `account/mailbox`: the thread name and the prefix of every log line.
@@ -395,7 +439,7 @@ impl Watcher {
 
     /// The status table rows this watcher keeps: its mailbox's, or its members'.
     fn row_keys(&self) -> Vec<String> {
-        if self.members.is_empty() {
+        if !self.is_shared {
             vec![self.key()]
         } else {
             self.members.iter().map(Watcher::key).collect()
@@ -490,7 +534,7 @@ impl Watcher {
             Failure::Limit(cap) => {
                 // The supervisor may make room: fewer connections, more mailboxes on the
                 // shared one (src/daemon/budget.rs).
-                let unit = if self.members.is_empty() {
+                let unit = if !self.is_shared {
                     self.mailbox.clone()
                 } else {
                     crate::event::SHARED_KEY.to_owned()
@@ -619,7 +663,10 @@ impl Watcher {
             account: self.account.name.clone(),
             notify: conn.capabilities.notify && conn.capabilities.idle,
         });
-        if !self.members.is_empty() {
+        if self.lists {
+            self.list_patterns(&mut conn)?;
+        }
+        if self.is_shared {
             return self.shared_session(conn);
         }
 
@@ -645,6 +692,7 @@ impl Watcher {
 
         // IDLEs in a row that the server ended within QUICK_END of their start.
         let mut quick_ends = 0u32;
+        let mut last_list = Instant::now();
         loop {
             let woke = if conn.capabilities.idle {
                 if self.control.stopping() {
@@ -730,6 +778,12 @@ impl Watcher {
             // Any wake-up is only a hint: responses after the one that woke us were
             // discarded by the crate, so ask the server what is new since the cursor.
             self.check(&mut conn, woke, false)?;
+            if self.lists && last_list.elapsed() >= NOTIFY_SWEEP {
+                // Mailboxes created or deleted on the server since (at the next IDLE
+                // refresh at the latest).
+                self.list_patterns(&mut conn)?;
+                last_list = Instant::now();
+            }
         }
     }
 
@@ -767,6 +821,7 @@ impl Watcher {
         self.set_member_phases();
         let mut last_sweep = Instant::now();
         let mut last_poll = Instant::now();
+        let mut last_list = Instant::now();
         let mut quick_ends = 0u32;
         loop {
             if self.control.stopping() {
@@ -778,13 +833,16 @@ impl Watcher {
             let mut woke = Instant::now();
             let mut reported = conn.take_statuses();
             if reported.is_empty() {
+                // Never longer than a sweep: a shared connection with nothing to poll
+                // (NOTIFY for all, or no member yet) still lists its patterns again.
                 let until_poll = if polled {
                     self.account
                         .poll_interval
                         .saturating_sub(last_poll.elapsed())
                 } else {
-                    Duration::MAX
-                };
+                    NOTIFY_SWEEP.saturating_sub(last_list.elapsed())
+                }
+                .min(NOTIFY_SWEEP);
                 if notify {
                     let until_sweep = NOTIFY_SWEEP.saturating_sub(last_sweep.elapsed());
                     let wait = self
@@ -841,6 +899,12 @@ impl Watcher {
                 if m.absent_until.is_none() && m.wants_look(None, uid_next) {
                     self.look(i, &mut conn, woke, false)?;
                 }
+            }
+            if self.lists && last_list.elapsed() >= NOTIFY_SWEEP {
+                // Mailboxes created or deleted on the server since: the supervisor moves
+                // them in or out.
+                self.list_patterns(&mut conn)?;
+                last_list = Instant::now();
             }
             if notify && last_sweep.elapsed() >= NOTIFY_SWEEP {
                 // Every member: NOTIFY's too, to catch a server that stays silent.

@@ -22,6 +22,7 @@ mod live_config;
 mod measure;
 mod notifications;
 mod notify;
+mod patterns;
 mod quirks;
 mod resilience;
 mod scripted_logins;

@@ -670,6 +670,19 @@ fn render_config(
          namespace inbox {{\n\
          \x20 inbox = yes\n\
          \x20 separator = /\n\
+         \x20 # Special uses (RFC 6154), for mailboxes of these names once created.\n\
+         \x20 mailbox Trash {{\n\
+         \x20   special_use = \\Trash\n\
+         \x20 }}\n\
+         \x20 mailbox Sent {{\n\
+         \x20   special_use = \\Sent\n\
+         \x20 }}\n\
+         \x20 mailbox Junk {{\n\
+         \x20   special_use = \\Junk\n\
+         \x20 }}\n\
+         \x20 mailbox Drafts {{\n\
+         \x20   special_use = \\Drafts\n\
+         \x20 }}\n\
          }}\n\
          passdb {{\n\
          \x20 driver = passwd-file\n\
