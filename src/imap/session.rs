@@ -757,13 +757,18 @@ fn write_all(tcp: &mut TcpStream, bytes: &[u8]) -> Result<(), ImapError> {
 
 impl Connection {
     /// EXAMINE (read-only SELECT): the daemon never changes a flag on its own.
+    ///
+    /// A NO or BAD answer is about this mailbox ([`ImapError::Mailbox`]: gone, renamed, a
+    /// name the server will not take), not the connection; whether its words are the
+    /// server's connection limit is for [`ImapError::is_connection_limit`] to say.
     pub fn examine(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
         let mb = match self.session.examine(wire_name) {
             Ok(mb) => mb,
-            Err(imap::Error::No(no)) => {
+            Err(imap::Error::No(imap::error::No { information, .. }))
+            | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
                 return Err(ImapError::Mailbox {
                     mailbox: display.to_owned(),
-                    reason: no.information,
+                    reason: information,
                 })
             }
             Err(e) => return Err(self.failed("EXAMINE", e)),
@@ -1073,14 +1078,16 @@ impl Connection {
 
     /// `STATUS <mailbox> (UIDNEXT UIDVALIDITY)` (RFC 3501 section 6.3.10): whether a
     /// mailbox that is not selected has new mail, without selecting it. `exists` is left
-    /// 0. A mailbox the server refuses (gone, renamed) is [`ImapError::Mailbox`].
+    /// 0. A mailbox the server refuses (NO or BAD: gone, renamed, a name it will not take)
+    /// is [`ImapError::Mailbox`], as for [`Connection::examine`].
     pub fn status(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
         let mb = match self.session.status(wire_name, "(UIDNEXT UIDVALIDITY)") {
             Ok(mb) => mb,
-            Err(imap::Error::No(no)) => {
+            Err(imap::Error::No(imap::error::No { information, .. }))
+            | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
                 return Err(ImapError::Mailbox {
                     mailbox: display.to_owned(),
-                    reason: no.information,
+                    reason: information,
                 })
             }
             Err(e) => return Err(self.failed("STATUS", e)),
@@ -1095,14 +1102,33 @@ impl Connection {
 
     /// Leaves the selected mailbox: UNSELECT (RFC 3691) where offered, else CLOSE, which
     /// expunges nothing in a mailbox opened with EXAMINE (RFC 3501 section 6.4.2).
+    ///
+    /// Errors: [`ImapError::Refused`] when the server refuses both (NO or BAD): the
+    /// mailbox stays selected, which costs nothing but the STATUS that follows (RFC 3501
+    /// section 6.3.10 advises against STATUS on the selected mailbox; servers answer it).
     pub fn unselect(&mut self) -> Result<(), ImapError> {
-        let result = if self.capabilities.unselect {
+        let mut result = if self.capabilities.unselect {
             self.session.run_command_and_check_ok("UNSELECT")
         } else {
             self.session.close()
         };
-        if let Err(e) = result {
-            return Err(self.failed("UNSELECT", e));
+        if self.capabilities.unselect
+            && matches!(result, Err(imap::Error::No(_)) | Err(imap::Error::Bad(_)))
+        {
+            // Advertised and refused: CLOSE does the same for a mailbox opened read-only.
+            result = self.session.close();
+        }
+        match result {
+            Ok(()) => {}
+            Err(imap::Error::No(imap::error::No { information, .. }))
+            | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
+                self.drain_unsolicited()?;
+                return Err(ImapError::Refused {
+                    context: "UNSELECT",
+                    reason: information,
+                });
+            }
+            Err(e) => return Err(self.failed("UNSELECT", e)),
         }
         self.drain_unsolicited()?;
         // What was reported about the mailbox just left is not about the next one.

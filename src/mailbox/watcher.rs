@@ -302,6 +302,9 @@ pub struct Watcher {
     by_notify: bool,
     /// Sweeps in a row that found mail in this member that NOTIFY had not reported.
     unreported: u32,
+    /// Members (wire names) still with news after [`LOOKS_IN_A_ROW`] looks: looked at
+    /// again before the shared connection waits.
+    again: Vec<String>,
     /// NOTIFY stayed silent about this member's new mail: checked by STATUS for the rest
     /// of the watcher's life.
     notify_distrusted: bool,
@@ -354,6 +357,7 @@ impl Watcher {
             absent_until: None,
             by_notify: false,
             unreported: 0,
+            again: Vec::new(),
             notify_distrusted: false,
         }
     }
@@ -832,6 +836,9 @@ impl Watcher {
             let polled = self.members.iter().any(|m| !m.by_notify);
             let mut woke = Instant::now();
             let mut reported = conn.take_statuses();
+            for wire in std::mem::take(&mut self.again) {
+                reported.entry(wire).or_insert(None);
+            }
             if reported.is_empty() {
                 // Never longer than a sweep: a shared connection with nothing to poll
                 // (NOTIFY for all, or no member yet) still lists its patterns again.
@@ -1052,7 +1059,7 @@ impl Watcher {
             let status = conn.status(&m.wire_mailbox, &m.mailbox);
             self.report_notes(conn);
             let status = match status {
-                Err(e @ ImapError::Mailbox { .. }) => {
+                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
                     self.member_absent(i, &e);
                     continue;
                 }
@@ -1100,7 +1107,7 @@ impl Watcher {
             let status = conn.examine(&m.wire_mailbox, &m.mailbox);
             m.report_notes(conn);
             let status = match status {
-                Err(e @ ImapError::Mailbox { .. }) => {
+                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
                     self.member_absent(i, &e);
                     return Ok(());
                 }
@@ -1108,20 +1115,36 @@ impl Watcher {
             };
             m.report_recovery();
             m.examined(conn, status, woke, catching_up)?;
-            conn.unselect()?;
+            match conn.unselect() {
+                Ok(()) => {}
+                Err(ImapError::Refused { reason, .. }) => {
+                    let line = format!(
+                        "{}: the server refused UNSELECT and CLOSE ({}); the mailbox stays selected",
+                        self.key(),
+                        decode::one_line(&reason)
+                    );
+                    self.warn_once(line);
+                }
+                Err(e) => return Err(e),
+            }
             let m = &self.members[i];
             let after = conn.status(&m.wire_mailbox, &m.mailbox);
             self.report_notes(conn);
             let after = match after {
-                Err(e @ ImapError::Mailbox { .. }) => {
+                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
                     self.member_absent(i, &e);
                     return Ok(());
                 }
                 other => other?,
             };
             if !self.members[i].wants_look(after.uid_validity, after.uid_next) {
-                break;
+                return Ok(());
             }
+        }
+        // Mail keeps coming: the rest after the others had their turn.
+        let wire = self.members[i].wire_mailbox.clone();
+        if !self.again.contains(&wire) {
+            self.again.push(wire);
         }
         Ok(())
     }
