@@ -35,8 +35,14 @@ pub enum Event {
     /// Flood control held popups for a summary: time to set the timer for it.
     BurstHeld,
     /// A watcher of `account` logged in; `notify`: the server offers NOTIFY (RFC 5465)
-    /// and IDLE, so one shared connection can watch every mailbox but the first.
-    Capabilities { account: String, notify: bool },
+    /// and IDLE, so one shared connection can watch every mailbox but the first; `idle`:
+    /// it offers IDLE (without, every mailbox is polled, and one connection does that as
+    /// well as many).
+    Capabilities {
+        account: String,
+        notify: bool,
+        idle: bool,
+    },
     /// What `account`'s `mailboxes` patterns stand for now (LIST, src/mailbox/patterns.rs):
     /// every mailbox to watch, named ones first.
     Mailboxes {

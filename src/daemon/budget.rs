@@ -13,6 +13,8 @@
 //! - No NOTIFY: as many mailboxes as the budget allows get their own connection, INBOX
 //!   first; when they do not all fit, the budget's last connection is the shared one,
 //!   checking the rest by STATUS every `poll_interval_secs`.
+//! - No IDLE (NetEase): every mailbox is polled anyway, so the supervisor passes a budget
+//!   of 1 and one connection polls them all.
 
 /// Which of an account's mailboxes go where.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

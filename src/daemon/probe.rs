@@ -121,7 +121,13 @@ fn connections_line(
     caps: imap::Capabilities,
 ) -> String {
     let notify = caps.notify && caps.idle;
-    let a = super::budget::assign(mailboxes, Some(notify), account.max_connections);
+    // Without IDLE, one connection polls every mailbox (as the supervisor does).
+    let budget = if caps.idle {
+        account.max_connections
+    } else {
+        1
+    };
+    let a = super::budget::assign(mailboxes, Some(notify), budget);
     let plural = |n: usize| if n == 1 { "" } else { "s" };
     let mut lines = vec![format!(
         "      {}: NOTIFY {}; at most {} connection{} (max_connections), {} used",

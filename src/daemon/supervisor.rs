@@ -56,6 +56,8 @@ struct Learned {
     mailboxes: Option<Vec<String>>,
     /// NOTIFY and IDLE offered (`None`: no login yet).
     notify: Option<bool>,
+    /// IDLE offered (`None`: no login yet).
+    idle: Option<bool>,
     /// The budget after the server refused a connection for its limit, and when it was
     /// lowered.
     budget: Option<(u32, Instant)>,
@@ -237,7 +239,11 @@ impl Supervisor {
                     self.systemd.status(&status);
                 }
                 Event::WatcherExited { key, id } => self.exited(key, id)?,
-                Event::Capabilities { account, notify } => self.learnt_notify(&account, notify)?,
+                Event::Capabilities {
+                    account,
+                    notify,
+                    idle,
+                } => self.learnt_offers(&account, notify, idle)?,
                 Event::Mailboxes { account, mailboxes } => {
                     self.learnt_mailboxes(&account, mailboxes)?;
                 }
@@ -293,15 +299,16 @@ impl Supervisor {
     /// A watcher of `account` logged in and learnt whether the server offers NOTIFY: the
     /// first login after a start or a change of the account's settings lets the other
     /// mailboxes start, on connections of their own or the shared one.
-    fn learnt_notify(&mut self, account: &str, notify: bool) -> std::io::Result<()> {
+    fn learnt_offers(&mut self, account: &str, notify: bool, idle: bool) -> std::io::Result<()> {
         if !self.config.accounts.iter().any(|a| a.name == account) {
             return Ok(());
         }
         let learned = self.learned.entry(account.to_owned()).or_default();
-        if learned.notify == Some(notify) {
+        if learned.notify == Some(notify) && learned.idle == Some(idle) {
             return Ok(());
         }
         learned.notify = Some(notify);
+        learned.idle = Some(idle);
         self.reconcile()?;
         if let Some(line) = self.assignment_line(account) {
             log::info!("{line}");
@@ -410,11 +417,14 @@ impl Supervisor {
         } else {
             account.mailboxes.clone()
         };
-        budget::assign(
-            &mailboxes,
-            learned.notify,
-            learned.budget.map_or(account.max_connections, |(b, _)| b),
-        )
+        // Without IDLE every mailbox is polled, and one connection polls them all as
+        // soon as many (NetEase also throttles logins).
+        let budget = if learned.idle == Some(false) {
+            1
+        } else {
+            learned.budget.map_or(account.max_connections, |(b, _)| b)
+        };
+        budget::assign(&mailboxes, learned.notify, budget)
     }
 
     /// What `account`'s patterns stand for now, from its listing watcher.

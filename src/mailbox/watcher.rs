@@ -666,6 +666,7 @@ impl Watcher {
         let _ = self.events.send(Event::Capabilities {
             account: self.account.name.clone(),
             notify: conn.capabilities.notify && conn.capabilities.idle,
+            idle: conn.capabilities.idle,
         });
         if self.lists {
             self.list_patterns(&mut conn)?;

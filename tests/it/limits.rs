@@ -214,3 +214,38 @@ fn a_reload_that_restarts_a_full_account_does_not_lock_itself_out() {
         assert!(!output.contains("the server allows"), "{output}");
     });
 }
+
+/// A server without IDLE (NetEase): every mailbox is polled anyway, so one connection polls
+/// them all, whatever the budget.
+#[test]
+fn without_idle_one_connection_polls_every_mailbox() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions {
+            idle: false,
+            ..DovecotOptions::default()
+        });
+        rig.dovecot.create_mailbox("A");
+        rig.dovecot.create_mailbox("B");
+        let account = format!(
+            "{}poll_interval_secs = 1\n",
+            rig.dovecot.account_toml("main", "implicit").replace(
+                "mailboxes = [\"INBOX\"]",
+                "mailboxes = [\"INBOX\", \"A\", \"B\"]"
+            )
+        );
+        let daemon = rig.daemon(&account, &["main/INBOX", "main/A", "main/B"]);
+        daemon.wait_for_output(
+            WAIT,
+            "main: 3 mailboxes over one shared connection (checked every 1s)",
+        );
+        rig.dovecot
+            .deliver("B", &message("polled", "sender@example.com"));
+        assert_eq!(subjects(&rig.wait_new_mail(1)), vec!["polled"]);
+        rig.dovecot
+            .deliver("INBOX", &message("also polled", "sender@example.com"));
+        assert_eq!(subjects(&rig.wait_new_mail(2))[1], "also polled");
+        wait_until(WAIT, "one IMAP session", || {
+            (rig.dovecot.connections() == 1).then_some(())
+        });
+    });
+}
