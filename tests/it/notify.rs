@@ -196,3 +196,59 @@ fn restart_and_reconnect_announce_shared_mailboxes_exactly_once() {
         assert!(daemon.try_wait().is_none());
     });
 }
+
+/// Issue 14 asks which is cheaper for fetching a shared mailbox's new mail: EXAMINE it on
+/// the shared connection and leave it again (what the daemon does: EXAMINE, UID FETCH,
+/// UNSELECT, STATUS), or a short-lived second connection (connect, TLS, LOGIN, EXAMINE,
+/// UID FETCH, LOGOUT). Prints the median of `MEASURE_LOOKS` (default 200) of each, on
+/// loopback against Dovecot; run by scripts/measure.
+#[test]
+#[ignore = "measurement: run scripts/measure"]
+fn measure_look_on_the_shared_connection_against_a_second_connection() {
+    with_timeout(Duration::from_secs(600), || {
+        let n: usize = std::env::var("MEASURE_LOOKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        rig.dovecot
+            .deliver("Lists", &message("one", "a@example.com"));
+        let text = rig.config(&rig.dovecot.account_toml("main", "implicit"));
+        let config = mailpushd::config::parse(&text, Path::new("/")).expect("config");
+        let account = &config.accounts[0];
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let mut shared = imap::connect(account, &rig.dovecot.password, Default::default(), |_| {})
+            .expect("connect");
+        let mut on_shared = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            shared.examine("Lists", "Lists").expect("EXAMINE");
+            shared.fetch_flags("1:*").expect("FETCH");
+            shared.unselect().expect("UNSELECT");
+            shared.status("Lists", "Lists").expect("STATUS");
+            on_shared.push(t.elapsed());
+        }
+        shared.logout();
+        let mut on_second = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let mut c = imap::connect(account, &rig.dovecot.password, Default::default(), |_| {})
+                .expect("connect");
+            c.examine("Lists", "Lists").expect("EXAMINE");
+            c.fetch_flags("1:*").expect("FETCH");
+            c.logout();
+            on_second.push(t.elapsed());
+        }
+        let a = median(on_shared);
+        let b = median(on_second);
+        println!(
+            "look: on the shared connection {:.2} ms, on a second connection {:.2} ms (median of {n}, loopback, implicit TLS)",
+            a.as_secs_f64() * 1e3,
+            b.as_secs_f64() * 1e3
+        );
+    });
+}
