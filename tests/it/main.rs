@@ -25,6 +25,7 @@ mod notify;
 mod patterns;
 mod quirks;
 mod resilience;
+mod review14;
 mod scripted_logins;
 mod scripted_server;
 mod security;

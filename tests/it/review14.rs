@@ -1,0 +1,1392 @@
+//! Review of issue 14 (commit 16caefe): the shared connection (NOTIFY or STATUS polling),
+//! the connection budget and the supervisor's handover, attacked by a hostile server, a
+//! hostile sender and a careless user. Each test asserts what a user should see; the ones
+//! that fail show a fault.
+//!
+//! Most tests play the server with [`multibox::Server`], a scripted IMAP server on
+//! 127.0.0.1 with several mailboxes, STATUS, NOTIFY (RFC 5465, `* STATUS` pushed to a
+//! connection whose NOTIFY SET names the mailbox), UNSELECT and a hook that lets a test
+//! replace any answer. Others use the real Dovecot through the rig.
+
+use std::time::{Duration, Instant};
+
+use crate::support::daemon::Daemon;
+use crate::support::dovecot::{message, DovecotOptions};
+use crate::support::rig::{subjects, Rig, WAIT};
+use crate::support::syslog::SyslogRecorder;
+use crate::support::{wait_until, with_timeout};
+
+use multibox::{Act, Server};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[allow(dead_code)]
+pub mod multibox {
+    //! A scripted multi-mailbox IMAP server on 127.0.0.1.
+
+    use std::collections::BTreeMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread;
+    use std::time::Duration;
+
+    use crate::support::lock;
+
+    /// What a hook makes the server do with one command.
+    pub enum Act {
+        /// Answer as usual.
+        Default,
+        /// Send this text instead (whole lines, with CRLF).
+        Reply(String),
+        /// Close the connection.
+        Close,
+        /// Send this text, then close the connection.
+        ReplyClose(String),
+        /// Never answer this command (the connection stays open).
+        Silent,
+    }
+
+    /// What a hook sees of a command.
+    pub struct Cmd<'a> {
+        /// 1 for the first connection accepted, and so on.
+        pub conn: usize,
+        pub tag: &'a str,
+        /// The command name, upper case (`UID` for UID FETCH).
+        pub name: &'a str,
+        /// The whole line as sent.
+        pub line: &'a str,
+        /// The mailbox argument, unquoted, if the command has one.
+        pub mailbox: Option<&'a str>,
+    }
+
+    type Hook = Box<dyn FnMut(&Cmd, &Server) -> Act + Send>;
+    type Caps = Box<dyn Fn(usize) -> String + Send>;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct Mbox {
+        pub validity: u32,
+        pub next: u32,
+        /// (uid, subject)
+        pub msgs: Vec<(u32, String)>,
+    }
+
+    #[derive(Default)]
+    struct ConnState {
+        alive: bool,
+        notify: Option<Vec<String>>,
+        selected: Option<String>,
+        told_exists: usize,
+        /// Untagged lines waiting to be sent.
+        pending: Vec<String>,
+    }
+
+    struct World {
+        peak: usize,
+        logout_delay: Duration,
+        boxes: BTreeMap<String, Mbox>,
+        conns: Vec<Arc<Mutex<ConnState>>>,
+        logins: usize,
+        lines: Vec<String>,
+    }
+
+    #[derive(Clone)]
+    pub struct Server {
+        pub port: u16,
+        world: Arc<Mutex<World>>,
+        hook: Arc<Mutex<Option<Hook>>>,
+        caps: Arc<Mutex<Caps>>,
+        stop: Arc<AtomicBool>,
+    }
+
+    const TICK: Duration = Duration::from_millis(20);
+
+    impl Server {
+        /// A server with these (wire-named) mailboxes, empty, offering `caps` (after
+        /// IMAP4rev1) on every connection.
+        pub fn start(mailboxes: &[&str], caps: &str) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().unwrap().port();
+            let mut boxes = BTreeMap::new();
+            for m in mailboxes {
+                boxes.insert(
+                    (*m).to_owned(),
+                    Mbox {
+                        validity: 7,
+                        next: 1,
+                        msgs: Vec::new(),
+                    },
+                );
+            }
+            let caps = caps.to_owned();
+            let s = Server {
+                port,
+                world: Arc::new(Mutex::new(World {
+                    peak: 0,
+                    logout_delay: Duration::ZERO,
+                    boxes,
+                    conns: Vec::new(),
+                    logins: 0,
+                    lines: Vec::new(),
+                })),
+                hook: Arc::new(Mutex::new(None)),
+                caps: Arc::new(Mutex::new(Box::new(move |_| caps.clone()))),
+                stop: Arc::default(),
+            };
+            let server = s.clone();
+            thread::spawn(move || {
+                for sock in listener.incoming() {
+                    if server.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(sock) = sock else { return };
+                    let state = Arc::new(Mutex::new(ConnState {
+                        alive: true,
+                        ..ConnState::default()
+                    }));
+                    let n = {
+                        let mut w = lock(&server.world);
+                        w.conns.push(Arc::clone(&state));
+                        let open = w.conns.iter().filter(|c| lock(c).alive).count();
+                        w.peak = w.peak.max(open);
+                        w.conns.len()
+                    };
+                    let server = server.clone();
+                    thread::spawn(move || {
+                        let _ = server.serve(sock, n, &state);
+                        lock(&state).alive = false;
+                    });
+                }
+            });
+            s
+        }
+
+        pub fn set_hook(&self, f: impl FnMut(&Cmd, &Server) -> Act + Send + 'static) {
+            *lock(&self.hook) = Some(Box::new(f));
+        }
+
+        pub fn set_caps(&self, f: impl Fn(usize) -> String + Send + 'static) {
+            *lock(&self.caps) = Box::new(f);
+        }
+
+        /// A new message in `mailbox` (wire name): NOTIFY reports it to connections that
+        /// asked for that mailbox and do not have it selected; an idling connection that
+        /// has it selected hears EXISTS.
+        pub fn deliver(&self, mailbox: &str, subject: &str) -> u32 {
+            let mut w = lock(&self.world);
+            let mb = w.boxes.get_mut(mailbox).expect("no such mailbox");
+            let uid = mb.next;
+            mb.next += 1;
+            mb.msgs.push((uid, subject.to_owned()));
+            let (next, validity) = (mb.next, mb.validity);
+            for c in &w.conns {
+                let mut c = lock(c);
+                if !c.alive || c.selected.as_deref() == Some(mailbox) {
+                    continue;
+                }
+                if c.notify
+                    .as_ref()
+                    .is_some_and(|n| n.iter().any(|m| m == mailbox))
+                {
+                    c.pending.push(format!(
+                        "* STATUS {} (UIDNEXT {next} UIDVALIDITY {validity})",
+                        quote(mailbox)
+                    ));
+                }
+            }
+            uid
+        }
+
+        /// Queues an untagged line for every open connection (sent at the next chance).
+        pub fn push_all(&self, line: &str) {
+            for c in &lock(&self.world).conns {
+                let mut c = lock(c);
+                if c.alive {
+                    c.pending.push(line.to_owned());
+                }
+            }
+        }
+
+        pub fn with_box<R>(&self, mailbox: &str, f: impl FnOnce(&mut Mbox) -> R) -> R {
+            f(lock(&self.world)
+                .boxes
+                .get_mut(mailbox)
+                .expect("no such mailbox"))
+        }
+
+        /// The most connections open at once so far.
+        pub fn peak(&self) -> usize {
+            lock(&self.world).peak
+        }
+
+        /// LOGOUT is answered (and the connection closed) this long after it came.
+        pub fn set_logout_delay(&self, d: Duration) {
+            lock(&self.world).logout_delay = d;
+        }
+
+        pub fn logins(&self) -> usize {
+            lock(&self.world).logins
+        }
+
+        pub fn connections(&self) -> usize {
+            lock(&self.world).conns.len()
+        }
+
+        pub fn open_connections(&self) -> usize {
+            lock(&self.world)
+                .conns
+                .iter()
+                .filter(|c| lock(c).alive)
+                .count()
+        }
+
+        /// Every line clients sent, as `<conn> <line>`.
+        pub fn client_lines(&self) -> Vec<String> {
+            lock(&self.world).lines.clone()
+        }
+
+        pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
+            lock(&self.world).lines.iter().filter(|l| pred(l)).count()
+        }
+
+        /// The account table for a daemon on this server.
+        pub fn account_toml(&self, name: &str, mailboxes: &[&str], extra: &str) -> String {
+            let list: Vec<String> = mailboxes.iter().map(|m| toml_str(m)).collect();
+            format!(
+                "[[accounts]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+                 username = \"u\"\npassword = \"p\"\nmailboxes = [{}]\n{extra}\n",
+                self.port,
+                list.join(", ")
+            )
+        }
+
+        fn serve(
+            &self,
+            mut sock: TcpStream,
+            n: usize,
+            state: &Arc<Mutex<ConnState>>,
+        ) -> std::io::Result<()> {
+            sock.set_read_timeout(Some(TICK))?;
+            let caps = (lock(&self.caps))(n);
+            sock.write_all(format!("* OK [CAPABILITY IMAP4rev1 {caps}] multibox\r\n").as_bytes())?;
+            let mut reader = BufReader::new(sock.try_clone()?);
+            let mut line = String::new();
+            let mut idle: Option<String> = None;
+            loop {
+                if self.stop.load(Ordering::SeqCst) {
+                    let _ = sock.shutdown(Shutdown::Both);
+                    return Ok(());
+                }
+                match reader.read_line(&mut line) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) if line.ends_with('\n') => {}
+                    Ok(_) => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if idle.is_some() {
+                            let out = self.idle_news(state);
+                            if !out.is_empty() {
+                                sock.write_all(out.as_bytes())?;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                let text = line.trim_end().to_owned();
+                line.clear();
+                lock(&self.world).lines.push(format!("{n} {text}"));
+                if let Some(tag) = idle.take() {
+                    if text.eq_ignore_ascii_case("DONE") {
+                        let out = format!("{}{tag} OK idle done\r\n", self.idle_news(state));
+                        sock.write_all(out.as_bytes())?;
+                    } else {
+                        sock.write_all(b"* BAD expected DONE\r\n")?;
+                    }
+                    continue;
+                }
+                let (tag, rest) = text.split_once(' ').unwrap_or((&text, ""));
+                let tag = tag.to_owned();
+                let name = rest.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                let after = rest.split_once(' ').map_or("", |(_, a)| a);
+                let mailbox = match name.as_str() {
+                    "EXAMINE" | "SELECT" | "STATUS" => Some(astring(after).0),
+                    _ => None,
+                };
+                let act = {
+                    let mut hook = lock(&self.hook);
+                    match hook.as_mut() {
+                        Some(h) => h(
+                            &Cmd {
+                                conn: n,
+                                tag: &tag,
+                                name: &name,
+                                line: &text,
+                                mailbox: mailbox.as_deref(),
+                            },
+                            self,
+                        ),
+                        None => Act::Default,
+                    }
+                };
+                match act {
+                    Act::Reply(r) => {
+                        sock.write_all(r.as_bytes())?;
+                        continue;
+                    }
+                    Act::Close => {
+                        let _ = sock.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                    Act::ReplyClose(r) => {
+                        sock.write_all(r.as_bytes())?;
+                        let _ = sock.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                    Act::Silent => continue,
+                    Act::Default => {}
+                }
+                let mut out = String::new();
+                let pending = std::mem::take(&mut lock(state).pending);
+                match name.as_str() {
+                    "CAPABILITY" => {
+                        let caps = (lock(&self.caps))(n);
+                        out.push_str(&format!(
+                            "* CAPABILITY IMAP4rev1 {caps}\r\n{tag} OK done\r\n"
+                        ));
+                    }
+                    "LOGIN" => {
+                        lock(&self.world).logins += 1;
+                        out.push_str(&format!("{tag} OK logged in\r\n"));
+                    }
+                    "ID" | "NOOP" | "ENABLE" => out.push_str(&format!("{tag} OK done\r\n")),
+                    "LOGOUT" => {
+                        let d = lock(&self.world).logout_delay;
+                        thread::sleep(d);
+                        sock.write_all(format!("* BYE bye\r\n{tag} OK done\r\n").as_bytes())?;
+                        let _ = sock.shutdown(Shutdown::Both);
+                        return Ok(());
+                    }
+                    "EXAMINE" | "SELECT" => {
+                        let mb = mailbox.unwrap_or_default();
+                        let found = lock(&self.world).boxes.get(&mb).cloned();
+                        match found {
+                            None => {
+                                out.push_str(&format!("{tag} NO Mailbox doesn't exist: {mb}\r\n"))
+                            }
+                            Some(b) => {
+                                let mut s = lock(state);
+                                s.selected = Some(mb.clone());
+                                s.told_exists = b.msgs.len();
+                                out.push_str(&format!(
+                                    "* FLAGS (\\Seen)\r\n* {} EXISTS\r\n* OK [UIDVALIDITY {}] ok\r\n* OK [UIDNEXT {}] ok\r\n{tag} OK [READ-ONLY] done\r\n",
+                                    b.msgs.len(),
+                                    b.validity,
+                                    b.next
+                                ));
+                            }
+                        }
+                    }
+                    "STATUS" => {
+                        let mb = mailbox.unwrap_or_default();
+                        let found = lock(&self.world).boxes.get(&mb).cloned();
+                        match found {
+                            None => {
+                                out.push_str(&format!("{tag} NO Mailbox doesn't exist: {mb}\r\n"))
+                            }
+                            Some(b) => out.push_str(&format!(
+                                "* STATUS {} (UIDNEXT {} UIDVALIDITY {})\r\n{tag} OK done\r\n",
+                                quote(&mb),
+                                b.next,
+                                b.validity
+                            )),
+                        }
+                    }
+                    "UNSELECT" | "CLOSE" => {
+                        lock(state).selected = None;
+                        out.push_str(&format!("{tag} OK done\r\n"));
+                    }
+                    "NOTIFY" => {
+                        let upper = after.to_ascii_uppercase();
+                        if upper.starts_with("NONE") {
+                            lock(state).notify = None;
+                        } else {
+                            let names = quoted_strings(after);
+                            lock(state).notify = Some(names);
+                        }
+                        out.push_str(&format!("{tag} OK NOTIFY done\r\n"));
+                    }
+                    "UID" => {
+                        let words: Vec<&str> = rest.split(' ').collect();
+                        let sub = words
+                            .get(1)
+                            .map(|w| w.to_ascii_uppercase())
+                            .unwrap_or_default();
+                        let selected = lock(state).selected.clone();
+                        let b = selected.and_then(|s| lock(&self.world).boxes.get(&s).cloned());
+                        match (sub.as_str(), b) {
+                            ("FETCH", Some(b)) => {
+                                let set = words.get(2).copied().unwrap_or("");
+                                let headers = rest.to_ascii_uppercase().contains("BODY.PEEK");
+                                for (i, (uid, subject)) in b.msgs.iter().enumerate() {
+                                    if !in_set(set, *uid, b.msgs.last().map_or(0, |m| m.0)) {
+                                        continue;
+                                    }
+                                    if headers {
+                                        let h = format!(
+                                            "From: a@example.com\r\nSubject: {subject}\r\n\r\n"
+                                        );
+                                        out.push_str(&format!(
+                                            "* {} FETCH (UID {uid} BODY[HEADER.FIELDS (FROM SUBJECT)]<0> {{{}}}\r\n{h})\r\n",
+                                            i + 1,
+                                            h.len()
+                                        ));
+                                    } else {
+                                        out.push_str(&format!(
+                                            "* {} FETCH (UID {uid} FLAGS ())\r\n",
+                                            i + 1
+                                        ));
+                                    }
+                                }
+                                out.push_str(&format!("{tag} OK done\r\n"));
+                            }
+                            ("SEARCH", Some(b)) => {
+                                let set = words.get(3).copied().unwrap_or("");
+                                let max = b.msgs.last().map_or(0, |m| m.0);
+                                let l: Vec<String> = b
+                                    .msgs
+                                    .iter()
+                                    .filter(|m| in_set(set, m.0, max))
+                                    .map(|m| m.0.to_string())
+                                    .collect();
+                                out.push_str(&format!(
+                                    "* SEARCH {}\r\n{tag} OK done\r\n",
+                                    l.join(" ")
+                                ));
+                            }
+                            _ => out.push_str(&format!("{tag} BAD no mailbox selected\r\n")),
+                        }
+                    }
+                    "IDLE" => {
+                        out.push_str("+ idling\r\n");
+                        idle = Some(tag.clone());
+                    }
+                    _ => out.push_str(&format!("{tag} BAD unknown command\r\n")),
+                }
+                let mut all = pending.join("\r\n");
+                if !all.is_empty() {
+                    all.push_str("\r\n");
+                }
+                all.push_str(&out);
+                sock.write_all(all.as_bytes())?;
+            }
+        }
+
+        /// What an idling connection is told now: queued lines, EXISTS for its mailbox.
+        fn idle_news(&self, state: &Arc<Mutex<ConnState>>) -> String {
+            let mut out = String::new();
+            let selected = lock(state).selected.clone();
+            if let Some(s) = selected {
+                let n = lock(&self.world).boxes.get(&s).map_or(0, |b| b.msgs.len());
+                let mut st = lock(state);
+                if n > st.told_exists {
+                    st.told_exists = n;
+                    out.push_str(&format!("* {n} EXISTS\r\n"));
+                }
+            }
+            for l in std::mem::take(&mut lock(state).pending) {
+                out.push_str(&l);
+                out.push_str("\r\n");
+            }
+            out
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if Arc::strong_count(&self.stop) <= 2 {
+                self.stop.store(true, Ordering::SeqCst);
+                let _ = TcpStream::connect(("127.0.0.1", self.port));
+            }
+        }
+    }
+
+    fn in_set(set: &str, uid: u32, max: u32) -> bool {
+        let num = |w: &str| {
+            if w == "*" {
+                max.max(1)
+            } else {
+                w.parse().unwrap_or(0)
+            }
+        };
+        set.split(',').any(|part| match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b) = (num(a), num(b));
+                (a.min(b)..=a.max(b)).contains(&uid)
+            }
+            None => num(part) == uid,
+        })
+    }
+
+    /// An IMAP quoted string.
+    pub fn quote(s: &str) -> String {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    fn toml_str(s: &str) -> String {
+        crate::support::toml_string(s)
+    }
+
+    /// The first astring of `s`, unquoted, and the rest.
+    pub fn astring(s: &str) -> (String, &str) {
+        let s = s.trim_start();
+        if let Some(body) = s.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = body.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            out.push(n);
+                        }
+                    }
+                    '"' => return (out, &body[i + 1..]),
+                    c => out.push(c),
+                }
+            }
+            (out, "")
+        } else {
+            let end = s.find(' ').unwrap_or(s.len());
+            (s[..end].to_owned(), &s[end..])
+        }
+    }
+
+    /// Every quoted string in `s`, unquoted.
+    fn quoted_strings(s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('"') {
+            let (name, after) = astring(&rest[i..]);
+            out.push(name);
+            rest = after;
+        }
+        out
+    }
+}
+
+/// A config for a daemon on `server`: popups off, syslog to `syslog`.
+fn config(server: &Server, syslog: &SyslogRecorder, mailboxes: &[&str], extra: &str) -> String {
+    format!(
+        "{}\n[notifications]\nenabled = false\n{}",
+        server.account_toml("r", mailboxes, extra),
+        syslog.config_toml()
+    )
+}
+
+fn new_mail(syslog: &SyslogRecorder) -> Vec<String> {
+    syslog
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("new mail "))
+        .collect()
+}
+
+fn wait_new_mail_within(syslog: &SyslogRecorder, n: usize, within: Duration) -> Vec<String> {
+    syslog.wait_for(within, &format!("{n} new-mail lines"), |lines| {
+        lines.iter().filter(|l| l.contains("new mail ")).count() >= n
+    });
+    new_mail(syslog)
+}
+
+fn has_subject(lines: &[String], subject: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.contains(&format!("subject=\"{subject}\"")))
+        .count()
+}
+
+/// A mailbox NOTIFY watches gets mail between the shared connection's first sweep (its
+/// STATUS said nothing new) and the NOTIFY SET that starts the reports. RFC 5465 reports
+/// only what happens after NOTIFY SET (its STATUS option exists for this gap), so the
+/// server never says a word about it. What a user sees: that mail is announced only at
+/// the next full sweep, 15 minutes later (NOTIFY_SWEEP), or never if more mail comes and
+/// goes meanwhile... It should be announced within seconds (e.g. a STATUS of every member
+/// after NOTIFY SET, or NOTIFY SET with the STATUS option).
+#[test]
+fn mail_arriving_between_the_first_sweep_and_notify_set_is_announced_promptly() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "Lists"], "IDLE NOTIFY UNSELECT");
+        let mut delivered = false;
+        server.set_hook(move |cmd, s| {
+            if cmd.name == "NOTIFY" && !delivered {
+                delivered = true;
+                // Arrives just before the server takes the NOTIFY SET in.
+                s.deliver("Lists", "in the gap");
+            }
+            Act::Default
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(&config(&server, &syslog, &["INBOX", "Lists"], ""), None);
+        daemon.wait_for_output(
+            WAIT,
+            "watching r/Lists (shared connection, new mail reported by NOTIFY)",
+        );
+        let lines = wait_new_mail_within(&syslog, 1, Duration::from_secs(30));
+        assert_eq!(has_subject(&lines, "in the gap"), 1, "{lines:?}");
+    });
+}
+
+/// A server that offers NOTIFY on some connections and not on others (a cluster behind a
+/// load balancer mid-upgrade: each connection lands on another backend). Each login that
+/// says otherwise than the last makes the supervisor re-plan the account and restart its
+/// watchers at once, without backoff; the new watchers' logins flip it back. What a user
+/// sees: a login storm against the provider (and the account locked out for it). Should:
+/// a bounded number of logins (a plan that changes at most once in a while, or backoff).
+#[test]
+fn a_server_whose_notify_comes_and_goes_is_not_stormed() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B"], "IDLE UNSELECT");
+        server.set_caps(|n| {
+            if n % 2 == 1 {
+                "IDLE NOTIFY UNSELECT".to_owned()
+            } else {
+                "IDLE UNSELECT".to_owned()
+            }
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(
+            &config(
+                &server,
+                &syslog,
+                &["INBOX", "A", "B"],
+                "reconnect_max_secs = 30\n",
+            ),
+            None,
+        );
+        daemon.wait_for_output(WAIT, "watching r/INBOX");
+        std::thread::sleep(Duration::from_secs(15));
+        let logins = server.logins();
+        assert!(daemon.try_wait().is_none(), "the daemon died");
+        // Three mailboxes: a handful of logins at most (one per watcher, one re-plan).
+        assert!(logins <= 8, "{logins} logins in 15 s:\n{}", daemon.output());
+    });
+}
+
+/// The shared connection's STATUS of one mailbox is answered OK with no `* STATUS` line
+/// (a server that does so for a mailbox it does not want to talk about). The crate calls
+/// that "missing STATUS response", a protocol error that ends the shared session for
+/// every member, over and over. What a user sees: mail in every other mailbox on the
+/// shared connection is never announced. Should: that mailbox's fault costs only it (as a
+/// NO does), the others are checked.
+#[test]
+fn a_status_answered_without_data_costs_only_its_mailbox() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B"], "IDLE UNSELECT");
+        server.set_hook(|cmd, _| {
+            if cmd.name == "STATUS" && cmd.mailbox == Some("A") {
+                Act::Reply(format!("{} OK STATUS completed\r\n", cmd.tag))
+            } else {
+                Act::Default
+            }
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(
+            &config(
+                &server,
+                &syslog,
+                &["INBOX", "A", "B"],
+                "max_connections = 2\npoll_interval_secs = 2\nreconnect_max_secs = 2\n",
+            ),
+            None,
+        );
+        daemon.wait_for_output(WAIT, "watching r/INBOX");
+        std::thread::sleep(Duration::from_secs(3));
+        server.deliver("B", "to B");
+        let lines = wait_new_mail_within(&syslog, 1, Duration::from_secs(15));
+        assert_eq!(
+            has_subject(&lines, "to B"),
+            1,
+            "{lines:?}\n{}",
+            daemon.output()
+        );
+    });
+}
+
+/// As [`a_status_answered_without_data_costs_only_its_mailbox`], with a tagged BAD for
+/// one mailbox's STATUS (servers answer BAD for a name they cannot parse: a hostile
+/// sender's folder name, say). Every member of the shared connection goes unwatched.
+#[test]
+fn a_status_answered_bad_costs_only_its_mailbox() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B"], "IDLE UNSELECT");
+        server.set_hook(|cmd, _| {
+            if cmd.name == "STATUS" && cmd.mailbox == Some("A") {
+                Act::Reply(format!("{} BAD Invalid mailbox name\r\n", cmd.tag))
+            } else {
+                Act::Default
+            }
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(
+            &config(
+                &server,
+                &syslog,
+                &["INBOX", "A", "B"],
+                "max_connections = 2\npoll_interval_secs = 2\nreconnect_max_secs = 2\n",
+            ),
+            None,
+        );
+        daemon.wait_for_output(WAIT, "watching r/INBOX");
+        std::thread::sleep(Duration::from_secs(3));
+        server.deliver("B", "to B");
+        let lines = wait_new_mail_within(&syslog, 1, Duration::from_secs(15));
+        assert_eq!(
+            has_subject(&lines, "to B"),
+            1,
+            "{lines:?}\n{}",
+            daemon.output()
+        );
+    });
+}
+
+/// An account with `mailboxes` (as written in the config) and `extra` lines, on the rig's
+/// Dovecot.
+fn dovecot_account(rig: &Rig, mailboxes: &[&str], extra: &str) -> String {
+    let list: Vec<String> = mailboxes
+        .iter()
+        .map(|m| crate::support::toml_string(m))
+        .collect();
+    let account = rig.dovecot.account_toml("main", "implicit").replace(
+        "mailboxes = [\"INBOX\"]",
+        &format!("mailboxes = [{}]", list.join(", ")),
+    );
+    format!("{account}{extra}\n")
+}
+
+/// A careless user writes `"Inbox"` (INBOX is case-insensitive, and the config accepts
+/// it) and `max_connections = 1`, so INBOX goes on the shared connection. Dovecot answers
+/// `STATUS Inbox` with `* STATUS Inbox (...)`, which imap-proto reads as `INBOX` (it
+/// normalises that one name), and the `imap` crate, comparing with the `Inbox` it asked
+/// for, reports "Missing STATUS Response": the shared session fails at its first
+/// sweep, every time. What a user sees: no mail announced in any mailbox of the account,
+/// and a warning every few reconnects. Should: INBOX in any case works as INBOX.
+#[test]
+fn inbox_in_another_case_on_the_shared_connection_is_watched() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        let account = dovecot_account(
+            &rig,
+            &["Inbox", "Lists"],
+            "max_connections = 1\nreconnect_max_secs = 2\npoll_interval_secs = 2",
+        );
+        let daemon = rig.start_daemon(&account);
+        daemon.wait_for_output(WAIT, "main: logging in");
+        std::thread::sleep(Duration::from_secs(3));
+        rig.dovecot
+            .deliver("INBOX", &message("to the inbox", "a@example.com"));
+        rig.dovecot
+            .deliver("Lists", &message("to the list", "a@example.com"));
+        let got = rig
+            .syslog
+            .wait_for(Duration::from_secs(20), "2 new-mail lines", |l| {
+                l.iter().filter(|l| l.contains("new mail ")).count() >= 2
+            });
+        let _ = got;
+        let mut s = subjects(&rig.new_mail_lines());
+        s.sort();
+        assert_eq!(s, ["to the inbox", "to the list"], "{}", daemon.output());
+    });
+}
+
+/// Exactly-once across reloads that move mailbox A between a connection of its own and
+/// the shared connection (no NOTIFY, budget 3): `[INBOX, A]` gives A its own
+/// connection, `[INBOX, Z, Y, A]` puts it on the shared one. Mail keeps arriving in A
+/// throughout; every message must be announced once, and the connections must settle at
+/// what the plan holds.
+#[test]
+fn reloads_moving_a_mailbox_between_own_and_shared_announce_each_mail_once() {
+    with_timeout(Duration::from_secs(180), || {
+        let rig = Rig::start(DovecotOptions {
+            notify: false,
+            ..DovecotOptions::default()
+        });
+        for m in ["A", "Z", "Y"] {
+            rig.dovecot.create_mailbox(m);
+        }
+        let extra = "max_connections = 3\npoll_interval_secs = 1\nreconnect_max_secs = 1";
+        let two = rig.config(&dovecot_account(&rig, &["INBOX", "A"], extra));
+        let four = rig.config(&dovecot_account(&rig, &["INBOX", "Z", "Y", "A"], extra));
+        let daemon = rig.daemon_with_config(&two, &["main/INBOX", "main/A"]);
+        let mut sent = 0;
+        for round in 0..6 {
+            let next = if round % 2 == 0 { &four } else { &two };
+            let tmp = daemon.config_path().with_extension("toml.swp");
+            std::fs::write(&tmp, next).unwrap();
+            std::fs::rename(&tmp, daemon.config_path()).unwrap();
+            for _ in 0..5 {
+                sent += 1;
+                rig.dovecot
+                    .deliver("A", &message(&format!("m{sent}"), "a@example.com"));
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+        let lines = rig
+            .syslog
+            .wait_for(Duration::from_secs(30), "every message", |l| {
+                l.iter().filter(|l| l.contains("new mail ")).count() >= sent
+            });
+        std::thread::sleep(Duration::from_secs(3));
+        let got = subjects(&rig.new_mail_lines());
+        let _ = lines;
+        for i in 1..=sent {
+            let n = got.iter().filter(|s| **s == format!("m{i}")).count();
+            assert_eq!(n, 1, "m{i} announced {n} times: {got:?}");
+        }
+        assert_eq!(got.len(), sent, "{got:?}");
+        // The last config is `two` (6 rounds): INBOX and A, each on its own connection.
+        wait_until(WAIT, "two connections", || {
+            (rig.dovecot.connections() == 2).then_some(())
+        });
+    });
+}
+
+/// A config on `server` whose account table also says `extra`, started, with INBOX
+/// watched.
+fn start(server: &Server, syslog: &SyslogRecorder, mailboxes: &[&str], extra: &str) -> Daemon {
+    let daemon = Daemon::start(&config(server, syslog, mailboxes, extra), None);
+    daemon.wait_for_output(WAIT, "watching r/");
+    daemon
+}
+
+/// A server that offers NOTIFY answers NOTIFY SET with a tagged BAD (Dovecot does, for
+/// arguments it does not take: "MessageNew and MessageExpunge must be together" for the
+/// selected filter, "Invalid arguments." for others). A NO is handled (STATUS polling);
+/// a BAD ends the shared session, which reconnects, sweeps, sends NOTIFY again, is
+/// refused again, forever. What a user sees: a login every few seconds (backoff) and a
+/// warning now and then, mail only announced on the reconnects. Should: a BAD for
+/// NOTIFY is a refusal like NO: poll, on one connection.
+#[test]
+fn notify_answered_bad_falls_back_to_polling_without_reconnecting() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "Lists"], "IDLE NOTIFY UNSELECT");
+        server.set_hook(|cmd, _| {
+            if cmd.name == "NOTIFY" {
+                Act::Reply(format!("{} BAD Invalid arguments.\r\n", cmd.tag))
+            } else {
+                Act::Default
+            }
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = start(
+            &server,
+            &syslog,
+            &["INBOX", "Lists"],
+            "poll_interval_secs = 2\nreconnect_max_secs = 2\n",
+        );
+        std::thread::sleep(Duration::from_secs(12));
+        let logins = server.logins();
+        assert!(logins <= 3, "{logins} logins in 12 s:\n{}", daemon.output());
+    });
+}
+
+/// Held up: NOTIFY answered NO is polled on the same connection.
+#[test]
+fn notify_answered_no_is_polled_on_one_connection() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "Lists"], "IDLE NOTIFY UNSELECT");
+        server.set_hook(|cmd, _| {
+            if cmd.name == "NOTIFY" {
+                Act::Reply(format!(
+                    "{} NO [NOTIFICATIONOVERFLOW] Too many mailbox names\r\n",
+                    cmd.tag
+                ))
+            } else {
+                Act::Default
+            }
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = start(
+            &server,
+            &syslog,
+            &["INBOX", "Lists"],
+            "poll_interval_secs = 2\nreconnect_max_secs = 2\n",
+        );
+        daemon.wait_for_output(WAIT, "the server refused NOTIFY");
+        server.deliver("Lists", "polled");
+        let lines = wait_new_mail_within(&syslog, 1, Duration::from_secs(10));
+        assert_eq!(has_subject(&lines, "polled"), 1);
+        assert_eq!(server.logins(), 2, "{}", daemon.output());
+    });
+}
+
+/// Held up (also a check of the scripted server): NOTIFY reports are acted on, each mail
+/// once, across many mailboxes, and UIDVALIDITY changing under a shared member starts it
+/// afresh without repeating mail.
+#[test]
+fn notify_reports_each_mail_once_and_a_new_uidvalidity_does_not_repeat_mail() {
+    with_timeout(LIMIT, || {
+        let boxes: Vec<String> = std::iter::once("INBOX".to_owned())
+            .chain((1..=20).map(|i| format!("F{i}")))
+            .collect();
+        let names: Vec<&str> = boxes.iter().map(String::as_str).collect();
+        let server = Server::start(&names, "IDLE NOTIFY UNSELECT");
+        let syslog = SyslogRecorder::start();
+        let daemon = start(&server, &syslog, &names, "");
+        daemon.wait_for_output_count(WAIT, "(shared connection, new mail reported by NOTIFY)", 20);
+        for (i, m) in names.iter().enumerate() {
+            server.deliver(m, &format!("to {m}"));
+            wait_new_mail_within(&syslog, i + 1, WAIT);
+            // Let the look finish (see a_notify_report_in_the_answer_to_unselect_is_not_lost).
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        // F3 is restored from a backup: new UIDVALIDITY, its messages renumbered.
+        server.with_box("F3", |b| {
+            b.validity = 99;
+            b.msgs = vec![(1, "to F3".to_owned())];
+            b.next = 2;
+        });
+        server.deliver("F3", "after the restore");
+        std::thread::sleep(Duration::from_millis(500));
+        server.deliver("F4", "to F4 again");
+        let lines = wait_new_mail_within(&syslog, names.len() + 1, WAIT);
+        std::thread::sleep(Duration::from_secs(2));
+        let lines = new_mail(&syslog)
+            .into_iter()
+            .chain(lines.into_iter().take(0))
+            .collect::<Vec<_>>();
+        for m in &names {
+            assert_eq!(has_subject(&lines, &format!("to {m}")), 1, "{lines:?}");
+        }
+        assert_eq!(has_subject(&lines, "to F4 again"), 1, "{lines:?}");
+        // The restored mailbox's new mail is not announced (a new UIDVALIDITY starts
+        // afresh, by design), nor is its old mail again.
+        assert_eq!(lines.len(), names.len() + 1, "{lines:?}");
+        assert!(daemon.try_wait().is_none());
+    });
+}
+
+/// Held up: a BYE in the middle of a sweep (at the STATUS of one mailbox) reconnects
+/// and announces each mail once; a UNSELECT that is never answered times out and the
+/// mail it followed is not announced again.
+#[test]
+fn bye_mid_sweep_and_an_unanswered_unselect_repeat_nothing() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B", "C"], "IDLE UNSELECT");
+        let mut byes = 0;
+        let mut hangs = 0;
+        server.set_hook(move |cmd, _| {
+            if cmd.name == "STATUS" && cmd.mailbox == Some("B") && byes < 2 {
+                byes += 1;
+                return Act::Reply("* BYE going down\r\n".to_owned());
+            }
+            if cmd.name == "UNSELECT" && hangs < 1 {
+                hangs += 1;
+                return Act::Silent;
+            }
+            Act::Default
+        });
+        server.deliver("A", "early A");
+        server.deliver("C", "early C");
+        let syslog = SyslogRecorder::start();
+        let daemon = start(
+            &server,
+            &syslog,
+            &["INBOX", "A", "B", "C"],
+            "max_connections = 2\npoll_interval_secs = 1\nreconnect_max_secs = 1\ntimeout_secs = 2\n",
+        );
+        daemon.wait_for_output(WAIT, "watching r/C ");
+        server.deliver("A", "a1");
+        server.deliver("B", "b1");
+        server.deliver("C", "c1");
+        let lines = wait_new_mail_within(&syslog, 3, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(4));
+        let lines = new_mail(&syslog)
+            .into_iter()
+            .chain(lines.into_iter().take(0))
+            .collect::<Vec<_>>();
+        for s in ["a1", "b1", "c1"] {
+            assert_eq!(has_subject(&lines, s), 1, "{lines:?}");
+        }
+        assert_eq!(lines.len(), 3, "{lines:?}");
+    });
+}
+
+/// Held up: a flood of `* STATUS` lines for mailboxes nobody watches (garbage names),
+/// 50 000 of them in one IDLE, costs neither the daemon nor its memory, and the
+/// watched mailboxes still work.
+#[test]
+fn a_flood_of_status_lines_for_unwatched_mailboxes_is_survived() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "Lists"], "IDLE NOTIFY UNSELECT");
+        let syslog = SyslogRecorder::start();
+        let daemon = start(&server, &syslog, &["INBOX", "Lists"], "");
+        daemon.wait_for_output(WAIT, "watching r/Lists ");
+        let rss = || {
+            std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .map(|n| n.parse::<u64>().unwrap())
+                })
+                .unwrap()
+        };
+        let before = rss();
+        for round in 0..5 {
+            for i in 0..10_000 {
+                server.push_all(&format!(
+                    "* STATUS \"junk{round}-{i}-\\\\\\\"x\" (UIDNEXT {} UIDVALIDITY 1)",
+                    u32::MAX - i
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        server.deliver("Lists", "after the flood");
+        server.deliver("INBOX", "inbox after the flood");
+        let lines = wait_new_mail_within(&syslog, 2, WAIT);
+        assert_eq!(has_subject(&lines, "after the flood"), 1, "{lines:?}");
+        let after = rss();
+        assert!(daemon.try_wait().is_none());
+        assert!(after < before + 30_000, "RSS {before} kB -> {after} kB");
+    });
+}
+
+/// Runs a daemon on a scripted server whose mailboxes are `names` (as configured; the
+/// server knows them by their modified UTF-7 wire names), INBOX on its own connection
+/// and the rest shared, by NOTIFY and then by STATUS polling; delivers one message to
+/// each and asserts each is announced once.
+fn each_announced_once_on_the_shared_connection(names: &[&str]) {
+    let wire: Vec<String> = names
+        .iter()
+        .map(|n| mailpushd::imap::mutf7::encode(n))
+        .collect();
+    let wire_refs: Vec<&str> = wire.iter().map(String::as_str).collect();
+    for caps in ["IDLE NOTIFY UNSELECT", "IDLE UNSELECT"] {
+        let server = Server::start(&wire_refs, caps);
+        let syslog = SyslogRecorder::start();
+        let daemon = start(
+            &server,
+            &syslog,
+            names,
+            "max_connections = 2\npoll_interval_secs = 1\nreconnect_max_secs = 1\n",
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        for (i, w) in wire.iter().enumerate() {
+            server.deliver(w, &format!("to {i}"));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while new_mail(&syslog).len() < names.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let lines = new_mail(&syslog);
+        for i in 0..names.len() {
+            assert_eq!(
+                has_subject(&lines, &format!("to {i}")),
+                1,
+                "{caps}: to {i} ({:?}): {lines:?}\n{}",
+                names[i],
+                daemon.output()
+            );
+        }
+        assert_eq!(lines.len(), names.len(), "{caps}: {lines:?}");
+    }
+}
+
+/// Held up: non-ASCII, `&` and a 300-character name on the shared connection, by NOTIFY
+/// (where trusted) and by STATUS polling, each announced once.
+#[test]
+fn non_ascii_ampersand_and_long_names_on_the_shared_connection_are_announced_once() {
+    with_timeout(LIMIT, || {
+        let long = "L".repeat(300);
+        each_announced_once_on_the_shared_connection(&["INBOX", "Ünïcode", "a&b", &long, "Plain"]);
+    });
+}
+
+/// A mailbox whose name holds a double quote or a backslash (made by another mail
+/// client; the config takes it) on the shared connection. The server answers
+/// `STATUS "q\"uote"` with `* STATUS "q\"uote" (...)`, properly quoted; imap-proto hands the
+/// name over still escaped (`q\"uote`), the `imap` crate compares it with the unescaped
+/// name it asked for, finds no STATUS for it, and fails the command as a protocol error:
+/// the shared session ends at its first sweep, every time. What a user sees: no mail
+/// announced in ANY mailbox on the shared connection (here "Plain" too), a warning
+/// "Missing STATUS Response" now and then. Should: each announced once; at worst the
+/// odd mailbox alone unwatched, said so.
+#[test]
+fn a_quote_or_backslash_in_a_shared_mailbox_name_costs_no_other_mailbox() {
+    with_timeout(LIMIT, || {
+        each_announced_once_on_the_shared_connection(&["INBOX", "Plain", "q\"uote", "back\\slash"]);
+    });
+}
+
+/// Mail arrives in mailbox B while the shared connection is looking at mailbox A, and
+/// the server sends its NOTIFY report (`* STATUS B (UIDNEXT ..)`) in the answer to the
+/// UNSELECT that ends the look (servers send pending untagged responses with whatever
+/// command completes next; RFC 3501 section 7 allows it). `Connection::unselect` runs
+/// `run_command_and_check_ok`, which throws every untagged line of the answer away, so
+/// the report is lost. What a user sees: the mail in B is not announced until the
+/// 15-minute sweep (and two such losses in a row make B "distrusted" and polled). The
+/// same holds for a report that comes with the answer to NOTIFY SET or CLOSE. Should: B
+/// announced within seconds.
+#[test]
+fn a_notify_report_in_the_answer_to_unselect_is_not_lost() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B"], "IDLE NOTIFY UNSELECT");
+        let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let go2 = std::sync::Arc::clone(&go);
+        let mut armed = false;
+        server.set_hook(move |cmd, s| {
+            if !go2.load(std::sync::atomic::Ordering::SeqCst) {
+                return Act::Default;
+            }
+            if cmd.name == "EXAMINE" && cmd.mailbox == Some("A") {
+                armed = true;
+            }
+            if cmd.name == "UNSELECT" && armed {
+                armed = false;
+                go2.store(false, std::sync::atomic::Ordering::SeqCst);
+                // Queued for this connection, sent with the UNSELECT's answer.
+                s.deliver("B", "to B during a look at A");
+            }
+            Act::Default
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = start(&server, &syslog, &["INBOX", "A", "B"], "");
+        daemon.wait_for_output(
+            WAIT,
+            "watching r/B (shared connection, new mail reported by NOTIFY)",
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        go.store(true, std::sync::atomic::Ordering::SeqCst);
+        server.deliver("A", "to A");
+        let lines = wait_new_mail_within(&syslog, 2, Duration::from_secs(20));
+        assert_eq!(has_subject(&lines, "to A"), 1, "{lines:?}");
+        assert_eq!(
+            has_subject(&lines, "to B during a look at A"),
+            1,
+            "{lines:?}"
+        );
+    });
+}
+
+/// A reload that swaps which mailboxes have connections of their own (no NOTIFY,
+/// `max_connections = 3`): `[INBOX, A, B]` (three own) becomes `[INBOX, C, D, E]`
+/// (INBOX and C own, D and E shared). The new watchers share no mailbox with the retiring
+/// ones, so they start at once, while A and B are still saying goodbye (this server
+/// takes 500 ms to answer LOGOUT, as a busy one may). What a user sees: five connections
+/// at once on an account limited to three; at a server whose limit is three, a refusal,
+/// and a budget lowered for good ("the server allows only 2 connections") though the
+/// server allows three. Should: never more than `max_connections` at once.
+#[test]
+fn a_reload_never_holds_more_connections_than_the_budget() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B", "C", "D", "E"], "IDLE UNSELECT");
+        server.set_logout_delay(Duration::from_millis(500));
+        let syslog = SyslogRecorder::start();
+        let extra = "max_connections = 3\npoll_interval_secs = 5\n";
+        let daemon = Daemon::start(&config(&server, &syslog, &["INBOX", "A", "B"], extra), None);
+        daemon.wait_for_output(WAIT, "watching r/B ");
+        assert_eq!(server.peak(), 3);
+        let next = config(&server, &syslog, &["INBOX", "C", "D", "E"], extra);
+        let tmp = daemon.config_path().with_extension("toml.swp");
+        std::fs::write(&tmp, next).unwrap();
+        std::fs::rename(&tmp, daemon.config_path()).unwrap();
+        daemon.wait_for_output(WAIT, "watching r/E ");
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            server.peak() <= 3,
+            "{} connections at once with max_connections = 3",
+            server.peak()
+        );
+    });
+}
+
+/// Held up: a SIGTERM while the shared connection sweeps 30 mailboxes on a slow server
+/// (each STATUS answered after 300 ms) still stops the daemon within 2 s.
+#[test]
+fn a_stop_during_a_slow_sweep_takes_at_most_two_seconds() {
+    with_timeout(LIMIT, || {
+        let boxes: Vec<String> = std::iter::once("INBOX".to_owned())
+            .chain((1..=30).map(|i| format!("S{i}")))
+            .collect();
+        let names: Vec<&str> = boxes.iter().map(String::as_str).collect();
+        let server = Server::start(&names, "IDLE UNSELECT");
+        server.set_hook(|cmd, _| {
+            if cmd.name == "STATUS" {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Act::Default
+        });
+        let syslog = SyslogRecorder::start();
+        let mut daemon = start(
+            &server,
+            &syslog,
+            &names,
+            "max_connections = 2\npoll_interval_secs = 1\n",
+        );
+        wait_until(WAIT, "a sweep under way", || {
+            (server.count_lines(|l| l.contains(" STATUS ")) >= 3).then_some(())
+        });
+        let (_, took) = daemon.terminate();
+        assert!(took <= Duration::from_secs(2), "stopping took {took:?}");
+    });
+}
+
+/// The server refuses every login for its connection limit (`NO [LIMIT]`). Held up if
+/// the logins stay few: the budget drops to 1, and the shared connection retries at
+/// `reconnect_max_secs` (one early retry while the budget settles).
+#[test]
+fn a_server_refusing_every_login_for_its_limit_is_not_stormed() {
+    with_timeout(LIMIT, || {
+        let server = Server::start(&["INBOX", "A", "B", "C"], "IDLE UNSELECT");
+        server.set_hook(|cmd, s| {
+            if cmd.name == "LOGIN" {
+                let _ = s;
+                return Act::Reply(format!(
+                    "{} NO [LIMIT] Too many simultaneous connections\r\n",
+                    cmd.tag
+                ));
+            }
+            Act::Default
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(
+            &config(
+                &server,
+                &syslog,
+                &["INBOX", "A", "B", "C"],
+                "reconnect_max_secs = 5\n",
+            ),
+            None,
+        );
+        std::thread::sleep(Duration::from_secs(20));
+        let logins = server.count_lines(|l| l.contains(" LOGIN "));
+        assert!(logins <= 7, "{logins} logins in 20 s:\n{}", daemon.output());
+        assert!(daemon.try_wait().is_none());
+    });
+}
+
+/// Gmail's way: after a good login, an untagged `* NO [ALERT] Too many simultaneous
+/// connections` and the connection closed, no tagged answer. Here the server lets two
+/// connections in at once; four mailboxes without NOTIFY start four. Should: taken for
+/// the connection limit, the budget lowered, and every mailbox watched (mail in each
+/// announced) within a minute.
+#[test]
+fn an_untagged_too_many_connections_lowers_the_budget_and_every_mailbox_is_watched() {
+    with_timeout(Duration::from_secs(150), || {
+        let server = Server::start(&["INBOX", "A", "B", "C"], "IDLE UNSELECT");
+        server.set_hook(|cmd, s| {
+            if cmd.name == "LOGIN" && s.open_connections() > 2 {
+                return Act::ReplyClose(
+                    "* NO [ALERT] Too many simultaneous connections. (Failure)\r\n".to_owned(),
+                );
+            }
+            Act::Default
+        });
+        let syslog = SyslogRecorder::start();
+        let daemon = Daemon::start(
+            &config(
+                &server,
+                &syslog,
+                &["INBOX", "A", "B", "C"],
+                "reconnect_max_secs = 2\npoll_interval_secs = 2\ntimeout_secs = 2\n",
+            ),
+            None,
+        );
+        daemon.wait_for_output(WAIT, "watching r/INBOX");
+        std::thread::sleep(Duration::from_secs(45));
+        for m in ["INBOX", "A", "B", "C"] {
+            server.deliver(m, &format!("to {m}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while new_mail(&syslog).len() < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lines = new_mail(&syslog);
+        for m in ["INBOX", "A", "B", "C"] {
+            assert_eq!(
+                has_subject(&lines, &format!("to {m}")),
+                1,
+                "{lines:?}\n{}",
+                daemon.output()
+            );
+        }
+    });
+}
+
+/// A careless user lists the same server and user twice, as two accounts ("work" and
+/// "work2", say after a copy-and-paste), both watching INBOX and Lists. Their watchers
+/// keep the same state files (keyed by user, host, port and mailbox, which the
+/// supervisor knows: `same_state_files`) but run side by side. What a user sees: every
+/// new mail announced twice. Should: once (or the config refused, or a warning and the
+/// second account's duplicates left out).
+#[test]
+fn the_same_mailbox_in_two_accounts_is_announced_once() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        let one = dovecot_account(&rig, &["INBOX", "Lists"], "");
+        let two = one.replace("name = \"main\"", "name = \"copy\"");
+        assert_ne!(one, two);
+        let daemon = rig.daemon(
+            &format!("{one}\n{two}"),
+            &["main/INBOX", "main/Lists", "copy/INBOX", "copy/Lists"],
+        );
+        rig.dovecot
+            .deliver("Lists", &message("once please", "a@example.com"));
+        let _ = rig.wait_new_mail(1);
+        std::thread::sleep(Duration::from_secs(3));
+        let lines = rig.new_mail_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}\n{}", daemon.output());
+    });
+}
+
+/// A careless user watches 101 mailboxes besides INBOX on Dovecot (NOTIFY). Dovecot
+/// takes at most 100 names per namespace in one NOTIFY SET and answers `NO
+/// [NOTIFICATIONOVERFLOW] Too many mailbox names`; mailpushd then polls all 101 every
+/// `poll_interval_secs` (120 s by default). What a user sees: new mail in any of them
+/// announced up to two minutes late, where 100 of them could have stayed on NOTIFY
+/// (or the names be split, or `subtree`/`personal` be used). Should: announced within
+/// seconds.
+#[test]
+fn a_hundred_and_one_shared_mailboxes_stay_on_notify() {
+    with_timeout(Duration::from_secs(240), || {
+        let rig = Rig::start(DovecotOptions::default());
+        let boxes: Vec<String> = std::iter::once("INBOX".to_owned())
+            .chain((1..=101).map(|i| format!("M{i:03}")))
+            .collect();
+        for m in &boxes[1..] {
+            rig.dovecot.create_mailbox(m);
+        }
+        let names: Vec<&str> = boxes.iter().map(String::as_str).collect();
+        let daemon = rig.daemon(&dovecot_account(&rig, &names, ""), &["main/M101"]);
+        std::thread::sleep(Duration::from_secs(2));
+        rig.dovecot
+            .deliver("M050", &message("to M050", "a@example.com"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rig.new_mail_lines().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let lines = rig.new_mail_lines();
+        assert_eq!(
+            subjects(&lines),
+            ["to M050"],
+            "{}",
+            daemon
+                .output()
+                .lines()
+                .filter(|l| l.contains("NOTIFY"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    });
+}
