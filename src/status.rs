@@ -17,6 +17,13 @@ pub enum Phase {
     Retrying,
 }
 
+/// `account/mailbox`: a watcher's row key, thread name and log prefix, with control and
+/// bidi characters escaped (mailbox names come from the config and, for patterns, from
+/// the server's LIST: neither may break or colour a log line).
+pub fn row_key(account: &str, mailbox: &str) -> String {
+    crate::decode::controls_escaped(&format!("{account}/{mailbox}"))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub phase: Phase,

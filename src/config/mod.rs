@@ -390,6 +390,7 @@ impl Validator<'_> {
                     }
                     if let Some(a) = self.account(raw, &span, &default_hooks) {
                         if !duplicate {
+                            self.same_mailbox_twice(&accounts, &a, &span);
                             accounts.push(a);
                         }
                     }
@@ -406,6 +407,32 @@ impl Validator<'_> {
             })
         } else {
             Err(in_order(self.problems))
+        }
+    }
+
+    /// A mailbox watched by two accounts of the same user on the same server would be
+    /// announced twice (and both would keep one state file): reported at the second
+    /// account. Patterns are not compared (what they stand for is the server's answer).
+    fn same_mailbox_twice(&mut self, before: &[Account], account: &Account, span: &Range<usize>) {
+        for other in before.iter().filter(|o| {
+            o.username == account.username && o.host == account.host && o.port == account.port
+        }) {
+            let twice = account.mailboxes.iter().find(|m| {
+                !patterns::is_pattern(m)
+                    && other
+                        .mailboxes
+                        .iter()
+                        .any(|o| mailbox_key(o) == mailbox_key(m))
+            });
+            if let Some(m) = twice {
+                let message = format!(
+                    "mailbox {m:?} is also watched by account {:?}, the same user on the same \
+                     server: each message would be announced twice; watch it in one account",
+                    other.name
+                );
+                self.report(&(span.start..span.start + 1), message);
+                return;
+            }
         }
     }
 
@@ -1076,6 +1103,45 @@ facility = "nope"
     }
 
     #[test]
+    fn one_mailbox_of_one_user_in_two_accounts_is_a_problem() {
+        let acct = |name: &str, mailboxes: &str| {
+            format!(
+                "[[accounts]]\nname='{name}'\nhost='h'\nusername='u'\npassword='p'\nmailboxes = [{mailboxes}]\n"
+            )
+        };
+        let p = problems(&format!(
+            "{}{}",
+            acct("a", "'INBOX', 'Lists'"),
+            acct("b", "'Lists'")
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, 7);
+        assert!(
+            p[0].message
+                .contains("mailbox \"Lists\" is also watched by account \"a\""),
+            "{p:?}"
+        );
+        // INBOX in another case is INBOX.
+        assert_eq!(
+            problems(&format!("{}{}", acct("a", "'INBOX'"), acct("b", "'inbox'"))).len(),
+            1
+        );
+        // Other mailboxes, another user, or patterns: fine.
+        let fine = |text: String| parse(&text, std::path::Path::new("/")).is_ok();
+        assert!(fine(format!(
+            "{}{}",
+            acct("a", "'INBOX'"),
+            acct("b", "'Lists'")
+        )));
+        assert!(fine(format!(
+            "{}{}",
+            acct("a", "'INBOX'"),
+            acct("b", "'INBOX'").replace("username='u'", "username='v'")
+        )));
+        assert!(fine(format!("{}{}", acct("a", "'*'"), acct("b", "'*'"))));
+    }
+
+    #[test]
     fn duplicate_account_names() {
         let one = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n";
         let p = problems(&format!("{one}{one}"));
@@ -1141,7 +1207,7 @@ mailboxes = ["INBOX", { name = "Lists", notify = true }]
 [[accounts]]
 name = "b"
 host = "h"
-username = "u"
+username = "v"
 password = "p"
 on_new_mail = ["notmuch", "new"]
 on_new_mail_post = ["true"]

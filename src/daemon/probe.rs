@@ -48,7 +48,7 @@ pub fn probe(config: &Config) -> Vec<Outcome> {
             }
         }
         for mailbox in &mailboxes {
-            let key = format!("{}/{}", account.name, mailbox);
+            let key = crate::status::row_key(&account.name, mailbox);
             let result = credentials::resolve(&account.secret)
                 .map_err(|e| e.to_string())
                 .and_then(|password| {

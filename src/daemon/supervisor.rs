@@ -417,14 +417,21 @@ impl Supervisor {
         } else {
             account.mailboxes.clone()
         };
-        // Without IDLE every mailbox is polled, and one connection polls them all as
-        // soon as many (NetEase also throttles logins).
-        let budget = if learned.idle == Some(false) {
+        budget::assign(&mailboxes, learned.notify, self.budget_of(account))
+    }
+
+    /// The account's connection budget now: `max_connections`, or lower after a refusal
+    /// for the server's limit, or 1 without IDLE (every mailbox is polled, and one
+    /// connection polls them all as well as many; NetEase also throttles logins).
+    fn budget_of(&self, account: &Account) -> u32 {
+        let learned = self.learned.get(&account.name);
+        if learned.and_then(|l| l.idle) == Some(false) {
             1
         } else {
-            learned.budget.map_or(account.max_connections, |(b, _)| b)
-        };
-        budget::assign(&mailboxes, learned.notify, budget)
+            learned
+                .and_then(|l| l.budget)
+                .map_or(account.max_connections, |(b, _)| b)
+        }
     }
 
     /// What `account`'s patterns stand for now, from its listing watcher.
@@ -606,7 +613,16 @@ impl Supervisor {
                 same_state_files(&r.account, &unit.account)
                     && r.mailboxes.iter().any(|m| unit.mailboxes.contains(m))
             });
-            if !busy {
+            // Stopped watchers still hold their connections until they have logged out:
+            // the budget counts them, so that a reload never holds more than it allows.
+            let held = self
+                .running
+                .values()
+                .chain(&self.retiring)
+                .filter(|r| r.account.name == unit.account.name)
+                .count();
+            let budget = usize::try_from(self.budget_of(&unit.account)).unwrap_or(usize::MAX);
+            if !busy && held < budget.max(1) {
                 self.start(unit)?;
             }
         }
@@ -617,7 +633,9 @@ impl Supervisor {
         if let Some(r) = self.running.remove(key) {
             r.control.stop();
             for m in &r.mailboxes {
-                self.shared.status.remove(&format!("{}/{m}", key.0));
+                self.shared
+                    .status
+                    .remove(&crate::status::row_key(&key.0, m));
             }
             self.refused.retain(|k| k != key);
             self.retiring.push(r);

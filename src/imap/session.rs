@@ -186,6 +186,37 @@ fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// NOTIFY reports kept at most, one per mailbox (see `Connection::remember_status`).
+const MAX_STATUSES: usize = 4096;
+
+/// A mailbox name as a server's `* STATUS` gives it, made comparable with the wire name
+/// mailpushd sent: a quoted string's escapes (`\"`, `\\`) undone (imap-proto leaves
+/// them), and INBOX in any case is INBOX (RFC 3501 section 5.1).
+pub fn name_key(name: &str) -> String {
+    if name.eq_ignore_ascii_case("INBOX") {
+        return "INBOX".to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A wire name mailpushd sends, in the form [`name_key`] gives the server's: INBOX in any
+/// case is INBOX.
+pub fn wire_key(wire: &str) -> String {
+    if wire.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_owned()
+    } else {
+        wire.to_owned()
+    }
+}
+
 /// The UIDNEXT in a `* STATUS` answer, if it has one.
 fn uid_next_of(attributes: &[imap_proto::StatusAttribute]) -> Option<u32> {
     attributes.iter().find_map(|a| match a {
@@ -409,7 +440,16 @@ pub fn connect(
             }
             imap::Error::No(no) => ImapError::Auth(format!("{}{detail}", no.information)),
             imap::Error::Bad(bad) => ImapError::Auth(format!("{}{detail}", bad.information)),
-            e => ImapError::protocol("logging in")(e),
+            // Gmail: `* NO [ALERT] Too many simultaneous connections.`, then the socket
+            // closes: the warning, not the closed socket, is what happened.
+            e => match tolerant
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .said(is_connection_limit)
+            {
+                Some(text) => ImapError::Limit(text),
+                None => ImapError::protocol("logging in")(e),
+            },
         }
     })?;
 
@@ -944,7 +984,19 @@ impl Connection {
             // Dropping the handle sends DONE and reads its answer, within `timeout_secs`
             // (or the shorter probe bound after a silence).
         };
-        self.statuses.extend(statuses);
+        for (mailbox, uid_next) in statuses {
+            self.remember_status(name_key(&mailbox), uid_next);
+        }
+        // The reports the crate did not hand on: after the first of a burst, and with the
+        // answer to DONE.
+        let reports = self
+            .tolerant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_reports();
+        for (mailbox, uid_next) in reports {
+            self.remember_status(mailbox, uid_next);
+        }
         if let Some(info) = bye {
             return Err(ImapError::Bye(info));
         }
@@ -1026,7 +1078,7 @@ impl Connection {
                     mailbox,
                     attributes,
                 } => {
-                    self.statuses.insert(mailbox, uid_next_of(&attributes));
+                    self.remember_status(name_key(&mailbox), uid_next_of(&attributes));
                 }
                 _ => {}
             }
@@ -1061,19 +1113,27 @@ impl Connection {
     /// mailbox at once. A report ends IDLE with [`Wake::Changed`];
     /// [`Connection::take_statuses`] says which mailboxes.
     ///
-    /// Errors: [`ImapError::Refused`] if the server answers NO (RFC 5465 section 5.3:
-    /// `[NOTIFICATIONOVERFLOW]`, or a mailbox it cannot watch).
+    /// Errors: [`ImapError::Refused`] if the server answers NO or BAD (RFC 5465 section
+    /// 5.3: `[NOTIFICATIONOVERFLOW]`, or a mailbox it cannot watch; Dovecot takes at most
+    /// 100 names).
     pub fn notify_mailboxes(&mut self, mailboxes: &[&str]) -> Result<(), ImapError> {
         let command = notify_mailboxes_command(mailboxes);
-        let result = self.session.run_command_and_check_ok(&command);
-        self.drain_unsolicited()?;
-        result.map_err(|e| match e {
-            imap::Error::No(no) => ImapError::Refused {
-                context: "NOTIFY SET",
-                reason: no.information,
-            },
-            e => self.failed("NOTIFY SET", e),
-        })
+        match self.session.run_command_and_read_response(&command) {
+            Ok(data) => {
+                self.drain_unsolicited()?;
+                self.absorb(&data, None)?;
+                Ok(())
+            }
+            Err(imap::Error::No(imap::error::No { information, .. }))
+            | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
+                self.drain_unsolicited()?;
+                Err(ImapError::Refused {
+                    context: "NOTIFY SET",
+                    reason: information,
+                })
+            }
+            Err(e) => Err(self.failed("NOTIFY SET", e)),
+        }
     }
 
     /// `STATUS <mailbox> (UIDNEXT UIDVALIDITY)` (RFC 3501 section 6.3.10): whether a
@@ -1081,8 +1141,9 @@ impl Connection {
     /// 0. A mailbox the server refuses (NO or BAD: gone, renamed, a name it will not take)
     /// is [`ImapError::Mailbox`], as for [`Connection::examine`].
     pub fn status(&mut self, wire_name: &str, display: &str) -> Result<MailboxStatus, ImapError> {
-        let mb = match self.session.status(wire_name, "(UIDNEXT UIDVALIDITY)") {
-            Ok(mb) => mb,
+        let command = format!("STATUS {} (UIDNEXT UIDVALIDITY)", quoted(wire_name));
+        let data = match self.session.run_command_and_read_response(&command) {
+            Ok(data) => data,
             Err(imap::Error::No(imap::error::No { information, .. }))
             | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
                 return Err(ImapError::Mailbox {
@@ -1093,11 +1154,79 @@ impl Connection {
             Err(e) => return Err(self.failed("STATUS", e)),
         };
         self.drain_unsolicited()?;
-        Ok(MailboxStatus {
-            exists: 0,
-            uid_validity: mb.uid_validity,
-            uid_next: mb.uid_next,
-        })
+        match self.absorb(&data, Some(&wire_key(wire_name)))? {
+            Some(status) => Ok(status),
+            // Answered OK without the mailbox's status: nothing to go by for this mailbox
+            // (and no reason to doubt the connection).
+            None => Err(ImapError::Mailbox {
+                mailbox: display.to_owned(),
+                reason: "the server answered STATUS without the mailbox's status".to_owned(),
+            }),
+        }
+    }
+
+    /// Reads the untagged responses of one command's answer, as the `imap` crate would not
+    /// for STATUS, UNSELECT and NOTIFY (it compares STATUS names byte for byte, so
+    /// `"Inbox"` or a name with a quote never matched, and it drops what came with a plain
+    /// OK): the STATUS of `wanted` (a [`name_key`]) is returned; any other STATUS is a
+    /// NOTIFY report, kept for [`Connection::take_statuses`]; EXISTS, EXPUNGE and FETCH
+    /// are a change; BYE ends the session. A line that does not parse ends the reading
+    /// (the tolerant layer under the session has reported it).
+    fn absorb(
+        &mut self,
+        data: &[u8],
+        wanted: Option<&str>,
+    ) -> Result<Option<MailboxStatus>, ImapError> {
+        use imap_proto::{MailboxDatum, Response, StatusAttribute};
+        let mut rest = data;
+        let mut found = None;
+        while !rest.is_empty() {
+            let Ok((next, response)) = imap_proto::parser::parse_response(rest) else {
+                break;
+            };
+            rest = next;
+            match response {
+                Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                    let key = name_key(&mailbox);
+                    if wanted == Some(key.as_str()) {
+                        found = Some(MailboxStatus {
+                            exists: 0,
+                            uid_validity: status.iter().find_map(|a| match a {
+                                StatusAttribute::UidValidity(v) => Some(*v),
+                                _ => None,
+                            }),
+                            uid_next: uid_next_of(&status),
+                        });
+                    } else {
+                        self.remember_status(key, uid_next_of(&status));
+                    }
+                }
+                Response::MailboxData(MailboxDatum::Exists(_))
+                | Response::Expunge(_)
+                | Response::Fetch(..) => self.changed = true,
+                Response::Data {
+                    status: imap_proto::Status::Bye,
+                    information,
+                    ..
+                } => {
+                    return Err(ImapError::Bye(
+                        information.map(|i| i.into_owned()).unwrap_or_default(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// Keeps a NOTIFY report: the latest UIDNEXT per mailbox, for at most
+    /// [`MAX_STATUSES`] mailboxes (a server that reports thousands of names it was not
+    /// asked about costs bounded memory; the reports beyond are dropped, and a sweep finds
+    /// what they were about).
+    fn remember_status(&mut self, key: String, uid_next: Option<u32>) {
+        if self.statuses.len() < MAX_STATUSES || self.statuses.contains_key(&key) {
+            self.statuses.insert(key, uid_next);
+        }
     }
 
     /// Leaves the selected mailbox: UNSELECT (RFC 3691) where offered, else CLOSE, which
@@ -1107,19 +1236,23 @@ impl Connection {
     /// mailbox stays selected, which costs nothing but the STATUS that follows (RFC 3501
     /// section 6.3.10 advises against STATUS on the selected mailbox; servers answer it).
     pub fn unselect(&mut self) -> Result<(), ImapError> {
+        // Read as answers, not with the crate's UNSELECT and CLOSE, which drop what came
+        // with the OK: a NOTIFY report for another mailbox may.
         let mut result = if self.capabilities.unselect {
-            self.session.run_command_and_check_ok("UNSELECT")
+            self.session.run_command_and_read_response("UNSELECT")
         } else {
-            self.session.close()
+            self.session.run_command_and_read_response("CLOSE")
         };
         if self.capabilities.unselect
             && matches!(result, Err(imap::Error::No(_)) | Err(imap::Error::Bad(_)))
         {
             // Advertised and refused: CLOSE does the same for a mailbox opened read-only.
-            result = self.session.close();
+            result = self.session.run_command_and_read_response("CLOSE");
         }
         match result {
-            Ok(()) => {}
+            Ok(data) => {
+                self.absorb(&data, None)?;
+            }
             Err(imap::Error::No(imap::error::No { information, .. }))
             | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
                 self.drain_unsolicited()?;
@@ -1188,8 +1321,9 @@ impl Connection {
         Ok(listed)
     }
 
-    /// The mailboxes NOTIFY reported new mail in since the last call (wire names, with the
-    /// UIDNEXT they reported, if any), and forgets them.
+    /// The mailboxes NOTIFY reported new mail in since the last call (names as
+    /// [`name_key`] gives them, to compare with [`wire_key`]s, with the UIDNEXT they
+    /// reported, if any), and forgets them.
     pub fn take_statuses(&mut self) -> BTreeMap<String, Option<u32>> {
         std::mem::take(&mut self.statuses)
     }
@@ -1198,6 +1332,16 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reported_names_compare_with_the_names_sent() {
+        assert_eq!(name_key("Inbox"), wire_key("INBOX"));
+        assert_eq!(name_key("INBOX"), wire_key("inbox"));
+        assert_eq!(name_key("q\\\"uote"), wire_key("q\"uote"));
+        assert_eq!(name_key("back\\\\slash"), wire_key("back\\slash"));
+        assert_eq!(name_key("&XeVO3A-"), wire_key("&XeVO3A-"));
+        assert_ne!(name_key("Lists"), wire_key("lists"));
+    }
 
     #[test]
     fn notify_for_a_shared_connection_asks_for_new_mail_only() {

@@ -107,7 +107,15 @@ pub struct Tolerant {
     notes_dropped: usize,
     /// A synthetic wake line was handed on and not yet claimed.
     wake: bool,
+    /// `* STATUS` lines seen during IDLE (NOTIFY reports, RFC 5465), by mailbox (as
+    /// `session::name_key` gives it), with their UIDNEXT: the crate hands IDLE's caller
+    /// only the first response of a burst and drops what comes with the answer to DONE,
+    /// so every report is kept here as well. At most [`MAX_REPORTS`] mailboxes.
+    reports: std::collections::BTreeMap<String, Option<u32>>,
 }
+
+/// Mailboxes whose NOTIFY reports are kept between two takes, at most.
+const MAX_REPORTS: usize = 4096;
 
 /// What to do with bytes the crate writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +200,38 @@ impl Tolerant {
         let before = self.notes.len();
         self.notes.retain(|n| !pred(n));
         self.notes.len() != before
+    }
+
+    /// Keeps `response` if it is a `* STATUS` (see `reports`).
+    fn keep_report(&mut self, response: &[u8]) {
+        use imap_proto::{MailboxDatum, Response, StatusAttribute};
+        if let Ok((_, Response::MailboxData(MailboxDatum::Status { mailbox, status }))) =
+            imap_proto::parser::parse_response(response)
+        {
+            let key = super::session::name_key(&mailbox);
+            if self.reports.len() < MAX_REPORTS || self.reports.contains_key(&key) {
+                let uid_next = status.iter().find_map(|a| match a {
+                    StatusAttribute::UidNext(n) => Some(*n),
+                    _ => None,
+                });
+                self.reports.insert(key, uid_next);
+            }
+        }
+    }
+
+    /// The NOTIFY reports seen during IDLE since the last call (see `reports`).
+    pub fn take_reports(&mut self) -> std::collections::BTreeMap<String, Option<u32>> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// The words of the first server warning (untagged NO or BAD) or BYE that `pred`
+    /// accepts, if one came since the notes were last taken: what a server said before it
+    /// closed the connection.
+    pub fn said(&self, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.notes.iter().find_map(|n| match n {
+            Note::Warning(text) | Note::Bye(text) if pred(text) => Some(text.clone()),
+            _ => None,
+        })
     }
 
     /// The words of a BYE that the crate could not be handed, if one came.
@@ -294,6 +334,9 @@ impl Tolerant {
             fixed
         };
         let kind = classify(&response);
+        if self.command.as_ref().is_some_and(|c| c.verb == "IDLE") {
+            self.keep_report(&response);
+        }
         let verb = self.command.as_ref().map(|c| c.verb.as_str());
         match kind {
             Kind::Tagged { ref tag, .. } => {

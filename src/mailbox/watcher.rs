@@ -426,7 +426,7 @@ impl Watcher {
 
     /// `account/mailbox`: the thread name and the prefix of every log line.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.account.name, self.mailbox)
+        crate::status::row_key(&self.account.name, &self.mailbox)
     }
 
     /// Updates this watcher's row in the status table; a change of phase is worth a new
@@ -899,7 +899,11 @@ impl Watcher {
                 }
             }
             for (wire, uid_next) in reported {
-                let Some(i) = self.members.iter().position(|m| m.wire_mailbox == wire) else {
+                let Some(i) = self
+                    .members
+                    .iter()
+                    .position(|m| imap::session::wire_key(&m.wire_mailbox) == wire)
+                else {
                     continue;
                 };
                 let m = &mut self.members[i];
@@ -961,44 +965,76 @@ impl Watcher {
     }
 
     /// Sends NOTIFY SET for the members watched by NOTIFY that the server did not
-    /// refuse, if that set changed since `notified` (none: nothing sent). False if the
-    /// server refused NOTIFY: every member is then checked by STATUS.
+    /// refuse, if that set changed since `notified` (none: nothing sent), then asks STATUS
+    /// of each once more: mail that came between their last STATUS and the new setting
+    /// would be reported by nobody. A refusal with more than one name halves the set
+    /// (Dovecot takes at most 100 names; the others are checked by STATUS) until the
+    /// server takes it. False when no member is watched by NOTIFY any more.
     fn renew_notify(
         &mut self,
         conn: &mut Connection,
         notified: &mut Vec<String>,
     ) -> Result<bool, ImapError> {
-        let present: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.by_notify && m.absent_until.is_none())
-            .map(|m| m.wire_mailbox.clone())
-            .collect();
-        if present == *notified {
-            return Ok(true);
-        }
-        let names: Vec<&str> = present.iter().map(String::as_str).collect();
-        let result = conn.notify_mailboxes(&names);
-        self.report_notes(conn);
-        match result {
-            Ok(()) => {
-                *notified = present;
-                Ok(true)
+        let key = self.key();
+        let mut first_refusal: Option<(usize, String)> = None;
+        loop {
+            let present: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| m.by_notify && m.absent_until.is_none())
+                // INBOX as INBOX: Dovecot's NOTIFY matches names as written, and "Inbox"
+                // is never reported.
+                .map(|m| imap::session::wire_key(&m.wire_mailbox))
+                .collect();
+            if present == *notified {
+                return Ok(self.members.iter().any(|m| m.by_notify));
             }
-            Err(ImapError::Refused { reason, .. }) => {
-                log::warn!(
-                    "{}: the server refused NOTIFY ({}); checking every {}s instead",
-                    self.key(),
-                    decode::one_line(&reason),
-                    self.account.poll_interval.as_secs()
-                );
-                for m in &mut self.members {
-                    m.by_notify = false;
+            let names: Vec<&str> = present.iter().map(String::as_str).collect();
+            let result = conn.notify_mailboxes(&names);
+            self.report_notes(conn);
+            match result {
+                Ok(()) => {
+                    *notified = present;
+                    if let Some((asked, reason)) = first_refusal {
+                        log::warn!(
+                            "{key}: the server refused NOTIFY for {asked} mailboxes ({}) and took {}; the others are checked every {}s",
+                            decode::one_line(&reason),
+                            notified.len(),
+                            self.account.poll_interval.as_secs()
+                        );
+                        self.set_member_phases();
+                    }
+                    self.sweep(conn, false, |m| m.by_notify)?;
+                    return Ok(self.members.iter().any(|m| m.by_notify));
                 }
-                self.set_member_phases();
-                Ok(false)
+                Err(ImapError::Refused { reason, .. }) if present.len() > 1 => {
+                    first_refusal.get_or_insert((present.len(), reason));
+                    // The second half is checked by STATUS from now on.
+                    let keep = present.len() / 2;
+                    for m in self
+                        .members
+                        .iter_mut()
+                        .filter(|m| m.by_notify && m.absent_until.is_none())
+                        .skip(keep)
+                    {
+                        m.by_notify = false;
+                    }
+                }
+                Err(ImapError::Refused { reason, .. }) => {
+                    log::warn!(
+                        "{key}: the server refused NOTIFY ({}); checking every {}s instead",
+                        decode::one_line(&first_refusal.map_or(reason, |(_, r)| r)),
+                        self.account.poll_interval.as_secs()
+                    );
+                    for m in &mut self.members {
+                        m.by_notify = false;
+                    }
+                    *notified = Vec::new();
+                    self.set_member_phases();
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -1053,6 +1089,10 @@ impl Watcher {
     ) -> Result<Vec<String>, ImapError> {
         let mut found = Vec::new();
         for i in 0..self.members.len() {
+            if self.control.stopping() {
+                // The session's loop says goodbye; the rest waits for the next start.
+                break;
+            }
             let m = &self.members[i];
             if !which(m) || m.absent_until.is_some_and(|t| Instant::now() < t) {
                 continue;
@@ -1143,7 +1183,7 @@ impl Watcher {
             }
         }
         // Mail keeps coming: the rest after the others had their turn.
-        let wire = self.members[i].wire_mailbox.clone();
+        let wire = imap::session::wire_key(&self.members[i].wire_mailbox);
         if !self.again.contains(&wire) {
             self.again.push(wire);
         }

@@ -252,3 +252,41 @@ fn measure_look_on_the_shared_connection_against_a_second_connection() {
         );
     });
 }
+
+/// Review 14: NOTIFY reports that come in a burst (new mail in INBOX, Lists and Work at
+/// once) are all kept. The `imap` crate hands the IDLE caller only the first response and
+/// drops what comes with the answer to DONE; the tolerant layer under it keeps every
+/// `* STATUS` it sees during IDLE (src/imap/tolerant.rs, `keep_report`).
+#[test]
+fn a_burst_of_notify_reports_in_one_idle_is_kept_whole() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        rig.dovecot.create_mailbox("Work");
+        let text = rig.config(&rig.dovecot.account_toml("main", "implicit"));
+        let config = mailpushd::config::parse(&text, Path::new("/")).expect("config");
+        let account = &config.accounts[0];
+        let mut conn = imap::connect(account, &rig.dovecot.password, Default::default(), |_| {})
+            .expect("connect");
+        conn.notify_mailboxes(&["INBOX", "Lists", "Work"])
+            .expect("NOTIFY");
+        for m in ["INBOX", "Lists", "Work"] {
+            rig.dovecot.deliver(m, &message("x", "a@example.com"));
+        }
+        let mut got = std::collections::BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < 3 && Instant::now() < deadline {
+            conn.idle(Duration::from_secs(2), false).expect("IDLE");
+            got.extend(conn.take_statuses());
+        }
+        assert_eq!(
+            got.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("INBOX".to_owned(), Some(2)),
+                ("Lists".to_owned(), Some(2)),
+                ("Work".to_owned(), Some(2))
+            ]
+        );
+        conn.logout();
+    });
+}
