@@ -304,7 +304,17 @@ impl Supervisor {
             return Ok(());
         }
         let learned = self.learned.entry(account.to_owned()).or_default();
-        if learned.notify == Some(notify) && learned.idle == Some(idle) {
+        if learned.notify.is_some() {
+            // The first login's answer holds until the account's settings change: a
+            // server whose answers differ (a cluster of mixed versions behind one name)
+            // would otherwise have the watchers re-planned, and logging in, at every
+            // login. The shared connection uses NOTIFY only where its own server offers
+            // it, so a plan made for NOTIFY still watches every mailbox.
+            if learned.notify != Some(notify) || learned.idle != Some(idle) {
+                log::debug!(
+                    "{account}: this server answered NOTIFY {notify}, IDLE {idle}; keeping the first answer until a reload"
+                );
+            }
             return Ok(());
         }
         learned.notify = Some(notify);

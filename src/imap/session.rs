@@ -347,6 +347,9 @@ pub struct Connection {
     /// by wire name, with the UIDNEXT the `* STATUS` said (if it did): the latest per
     /// mailbox, so it stays bounded. See [`Connection::notify_set`].
     statuses: BTreeMap<String, Option<u32>>,
+    /// The mailboxes NOTIFY was asked about (`None`: not asked yet): reports about any
+    /// other are dropped, so junk cannot crowd out the ones that matter.
+    report_filter: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Connects, secures, identifies and logs in.
@@ -483,6 +486,7 @@ pub fn connect(
         capabilities,
         changed: false,
         statuses: BTreeMap::new(),
+        report_filter: None,
     })
 }
 
@@ -1118,6 +1122,13 @@ impl Connection {
     /// 100 names).
     pub fn notify_mailboxes(&mut self, mailboxes: &[&str]) -> Result<(), ImapError> {
         let command = notify_mailboxes_command(mailboxes);
+        let filter: std::collections::BTreeSet<String> =
+            mailboxes.iter().map(|m| wire_key(m)).collect();
+        self.tolerant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .filter_reports(filter.clone());
+        self.report_filter = Some(filter);
         match self.session.run_command_and_read_response(&command) {
             Ok(data) => {
                 self.drain_unsolicited()?;
@@ -1224,6 +1235,13 @@ impl Connection {
     /// asked about costs bounded memory; the reports beyond are dropped, and a sweep finds
     /// what they were about).
     fn remember_status(&mut self, key: String, uid_next: Option<u32>) {
+        if self
+            .report_filter
+            .as_ref()
+            .is_some_and(|f| !f.contains(&key))
+        {
+            return;
+        }
         if self.statuses.len() < MAX_STATUSES || self.statuses.contains_key(&key) {
             self.statuses.insert(key, uid_next);
         }

@@ -112,6 +112,9 @@ pub struct Tolerant {
     /// only the first response of a burst and drops what comes with the answer to DONE,
     /// so every report is kept here as well. At most [`MAX_REPORTS`] mailboxes.
     reports: std::collections::BTreeMap<String, Option<u32>>,
+    /// The mailboxes NOTIFY was asked about (`None`: any): reports about others are junk
+    /// and not kept, so they cannot crowd out the ones that matter.
+    report_filter: Option<std::collections::BTreeSet<String>>,
 }
 
 /// Mailboxes whose NOTIFY reports are kept between two takes, at most.
@@ -209,6 +212,13 @@ impl Tolerant {
             imap_proto::parser::parse_response(response)
         {
             let key = super::session::name_key(&mailbox);
+            if self
+                .report_filter
+                .as_ref()
+                .is_some_and(|f| !f.contains(&key))
+            {
+                return;
+            }
             if self.reports.len() < MAX_REPORTS || self.reports.contains_key(&key) {
                 let uid_next = status.iter().find_map(|a| match a {
                     StatusAttribute::UidNext(n) => Some(*n),
@@ -217,6 +227,12 @@ impl Tolerant {
                 self.reports.insert(key, uid_next);
             }
         }
+    }
+
+    /// Keeps only reports about `names` (as `session::wire_key` gives them) from now on.
+    pub fn filter_reports(&mut self, names: std::collections::BTreeSet<String>) {
+        self.reports.retain(|k, _| names.contains(k));
+        self.report_filter = Some(names);
     }
 
     /// The NOTIFY reports seen during IDLE since the last call (see `reports`).
