@@ -43,6 +43,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 if let Some(w) = config::permission_warning(&path, &cfg) {
                     println!("warning: {w}");
                 }
+                for w in config::duplicate_watch_warnings(&cfg) {
+                    println!("warning: {w}");
+                }
                 let mailboxes: usize = cfg.accounts.iter().map(|a| a.mailboxes.len()).sum();
                 println!(
                     "{}: ok ({} account(s), {} mailbox(es))",
@@ -71,6 +74,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     let cfg = match config::load(&path) {
         Ok(cfg) => {
             if let Some(w) = config::permission_warning(&path, &cfg) {
+                log::warn!("{w}");
+            }
+            for w in config::duplicate_watch_warnings(&cfg) {
                 log::warn!("{w}");
             }
             cfg

@@ -151,6 +151,32 @@ pub fn permission_warning(path: &Path, config: &Config) -> Option<String> {
     })
 }
 
+/// A mailbox watched by two accounts of the same user on the same server is announced by
+/// both, twice (and both keep one state file). Allowed (two ways to log in, a test of one
+/// against the other), but said: one warning per such mailbox, naming both accounts.
+/// Patterns are not compared (what they stand for is the server's answer).
+pub fn duplicate_watch_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in config.accounts.iter().enumerate() {
+        for b in config.accounts[..i]
+            .iter()
+            .filter(|b| b.username == a.username && b.host == a.host && b.port == a.port)
+        {
+            for m in a.mailboxes.iter().filter(|m| {
+                !patterns::is_pattern(m)
+                    && b.mailboxes.iter().any(|o| mailbox_key(o) == mailbox_key(m))
+            }) {
+                out.push(crate::decode::controls_escaped(&format!(
+                    "mailbox {m:?} is watched by accounts {:?} and {:?}, the same user on the \
+                     same server: each message in it is announced twice",
+                    b.name, a.name
+                )));
+            }
+        }
+    }
+    out
+}
+
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     use std::io::Read;
@@ -390,7 +416,6 @@ impl Validator<'_> {
                     }
                     if let Some(a) = self.account(raw, &span, &default_hooks) {
                         if !duplicate {
-                            self.same_mailbox_twice(&accounts, &a, &span);
                             accounts.push(a);
                         }
                     }
@@ -407,32 +432,6 @@ impl Validator<'_> {
             })
         } else {
             Err(in_order(self.problems))
-        }
-    }
-
-    /// A mailbox watched by two accounts of the same user on the same server would be
-    /// announced twice (and both would keep one state file): reported at the second
-    /// account. Patterns are not compared (what they stand for is the server's answer).
-    fn same_mailbox_twice(&mut self, before: &[Account], account: &Account, span: &Range<usize>) {
-        for other in before.iter().filter(|o| {
-            o.username == account.username && o.host == account.host && o.port == account.port
-        }) {
-            let twice = account.mailboxes.iter().find(|m| {
-                !patterns::is_pattern(m)
-                    && other
-                        .mailboxes
-                        .iter()
-                        .any(|o| mailbox_key(o) == mailbox_key(m))
-            });
-            if let Some(m) = twice {
-                let message = format!(
-                    "mailbox {m:?} is also watched by account {:?}, the same user on the same \
-                     server: each message would be announced twice; watch it in one account",
-                    other.name
-                );
-                self.report(&(span.start..span.start + 1), message);
-                return;
-            }
         }
     }
 
@@ -1103,42 +1102,33 @@ facility = "nope"
     }
 
     #[test]
-    fn one_mailbox_of_one_user_in_two_accounts_is_a_problem() {
+    fn one_mailbox_of_one_user_in_two_accounts_is_warned_about() {
         let acct = |name: &str, mailboxes: &str| {
             format!(
                 "[[accounts]]\nname='{name}'\nhost='h'\nusername='u'\npassword='p'\nmailboxes = [{mailboxes}]\n"
             )
         };
-        let p = problems(&format!(
-            "{}{}",
-            acct("a", "'INBOX', 'Lists'"),
-            acct("b", "'Lists'")
-        ));
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].line, 7);
-        assert!(
-            p[0].message
-                .contains("mailbox \"Lists\" is also watched by account \"a\""),
-            "{p:?}"
+        let warnings = |text: String| {
+            duplicate_watch_warnings(&parse(&text, std::path::Path::new("/")).expect("valid"))
+        };
+        assert_eq!(
+            warnings(format!("{}{}", acct("a", "'INBOX', 'Lists'"), acct("b", "'Lists'"))),
+            ["mailbox \"Lists\" is watched by accounts \"a\" and \"b\", the same user on the same server: each message in it is announced twice"]
         );
         // INBOX in another case is INBOX.
         assert_eq!(
-            problems(&format!("{}{}", acct("a", "'INBOX'"), acct("b", "'inbox'"))).len(),
+            warnings(format!("{}{}", acct("a", "'INBOX'"), acct("b", "'inbox'"))).len(),
             1
         );
-        // Other mailboxes, another user, or patterns: fine.
-        let fine = |text: String| parse(&text, std::path::Path::new("/")).is_ok();
-        assert!(fine(format!(
-            "{}{}",
-            acct("a", "'INBOX'"),
-            acct("b", "'Lists'")
-        )));
-        assert!(fine(format!(
+        // Other mailboxes, another user, or patterns: nothing to say.
+        assert!(warnings(format!("{}{}", acct("a", "'INBOX'"), acct("b", "'Lists'"))).is_empty());
+        assert!(warnings(format!(
             "{}{}",
             acct("a", "'INBOX'"),
             acct("b", "'INBOX'").replace("username='u'", "username='v'")
-        )));
-        assert!(fine(format!("{}{}", acct("a", "'*'"), acct("b", "'*'"))));
+        ))
+        .is_empty());
+        assert!(warnings(format!("{}{}", acct("a", "'*'"), acct("b", "'*'"))).is_empty());
     }
 
     #[test]

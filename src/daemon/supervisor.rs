@@ -531,6 +531,9 @@ impl Supervisor {
                     .config_rejected(&lines, e.count(), &summary);
             }
             Ok(new) => {
+                for w in config::duplicate_watch_warnings(&new) {
+                    log::warn!("{w}");
+                }
                 let plan = reload::plan(Some(&self.config), &new);
                 // What was learnt about a server holds while the account's connection
                 // settings do (a new limit, a new host: learn again).
