@@ -26,6 +26,7 @@ mod patterns;
 mod quirks;
 mod resilience;
 mod review14;
+mod review14b;
 mod scripted_logins;
 mod scripted_server;
 mod security;
