@@ -34,12 +34,38 @@ pub struct Listed {
     pub selectable: bool,
     /// Its special use (RFC 6154), if the server gave one (`"\\Sent"`...).
     pub special_use: Option<String>,
+    /// The hierarchy separator LIST gave with it (`None`: a flat name).
+    pub separator: Option<char>,
+}
+
+/// What one LIST answered, as mailpushd keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub listed: Vec<Listed>,
+    /// Names left out because they cannot be named back to the server the same way
+    /// (modified UTF-7 that does not decode) or would break a log line (a line break or
+    /// NUL), as the server sent them, escaped: for the log.
+    pub dropped: Vec<String>,
+}
+
+/// The mailboxes of `listed` that `pattern` matches (with each one's own separator): a
+/// server's LIST may answer more than was asked, and what was not asked for is not
+/// watched.
+pub fn matching(pattern: &str, listed: Vec<Listed>) -> Vec<Listed> {
+    listed
+        .into_iter()
+        .filter(|l| {
+            matches(pattern, &l.name, l.separator)
+                || (pattern.eq_ignore_ascii_case("INBOX") && l.name.eq_ignore_ascii_case("INBOX"))
+                || (l.name.eq_ignore_ascii_case("INBOX") && matches(pattern, "INBOX", l.separator))
+        })
+        .collect()
 }
 
 /// The mailboxes to watch: the names in `configured` that are not patterns, in their
-/// order, then what the server LISTed for the patterns (`listed`, in its order), without
-/// the excluded special uses and unselectable ones, each once (INBOX in any case is
-/// INBOX).
+/// order, then what the server LISTed for the patterns (`listed`), in name order (a server
+/// may list in any order, and a new order is no change), without the excluded special uses
+/// and unselectable ones, each once (INBOX in any case is INBOX).
 pub fn expand(configured: &[String], listed: &[Listed]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let push = |name: &str, out: &mut Vec<String>| {
@@ -53,15 +79,20 @@ pub fn expand(configured: &[String], listed: &[Listed]) -> Vec<String> {
     for name in configured.iter().filter(|n| !is_pattern(n)) {
         push(name, &mut out);
     }
-    for l in listed {
-        let excluded = l.special_use.as_deref().is_some_and(|u| {
-            EXCLUDED_SPECIAL_USES
-                .iter()
-                .any(|x| x.eq_ignore_ascii_case(u))
-        });
-        if l.selectable && !excluded {
-            push(&l.name, &mut out);
-        }
+    let mut matched: Vec<&Listed> = listed
+        .iter()
+        .filter(|l| {
+            let excluded = l.special_use.as_deref().is_some_and(|u| {
+                EXCLUDED_SPECIAL_USES
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(u))
+            });
+            l.selectable && !excluded
+        })
+        .collect();
+    matched.sort_by(|a, b| a.name.cmp(&b.name));
+    for l in matched {
+        push(&l.name, &mut out);
     }
     out
 }
@@ -114,7 +145,37 @@ mod tests {
             name: name.to_owned(),
             selectable: true,
             special_use: special.map(str::to_owned),
+            separator: Some('/'),
         }
+    }
+
+    #[test]
+    fn what_the_pattern_does_not_match_is_left_out() {
+        let got = matching(
+            "Lists/*",
+            vec![
+                listed("Lists/a", None),
+                listed("Private", None),
+                listed("Archive/2019", None),
+            ],
+        );
+        assert_eq!(got, vec![listed("Lists/a", None)]);
+        // INBOX in any case matches a pattern that matches INBOX.
+        assert_eq!(matching("*", vec![listed("Inbox", None)]).len(), 1);
+        assert_eq!(matching("IN%", vec![listed("INBOX", None)]).len(), 1);
+    }
+
+    #[test]
+    fn a_new_order_is_the_same_expansion() {
+        let a = expand(
+            &names(&["*"]),
+            &[listed("B", None), listed("A", None), listed("INBOX", None)],
+        );
+        let b = expand(
+            &names(&["*"]),
+            &[listed("INBOX", None), listed("A", None), listed("B", None)],
+        );
+        assert_eq!(a, b);
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -151,6 +212,12 @@ mod tests {
             ],
         );
         assert_eq!(got, names(&["INBOX", "Archive", "Lists", "工作"]));
+        // Matches come in name order, after the named ones.
+        let got = expand(
+            &names(&["Work", "*"]),
+            &[listed("b", None), listed("a", None)],
+        );
+        assert_eq!(got, names(&["Work", "a", "b"]));
     }
 
     #[test]

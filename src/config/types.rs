@@ -69,8 +69,9 @@ impl Account {
     ///
     /// A setting given to a pattern (`{ name = "Lists/*", notify = false }`) applies to
     /// the mailboxes it matches (the first such pattern, in name order), unless the
-    /// mailbox has a setting of its own. `%` is matched as `*` here: the hierarchy
-    /// separator is the server's, not known to the config.
+    /// mailbox has a setting of its own. `%` stops at the hierarchy separator, taken to be
+    /// `/` or `.`, whichever the pattern or the name holds (the server's own is not known
+    /// to the config; these two are what servers use).
     pub fn notify_for(&self, mailbox: &str) -> bool {
         if let Some(n) = self.mailbox_notify.get(mailbox) {
             return *n;
@@ -78,7 +79,10 @@ impl Account {
         self.mailbox_notify
             .iter()
             .find(|(p, _)| {
-                super::patterns::is_pattern(p) && super::patterns::matches(p, mailbox, None)
+                let separator = ['/', '.']
+                    .into_iter()
+                    .find(|c| p.contains(*c) || mailbox.contains(*c));
+                super::patterns::is_pattern(p) && super::patterns::matches(p, mailbox, separator)
             })
             .map_or(self.notify, |(_, n)| *n)
     }

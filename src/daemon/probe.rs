@@ -166,10 +166,10 @@ fn expand(account: &crate::config::Account) -> Result<Vec<String>, String> {
         imap::connect(account, &password, Default::default(), |_| {}).map_err(|e| e.to_string())?;
     let mut listed = Vec::new();
     for pattern in account.mailboxes.iter().filter(|m| patterns::is_pattern(m)) {
-        listed.extend(
-            conn.list(&mutf7::encode(pattern))
-                .map_err(|e| e.to_string())?,
-        );
+        let listing = conn
+            .list(&mutf7::encode(pattern))
+            .map_err(|e| e.to_string())?;
+        listed.extend(patterns::matching(pattern, listing.listed));
     }
     conn.logout();
     Ok(patterns::expand(&account.mailboxes, &listed))
@@ -203,6 +203,7 @@ mod tests {
             id: false,
             notify,
             unselect: true,
+            list_special_use: false,
         }
     }
 

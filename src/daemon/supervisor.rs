@@ -52,8 +52,10 @@ struct Running {
 /// connection settings last changed.
 #[derive(Debug, Default, Clone)]
 struct Learned {
-    /// What the account's `mailboxes` patterns stand for (`None`: not listed yet).
+    /// What the account's `mailboxes` patterns stand for (`None`: not listed yet), and
+    /// when that last changed.
     mailboxes: Option<Vec<String>>,
+    mailboxes_at: Option<Instant>,
     /// NOTIFY and IDLE offered (`None`: no login yet).
     notify: Option<bool>,
     /// IDLE offered (`None`: no login yet).
@@ -69,6 +71,8 @@ struct Learned {
 const SETTLE: Duration = Duration::from_secs(30);
 /// How soon a watcher refused during [`SETTLE`] tries again.
 const RETRY_SOON: Duration = Duration::from_secs(3);
+/// What patterns stand for changes the watchers at most this often.
+const LIST_HOLD: Duration = Duration::from_secs(60);
 
 struct Supervisor {
     config_path: PathBuf,
@@ -88,6 +92,9 @@ struct Supervisor {
     /// that keeps refusing is not knocked on more often than `reconnect_max_secs`.
     retries: Vec<(Instant, Key)>,
     retried_soon: Vec<Key>,
+    /// A listing that came within LIST_HOLD of the last change, by account, to apply
+    /// when the hold ends (the latest wins).
+    pending_lists: BTreeMap<String, (Instant, Vec<String>)>,
     next_id: u64,
     systemd: SystemdNotifier,
     /// The notification thread: all D-Bus traffic, never waited on for long.
@@ -131,6 +138,7 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
         refused: Vec::new(),
         retries: Vec::new(),
         retried_soon: Vec::new(),
+        pending_lists: BTreeMap::new(),
         next_id: 0,
         systemd: SystemdNotifier::from_env(),
         config,
@@ -163,7 +171,12 @@ impl Supervisor {
         let mut last_ping = Instant::now();
         let mut burst_due: Option<Instant> = None;
         loop {
-            let retry_due = self.retries.iter().map(|(at, _)| *at).min();
+            let retry_due = self
+                .retries
+                .iter()
+                .map(|(at, _)| *at)
+                .chain(self.pending_lists.values().map(|(at, _)| *at))
+                .min();
             let deadline = [
                 watchdog.map(|every| last_ping + every),
                 burst_due,
@@ -203,6 +216,20 @@ impl Supervisor {
                 for (_, key) in due {
                     if let Some(r) = self.running.get(&key) {
                         r.control.reconnect();
+                    }
+                }
+                let lists: Vec<String> = self
+                    .pending_lists
+                    .iter()
+                    .filter(|(_, (at, _))| *at <= now)
+                    .map(|(account, _)| account.clone())
+                    .collect();
+                for account in lists {
+                    if let Some((_, mailboxes)) = self.pending_lists.remove(&account) {
+                        if let Some(l) = self.learned.get_mut(&account) {
+                            l.mailboxes_at = None;
+                        }
+                        self.learnt_mailboxes(&account, mailboxes)?;
                     }
                 }
             }
@@ -454,8 +481,22 @@ impl Supervisor {
         }
         let learned = self.learned.entry(account.to_owned()).or_default();
         if learned.mailboxes.as_ref() == Some(&mailboxes) {
+            self.pending_lists.remove(account);
             return Ok(());
         }
+        // A change is applied at most once per LIST_HOLD: each one restarts the shared
+        // connection, which lists again at its login, and a server whose answers differ
+        // from one connection to the next (a cluster) would otherwise keep that going.
+        if let Some(at) = learned.mailboxes_at.filter(|at| at.elapsed() < LIST_HOLD) {
+            self.pending_lists
+                .insert(account.to_owned(), (at + LIST_HOLD, mailboxes));
+            return Ok(());
+        }
+        if learned.mailboxes.is_some() {
+            // The first listing is no change; changes after it are held apart.
+            learned.mailboxes_at = Some(Instant::now());
+        }
+        self.pending_lists.remove(account);
         let names: Vec<String> = mailboxes
             .iter()
             .map(|m| crate::decode::controls_escaped(m))

@@ -22,5 +22,5 @@ pub mod tolerant;
 
 pub use session::{
     choose_auth, connect, Capabilities, Connection, Headers, ImapError, Interrupter, Listed,
-    MailboxStatus, Offered, Seen, Wake, HEADER_BATCH, HEADER_BYTES,
+    Listing, MailboxStatus, Offered, Seen, Wake, HEADER_BATCH, HEADER_BYTES,
 };

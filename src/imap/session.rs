@@ -276,9 +276,12 @@ pub struct Capabilities {
     pub notify: bool,
     /// UNSELECT (RFC 3691): leave a mailbox without CLOSE's implied expunge.
     pub unselect: bool,
+    /// LIST-EXTENDED and SPECIAL-USE (RFC 5258, RFC 6154): LIST can be asked for special
+    /// uses (`RETURN (SPECIAL-USE)`), which a server may give only when asked.
+    pub list_special_use: bool,
 }
 
-pub use crate::config::patterns::Listed;
+pub use crate::config::patterns::{Listed, Listing};
 
 /// EXAMINE's answer, reduced to what the new-mail logic needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,6 +467,7 @@ pub fn connect(
         id: caps.has_str("ID"),
         notify: caps.has_str("NOTIFY"),
         unselect: caps.has_str("UNSELECT"),
+        list_special_use: caps.has_str("LIST-EXTENDED") && caps.has_str("SPECIAL-USE"),
     };
     drop(caps);
 
@@ -1292,51 +1296,62 @@ impl Connection {
     /// whether each can be selected and its special use (RFC 6154). A name that is not
     /// valid modified UTF-7 is left out (it could not be named back to the server the same
     /// way), as is one with a line break or NUL. Errors: [`ImapError::Refused`] for a NO.
-    pub fn list(&mut self, pattern: &str) -> Result<Vec<Listed>, ImapError> {
+    pub fn list(&mut self, pattern: &str) -> Result<Listing, ImapError> {
         use imap_proto::NameAttribute as A;
-        let names = match self.session.list(Some(""), Some(&quoted(pattern))) {
+        // RFC 6154 section 5.1: a server may give special uses only when asked.
+        let mut arguments = quoted(pattern);
+        if self.capabilities.list_special_use {
+            arguments.push_str(" RETURN (SPECIAL-USE)");
+        }
+        let names = match self.session.list(Some(""), Some(&arguments)) {
             Ok(n) => n,
-            Err(imap::Error::No(no)) => {
+            Err(imap::Error::No(imap::error::No { information, .. }))
+            | Err(imap::Error::Bad(imap::error::Bad { information, .. })) => {
+                self.drain_unsolicited()?;
                 return Err(ImapError::Refused {
                     context: "LIST",
-                    reason: no.information,
-                })
+                    reason: information,
+                });
             }
             Err(e) => return Err(self.failed("LIST", e)),
         };
-        let listed = names
-            .iter()
-            .filter_map(|n| {
-                let name = super::mutf7::decode(n.name()).ok()?;
-                if name.contains(['\r', '\n', '\0']) {
-                    return None;
+        let mut listing = Listing::default();
+        for n in names.iter() {
+            let name = match super::mutf7::decode(n.name()) {
+                Ok(name) if !name.contains(['\r', '\n', '\0']) => name,
+                _ => {
+                    listing
+                        .dropped
+                        .push(crate::decode::controls_escaped(n.name()));
+                    continue;
                 }
-                let attrs = n.attributes();
-                let selectable = !attrs.iter().any(|a| match a {
-                    A::NoSelect => true,
-                    A::Extension(x) => x.eq_ignore_ascii_case("\\NonExistent"),
-                    _ => false,
-                });
-                let special_use = attrs.iter().find_map(|a| match a {
-                    A::All => Some("\\All".to_owned()),
-                    A::Archive => Some("\\Archive".to_owned()),
-                    A::Drafts => Some("\\Drafts".to_owned()),
-                    A::Flagged => Some("\\Flagged".to_owned()),
-                    A::Junk => Some("\\Junk".to_owned()),
-                    A::Sent => Some("\\Sent".to_owned()),
-                    A::Trash => Some("\\Trash".to_owned()),
-                    _ => None,
-                });
-                Some(Listed {
-                    name,
-                    selectable,
-                    special_use,
-                })
-            })
-            .collect();
+            };
+            let attrs = n.attributes();
+            let selectable = !attrs.iter().any(|a| match a {
+                A::NoSelect => true,
+                A::Extension(x) => x.eq_ignore_ascii_case("\\NonExistent"),
+                _ => false,
+            });
+            let special_use = attrs.iter().find_map(|a| match a {
+                A::All => Some("\\All".to_owned()),
+                A::Archive => Some("\\Archive".to_owned()),
+                A::Drafts => Some("\\Drafts".to_owned()),
+                A::Flagged => Some("\\Flagged".to_owned()),
+                A::Junk => Some("\\Junk".to_owned()),
+                A::Sent => Some("\\Sent".to_owned()),
+                A::Trash => Some("\\Trash".to_owned()),
+                _ => None,
+            });
+            listing.listed.push(Listed {
+                name,
+                selectable,
+                special_use,
+                separator: n.delimiter().and_then(|d| d.chars().next()),
+            });
+        }
         drop(names);
         self.drain_unsolicited()?;
-        Ok(listed)
+        Ok(listing)
     }
 
     /// The mailboxes NOTIFY reported new mail in since the last call (names as

@@ -403,17 +403,28 @@ impl Watcher {
     fn list_patterns(&mut self, conn: &mut Connection) -> Result<(), ImapError> {
         let mut listed = Vec::new();
         let account = Arc::clone(&self.account);
+        let name = decode::controls_escaped(&account.name);
         for pattern in account.mailboxes.iter().filter(|m| patterns::is_pattern(m)) {
             let got = conn.list(&mutf7::encode(pattern));
             self.report_notes(conn);
             match got {
-                Ok(l) => listed.extend(l),
-                Err(ImapError::Refused { reason, .. }) => self.warn_once(format!(
-                    "{}: the server refused to list {}: {}",
-                    self.account.name,
-                    decode::controls_escaped(pattern),
-                    decode::one_line(&reason)
-                )),
+                Ok(listing) => {
+                    for dropped in listing.dropped {
+                        self.warn_once(format!(
+                            "{name}: the server listed a mailbox named {dropped}, which cannot be named back to it the same way (not valid modified UTF-7, or a line break or NUL in it); not watched"
+                        ));
+                    }
+                    listed.extend(patterns::matching(pattern, listing.listed));
+                }
+                Err(ImapError::Refused { reason, .. }) => {
+                    // What the patterns stood for at the last listing that worked holds.
+                    self.warn_once(format!(
+                        "{name}: the server refused to list {}: {}; watching what it listed before",
+                        decode::controls_escaped(pattern),
+                        decode::one_line(&reason)
+                    ));
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
