@@ -471,7 +471,7 @@ fn a_list_in_another_order_each_time_is_not_a_login_storm() {
             }
             calls += 1;
             // Two orders, taking turns.
-            let mut names = vec!["\"INBOX\"", "\"A\"", "\"B\"", "\"C\""];
+            let mut names = ["\"INBOX\"", "\"A\"", "\"B\"", "\"C\""];
             if calls % 2 == 0 {
                 names.reverse();
             }
