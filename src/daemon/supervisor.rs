@@ -418,9 +418,13 @@ impl Supervisor {
         match a.own.as_slice() {
             [] => {}
             [one] => parts.push(format!("{one} on a connection of its own (IDLE)")),
-            many => parts.push(format!(
+            few if few.len() <= 5 => parts.push(format!(
                 "{} on connections of their own (IDLE)",
-                many.join(", ")
+                few.join(", ")
+            )),
+            many => parts.push(format!(
+                "{} mailboxes on connections of their own (IDLE)",
+                many.len()
             )),
         }
         if !a.shared.is_empty() {

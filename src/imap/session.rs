@@ -170,12 +170,22 @@ fn notify_set_command(others: &[&str]) -> String {
     command
 }
 
+/// Mailboxes named in one NOTIFY SET at most; past this, `personal` (every mailbox of the
+/// user) is asked for, and reports about others dropped. Dovecot 2.3 refuses more than 100
+/// names (`IMAP_NOTIFY_MAX_NAMES_PER_NS`, src/imap/cmd-notify.c: `[NOTIFICATIONOVERFLOW]
+/// Too many mailbox names`).
+pub const NOTIFY_NAMES_MAX: usize = 100;
+
 /// `NOTIFY SET (mailboxes (...) (MessageNew))` (RFC 5465 section 6): new mail in any of
 /// `mailboxes` (wire names), reported as `* STATUS`, for a connection that keeps no
-/// mailbox selected between looks. None: `NOTIFY NONE`, no reports at all.
+/// mailbox selected between looks. None: `NOTIFY NONE`, no reports at all. More than
+/// [`NOTIFY_NAMES_MAX`]: `NOTIFY SET (personal (MessageNew))`.
 fn notify_mailboxes_command(mailboxes: &[&str]) -> String {
     if mailboxes.is_empty() {
         return "NOTIFY NONE".to_owned();
+    }
+    if mailboxes.len() > NOTIFY_NAMES_MAX {
+        return "NOTIFY SET (personal (MessageNew))".to_owned();
     }
     let names: Vec<String> = mailboxes.iter().map(|m| quoted(m)).collect();
     format!("NOTIFY SET (mailboxes ({}) (MessageNew))", names.join(" "))
@@ -1383,6 +1393,13 @@ mod tests {
             "NOTIFY SET (mailboxes (\"Lists\" \"a\\\"b\") (MessageNew))"
         );
         assert_eq!(notify_mailboxes_command(&[]), "NOTIFY NONE");
+        let many: Vec<String> = (0..=NOTIFY_NAMES_MAX).map(|i| format!("M{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            notify_mailboxes_command(&many),
+            "NOTIFY SET (personal (MessageNew))"
+        );
+        assert!(notify_mailboxes_command(&many[1..]).starts_with("NOTIFY SET (mailboxes ("));
     }
 
     #[test]

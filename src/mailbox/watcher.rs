@@ -373,6 +373,8 @@ impl Watcher {
         shared: Shared,
         control: Arc<Control>,
     ) -> Self {
+        // The members share the connection's Control: a Control of their own would each
+        // hold an eventfd they never use (1,000 mailboxes: 1,000 descriptors).
         let members = mailboxes
             .into_iter()
             .map(|m| {
@@ -380,7 +382,7 @@ impl Watcher {
                     Arc::clone(&account),
                     m,
                     shared.clone(),
-                    Arc::new(Control::default()),
+                    Arc::clone(&control),
                 )
             })
             .collect();
@@ -813,20 +815,20 @@ impl Watcher {
     /// any watcher's.
     fn shared_session(&mut self, mut conn: Connection) -> Result<(), WatchError> {
         let key = self.key();
-        self.sweep(&mut conn, true, |_| true)?;
-        // Only now: a server at its limit may accept the login and refuse every command
-        // after it (Outlook's "User is authenticated but not connected").
-        self.report_recovery();
+        // NOTIFY first, then one STATUS of every member (the catch-up): mail that comes
+        // after its STATUS is reported, none falls in between. A mailbox that turns out
+        // to be gone stays named in NOTIFY until the set next changes (Dovecot takes a name
+        // that does not exist, and reports the others).
         let offered = conn.capabilities.notify && conn.capabilities.idle;
         for m in &mut self.members {
             m.by_notify = offered && m.notify_trusted();
         }
         let mut notified: Vec<String> = Vec::new();
-        if !self.renew_notify(&mut conn, &mut notified)? {
-            for m in &mut self.members {
-                m.by_notify = false;
-            }
-        }
+        self.renew_notify(&mut conn, &mut notified, false)?;
+        self.sweep(&mut conn, true, |_| true)?;
+        // Only now: a server at its limit may accept the login and refuse every command
+        // after it (Outlook's "User is authenticated but not connected").
+        self.report_recovery();
         for m in self.members.iter().filter(|m| m.absent_until.is_none()) {
             log::info!(
                 "watching {} (shared connection, {})",
@@ -935,13 +937,13 @@ impl Watcher {
                 last_sweep = Instant::now();
                 last_poll = last_sweep;
                 self.distrust_silent(&found);
-                self.renew_notify(&mut conn, &mut notified)?;
+                self.renew_notify(&mut conn, &mut notified, true)?;
             } else if polled && last_poll.elapsed() >= self.account.poll_interval {
                 self.sweep(&mut conn, false, |m| !m.by_notify)?;
                 last_poll = Instant::now();
                 if notify {
                     // A member that came back is watched by NOTIFY from now on.
-                    self.renew_notify(&mut conn, &mut notified)?;
+                    self.renew_notify(&mut conn, &mut notified, true)?;
                 }
             }
         }
@@ -976,15 +978,17 @@ impl Watcher {
     }
 
     /// Sends NOTIFY SET for the members watched by NOTIFY that the server did not
-    /// refuse, if that set changed since `notified` (none: nothing sent), then asks STATUS
-    /// of each once more: mail that came between their last STATUS and the new setting
-    /// would be reported by nobody. A refusal with more than one name halves the set
-    /// (Dovecot takes at most 100 names; the others are checked by STATUS) until the
-    /// server takes it. False when no member is watched by NOTIFY any more.
+    /// refuse, if that set changed since `notified` (none: nothing sent), then, with
+    /// `then_sweep`, asks STATUS of each once more: mail that came between their last
+    /// STATUS and the new setting would be reported by nobody. Past
+    /// [`imap::session::NOTIFY_NAMES_MAX`] names the session asks for `personal`. A
+    /// refusal with more than one name halves the set (the others are checked by STATUS)
+    /// until the server takes it. False when no member is watched by NOTIFY any more.
     fn renew_notify(
         &mut self,
         conn: &mut Connection,
         notified: &mut Vec<String>,
+        then_sweep: bool,
     ) -> Result<bool, ImapError> {
         let key = self.key();
         let mut first_refusal: Option<(usize, String)> = None;
@@ -1015,7 +1019,9 @@ impl Watcher {
                         );
                         self.set_member_phases();
                     }
-                    self.sweep(conn, false, |m| m.by_notify)?;
+                    if then_sweep {
+                        self.sweep(conn, false, |m| m.by_notify)?;
+                    }
                     return Ok(self.members.iter().any(|m| m.by_notify));
                 }
                 Err(ImapError::Refused { reason, .. }) if present.len() > 1 => {
