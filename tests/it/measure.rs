@@ -778,3 +778,192 @@ fn measure_containment() {
     );
     rig.notifications.thaw();
 }
+
+/// Issue 14's row: one account watching MEASURE_MAILBOXES (default 100) mailboxes, INBOX
+/// and M001.., in the mode MEASURE_MODE says:
+/// - `notify` (default): Dovecot as shipped, NOTIFY offered: INBOX on its own connection,
+///   the rest over the shared one, told of new mail by NOTIFY;
+/// - `status`: NOTIFY not offered, `max_connections = 5`: INBOX and M001..M003 on their own
+///   connections, the rest over the shared one, checked by STATUS every MEASURE_POLL
+///   (default 10) seconds;
+/// - `own`: NOTIFY not offered and `max_connections = 100`: every mailbox on an IDLE
+///   connection of its own, as every mailbox was watched before the shared connection.
+///
+/// (`own` is that only up to 100 mailboxes, `max_connections`' maximum.)
+///
+/// Spawn -> every mailbox "watching"; then, after MEASURE_SETTLE_SECS (default 5), the IMAP
+/// sessions Dovecot counts, threads, memory and fds; the daemon's CPU ticks and context
+/// switches over MEASURE_QUIET_SECS (default 60) without mail (in `status` mode: the
+/// sweeps); then MEASURE_SAMPLES (default 20) messages delivered locally (`doveadm save`,
+/// no IMAP connection) one at a time to different mailboxes from M005 on (past the ones
+/// `status` gives connections of their own), each waited for: delivery returned -> its
+/// Notify at the notification server, and the daemon's own "announced ... ms after wake".
+/// Before each delivery a pause that varies over [0, MEASURE_GAP_MS) (default: the poll
+/// interval in `status` mode, 1 s otherwise), so that polled deliveries land all over the
+/// poll cycle rather than always just after a sweep.
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_mailboxes() {
+    let n = (env_u64("MEASURE_MAILBOXES", 100) as usize).max(2);
+    let mode = std::env::var("MEASURE_MODE").unwrap_or_else(|_| "notify".into());
+    let poll = env_u64("MEASURE_POLL", 10);
+    let settle = env_u64("MEASURE_SETTLE_SECS", 5);
+    let samples = env_u64("MEASURE_SAMPLES", 20) as usize;
+    let quiet = env_u64("MEASURE_QUIET_SECS", 60);
+    let (notify, max_connections) = match mode.as_str() {
+        "notify" => (true, 5),
+        "status" => (false, 5),
+        "own" => (false, n.min(100)),
+        other => panic!("MEASURE_MODE={other}: want notify, status or own"),
+    };
+    let gap_max = Duration::from_millis(env_u64(
+        "MEASURE_GAP_MS",
+        if mode == "status" { poll * 1000 } else { 1000 },
+    ));
+    // The same server in every mode but for NOTIFY: room for a connection per mailbox
+    // (Dovecot's process limits follow, see DovecotOptions).
+    let rig = Rig::start(DovecotOptions {
+        notify,
+        idle_notify_interval: Duration::from_secs(120),
+        mail_max_userip_connections: (n as u32 + 20).max(10),
+        fsync: env_u64("MEASURE_FSYNC", 1) != 0,
+        ..DovecotOptions::default()
+    });
+    let mailboxes: Vec<String> = std::iter::once("INBOX".to_owned())
+        .chain((1..n).map(|i| format!("M{i:03}")))
+        .collect();
+    {
+        let mut session = rig.dovecot.session();
+        for m in &mailboxes[1..] {
+            session.create(m).unwrap();
+        }
+        let _ = session.logout();
+    }
+    let list: Vec<String> = mailboxes.iter().map(|m| format!("{m:?}")).collect();
+    let account = rig
+        .dovecot
+        .account_toml("mb", "implicit")
+        .replace("host = \"localhost\"", "host = \"127.0.0.1\"")
+        .replace(
+            "mailboxes = [\"INBOX\"]",
+            &format!(
+                "mailboxes = [{}]\nmax_connections = {max_connections}\npoll_interval_secs = {poll}",
+                list.join(", ")
+            ),
+        );
+    // Flood control off: messages a second apart would be held after the third.
+    let config = rig.config_with(&account, "burst_window_secs = 0\n");
+    let spawned = Instant::now();
+    let daemon = Daemon::start_with_state(&config, Some(&rig.bus), rig.state.path());
+    let all = poll_fine(Duration::from_secs(120), "every mailbox watching", || {
+        daemon.count_output("watching mb/") >= n
+    });
+    let startup_ms = all.duration_since(spawned).as_secs_f64() * 1e3;
+    let pid = daemon.pid();
+    thread::sleep(Duration::from_secs(settle));
+    let connections = rig.dovecot.connections();
+    // Open files, and of them sockets and eventfds (each watcher's stop signal).
+    let links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let fds_like = |prefix: &str| links.iter().filter(|l| l.starts_with(prefix)).count();
+    let at_rest = mem_pairs(pid, "");
+    // What watching costs with no mail coming: in `status` mode the sweeps.
+    let (cpu0, sw0) = cpu_and_switches(pid);
+    thread::sleep(Duration::from_secs(quiet));
+    let (cpu1, sw1) = cpu_and_switches(pid);
+
+    // Mailboxes M005.. evenly spread, as many as asked for (repeats if there are fewer).
+    let first = 5.min(n - 1);
+    let span = n - 1 - first;
+    let mut deliver_ms = Vec::new();
+    let mut latency = Vec::new();
+    let mut woke_to_announced = Vec::new();
+    for k in 0..samples {
+        let idx = first
+            + if samples > 1 {
+                k * span / (samples - 1)
+            } else {
+                0
+            };
+        let mailbox = &mailboxes[idx];
+        // Golden-ratio steps: spread evenly over [0, gap_max) whatever the sample count.
+        let frac = ((k + 1) as f64 * 0.618_033_988_75).fract();
+        thread::sleep(gap_max.mul_f64(frac));
+        let subject = format!("mailboxes probe {k} to {mailbox}");
+        let lines_before = daemon.output_lines().len();
+        let t0 = Instant::now();
+        rig.dovecot
+            .deliver(mailbox, &message(&subject, "p@example.com"));
+        let delivered = Instant::now();
+        let wait = Duration::from_secs(poll + 30);
+        let mut at = None;
+        poll_fine(wait, &format!("the popup for {subject:?}"), || {
+            at = rig
+                .notifications
+                .notifications()
+                .iter()
+                .find(|p| p.body.contains(&subject) || p.summary.contains(&subject))
+                .map(|p| p.at);
+            at.is_some()
+        });
+        let at = at.expect("found above");
+        deliver_ms.push(delivered.duration_since(t0).as_secs_f64() * 1e3);
+        latency.push(at.saturating_duration_since(delivered).as_secs_f64() * 1e3);
+        // The daemon logs it right after the popup went out; its reader may be a moment
+        // behind the notification server.
+        let needle = format!("announced mb/{mailbox} uid=");
+        let ms: f64 = wait_until(WAIT, "the daemon's \"announced\" line", || {
+            daemon
+                .output_lines()
+                .iter()
+                .skip(lines_before)
+                .find_map(|l| {
+                    l.split(&needle)
+                        .nth(1)?
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+        });
+        woke_to_announced.push(ms);
+    }
+    let connections_after = rig.dovecot.connections();
+    let mut pairs = vec![
+        // MEASURE_LABEL: another name for the variant, e.g. for another build of the
+        // daemon run through MAILPUSHD_WRAP (bench/run's BEFORE_BIN).
+        (
+            "mode".to_owned(),
+            std::env::var("MEASURE_LABEL").unwrap_or(mode.clone()),
+        ),
+        ("mailboxes".to_owned(), n.to_string()),
+        ("max_connections".to_owned(), max_connections.to_string()),
+        ("poll_secs".to_owned(), poll.to_string()),
+        ("connections".to_owned(), connections.to_string()),
+        (
+            "connections_after".to_owned(),
+            connections_after.to_string(),
+        ),
+        ("startup_ms".to_owned(), format!("{startup_ms:.1}")),
+        ("fds".to_owned(), links.len().to_string()),
+        ("fds_socket".to_owned(), fds_like("socket:").to_string()),
+        (
+            "fds_eventfd".to_owned(),
+            fds_like("anon_inode:[eventfd]").to_string(),
+        ),
+        ("quiet_secs".to_owned(), quiet.to_string()),
+        ("quiet_cpu_ticks".to_owned(), (cpu1 - cpu0).to_string()),
+        ("quiet_ctx_switches".to_owned(), (sw1 - sw0).to_string()),
+        ("samples".to_owned(), latency.len().to_string()),
+    ];
+    pairs.extend(at_rest);
+    pairs.extend(dist("deliver_notify", &latency));
+    pairs.extend(dist("wake_announced", &woke_to_announced));
+    pairs.extend(dist("doveadm_save", &deliver_ms));
+    emit("mailboxes", pairs);
+}

@@ -94,7 +94,8 @@ fn account_watching(rig: &Rig, mailboxes: &[String], extra: &str) -> String {
 
 /// Issue 14's first test: twelve mailboxes on one account hold two connections (INBOX's
 /// own, and the shared one that hears of the other eleven through NOTIFY), and mail in
-/// each of them is announced. How fast is measured by scripts/bench (the NOTIFY row).
+/// each of them is announced. What 100 mailboxes cost, and how fast, is
+/// measured by `bench/run mailboxes` (docs/PERFORMANCE.md).
 #[test]
 fn twelve_mailboxes_take_two_connections_and_each_is_announced() {
     with_timeout(LIMIT, || {
