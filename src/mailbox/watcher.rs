@@ -1,5 +1,8 @@
 //! One watched mailbox: the loop that connects, examines, catches up, IDLEs (or polls) and
-//! announces, and reconnects after any failure, forever, until told to stop.
+//! announces, and reconnects after any failure, forever, until told to stop. Or an
+//! account's shared connection (`account/(shared)`): one connection for several mailboxes,
+//! each still with its own cursor, state file and failure reports, told of new mail by
+//! NOTIFY (RFC 5465) or found by STATUS, and looked at in turn (EXAMINE, fetch, UNSELECT).
 //!
 //! Each watcher runs on its own thread named `account/mailbox` and owns its connection. The
 //! supervisor holds a [`Control`] to stop it or to make it reconnect at once (after a
