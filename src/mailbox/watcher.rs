@@ -829,6 +829,12 @@ impl Watcher {
         let mut notified: Vec<String> = Vec::new();
         self.renew_notify(&mut conn, &mut notified, false)?;
         self.sweep(&mut conn, true, |_| true)?;
+        // Once more, unchanged: Dovecot 2.3 watches its mailbox list index with inotify
+        // from NOTIFY SET on, and the sweep's STATUS of many mailboxes can rotate that
+        // index's log twice; the watch is then gone and Dovecot finds new mail only by its
+        // `mailbox_idle_check_interval` timer (30 s by default). A new NOTIFY SET watches
+        // the current log (measured at 1,000 mailboxes, docs/PERFORMANCE.md).
+        self.refresh_notify(&mut conn, &mut notified)?;
         // Only now: a server at its limit may accept the login and refuse every command
         // after it (Outlook's "User is authenticated but not connected").
         self.report_recovery();
@@ -941,6 +947,7 @@ impl Watcher {
                 last_poll = last_sweep;
                 self.distrust_silent(&found);
                 self.renew_notify(&mut conn, &mut notified, true)?;
+                self.refresh_notify(&mut conn, &mut notified)?;
             } else if polled && last_poll.elapsed() >= self.account.poll_interval {
                 self.sweep(&mut conn, false, |m| !m.by_notify)?;
                 last_poll = Instant::now();
@@ -1056,6 +1063,22 @@ impl Watcher {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Sends the NOTIFY SET in force again, after a sweep (see the start of
+    /// [`Watcher::shared_session`]): coverage is continuous, as the new setting replaces
+    /// the old one.
+    fn refresh_notify(
+        &mut self,
+        conn: &mut Connection,
+        notified: &mut Vec<String>,
+    ) -> Result<(), ImapError> {
+        if notified.is_empty() {
+            return Ok(());
+        }
+        notified.clear();
+        self.renew_notify(conn, notified, false)?;
+        Ok(())
     }
 
     /// Whether NOTIFY can be trusted to report new mail in this member's mailbox. Not
