@@ -1142,12 +1142,8 @@ impl Watcher {
             }
             let status = conn.status(&m.wire_mailbox, &m.mailbox);
             self.report_notes(conn);
-            let status = match status {
-                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
-                    self.member_absent(i, &e);
-                    continue;
-                }
-                other => other?,
+            let Some(status) = self.member_answer(i, status)? else {
+                continue;
             };
             let m = &mut self.members[i];
             if m.absent_until.take().is_some() {
@@ -1190,13 +1186,10 @@ impl Watcher {
             let m = &mut self.members[i];
             let status = conn.examine(&m.wire_mailbox, &m.mailbox);
             m.report_notes(conn);
-            let status = match status {
-                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
-                    self.member_absent(i, &e);
-                    return Ok(());
-                }
-                other => other?,
+            let Some(status) = self.member_answer(i, status)? else {
+                return Ok(());
             };
+            let m = &mut self.members[i];
             m.report_recovery();
             m.examined(conn, status, woke, catching_up)?;
             match conn.unselect() {
@@ -1214,12 +1207,8 @@ impl Watcher {
             let m = &self.members[i];
             let after = conn.status(&m.wire_mailbox, &m.mailbox);
             self.report_notes(conn);
-            let after = match after {
-                Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
-                    self.member_absent(i, &e);
-                    return Ok(());
-                }
-                other => other?,
+            let Some(after) = self.member_answer(i, after)? else {
+                return Ok(());
             };
             if !self.members[i].wants_look(after.uid_validity, after.uid_next) {
                 return Ok(());
@@ -1231,6 +1220,25 @@ impl Watcher {
             self.again.push(wire);
         }
         Ok(())
+    }
+
+    /// The answer to a command about member `i`'s mailbox: `None` when the server refused
+    /// that mailbox (it costs only that member: [`Watcher::member_absent`]); an error of
+    /// the connection, or a refusal in the words of the connection limit, is the
+    /// session's.
+    fn member_answer<T>(
+        &mut self,
+        i: usize,
+        answer: Result<T, ImapError>,
+    ) -> Result<Option<T>, ImapError> {
+        match answer {
+            Ok(t) => Ok(Some(t)),
+            Err(e @ ImapError::Mailbox { .. }) if !e.is_connection_limit() => {
+                self.member_absent(i, &e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Member `i`'s mailbox was refused (gone, renamed, not allowed): said as for a watcher
