@@ -628,7 +628,12 @@ pub mod multibox {
 }
 
 /// A config for a daemon on `server`: popups off, syslog to `syslog`.
-fn config(server: &Server, syslog: &SyslogRecorder, mailboxes: &[&str], extra: &str) -> String {
+pub(crate) fn config(
+    server: &Server,
+    syslog: &SyslogRecorder,
+    mailboxes: &[&str],
+    extra: &str,
+) -> String {
     format!(
         "{}\n[notifications]\nenabled = false\n{}",
         server.account_toml("r", mailboxes, extra),
@@ -636,7 +641,7 @@ fn config(server: &Server, syslog: &SyslogRecorder, mailboxes: &[&str], extra: &
     )
 }
 
-fn new_mail(syslog: &SyslogRecorder) -> Vec<String> {
+pub(crate) fn new_mail(syslog: &SyslogRecorder) -> Vec<String> {
     syslog
         .lines()
         .into_iter()
@@ -651,7 +656,7 @@ fn wait_new_mail_within(syslog: &SyslogRecorder, n: usize, within: Duration) -> 
     new_mail(syslog)
 }
 
-fn has_subject(lines: &[String], subject: &str) -> usize {
+pub(crate) fn has_subject(lines: &[String], subject: &str) -> usize {
     lines
         .iter()
         .filter(|l| l.contains(&format!("subject=\"{subject}\"")))

@@ -17,36 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::review14::multibox::{self, Act, Server};
+use crate::review14::{config, has_subject, new_mail};
 use crate::support::daemon::Daemon;
 use crate::support::rig::WAIT;
 use crate::support::syslog::SyslogRecorder;
 use crate::support::{wait_until, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// A config for a daemon on `server`: popups off, syslog to `syslog`.
-fn config(server: &Server, syslog: &SyslogRecorder, mailboxes: &[&str], extra: &str) -> String {
-    format!(
-        "{}\n[notifications]\nenabled = false\n{}",
-        server.account_toml("r", mailboxes, extra),
-        syslog.config_toml()
-    )
-}
-
-fn new_mail(syslog: &SyslogRecorder) -> Vec<String> {
-    syslog
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("new mail "))
-        .collect()
-}
-
-fn has_subject(lines: &[String], subject: &str) -> usize {
-    lines
-        .iter()
-        .filter(|l| l.contains(&format!("subject=\"{subject}\"")))
-        .count()
-}
 
 /// A LIST answer: one `* LIST (attrs) "/" name` per entry (`name` already on the wire:
 /// quoted or a literal), then the tagged OK.
