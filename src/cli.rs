@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use log::LevelFilter;
 
 /// Push mail for Linux desktops: watches IMAP mailboxes with IDLE and shows a desktop
@@ -41,6 +41,40 @@ pub struct Cli {
     /// hidden from --help, see src/generate.rs)
     #[arg(long, value_enum, value_name = "KIND", hide = true, exclusive = true)]
     pub generate: Option<GenerateKind>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands that talk to the running daemon over its D-Bus interface
+/// (org.mailpushd.Mailpushd on the session bus); without one, mailpushd runs the daemon.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every watched mailbox's unread count and state, from the running daemon;
+    /// exit 1 with one line on stderr if none runs
+    Status(StatusArgs),
+    /// Say that you have seen the new mail: the "new" counts (and waybar's "new" class) go
+    /// to 0, for one mailbox, one account or all; flags on the server are not touched
+    MarkSeen {
+        /// Only this account [default: every account]
+        account: Option<String>,
+        /// Only this mailbox of the account [default: every mailbox]
+        mailbox: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A JSON array of {account, mailbox, unread, new, state, last_error}
+    #[arg(long, conflicts_with = "waybar")]
+    pub json: bool,
+    /// waybar's custom-module object {text, tooltip, class, alt} (return-type: json)
+    #[arg(long)]
+    pub waybar: bool,
+    /// Print again on every change, as the daemon signals it (no polling, no interval),
+    /// one line each with --json or --waybar; survives a restart of the daemon
+    #[arg(long)]
+    pub follow: bool,
 }
 
 impl Cli {
@@ -108,6 +142,21 @@ mod tests {
         assert_eq!(cli(&["-q"]).level(), LevelFilter::Warn);
         assert_eq!(cli(&["--log-level", "error"]).level(), LevelFilter::Error);
         assert!(Cli::try_parse_from(["mailpushd", "-v", "-q"]).is_err());
+    }
+
+    #[test]
+    fn status_command() {
+        let cli = Cli::parse_from(["mailpushd", "status", "--waybar", "--follow"]);
+        match cli.command {
+            Some(Command::Status(a)) => assert!(a.waybar && a.follow && !a.json),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["mailpushd", "status", "--json", "--waybar"]).is_err());
+        let cli = Cli::parse_from(["mailpushd", "mark-seen", "work"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::MarkSeen { account: Some(ref a), mailbox: None }) if a == "work"
+        ));
     }
 }
 

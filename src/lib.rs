@@ -5,6 +5,7 @@
 //! The binary is a thin wrapper around [`run`]; see shared/DESIGN.md for the architecture.
 
 pub mod announce;
+pub mod bus;
 pub mod child;
 pub mod cli;
 pub mod config;
@@ -33,6 +34,9 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     if let Some(kind) = cli.generate {
         generate::write(kind, &mut std::io::stdout().lock()).context("writing to stdout")?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(command) = cli.command {
+        return bus_command(command);
     }
     logging::init(cli.level());
     let path = cli.config_path();
@@ -105,4 +109,45 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     };
     daemon::supervisor::run(path, cfg, store).context("starting the supervisor")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mailpushd status` and `mailpushd mark-seen`: the running daemon's D-Bus interface.
+/// No daemon (or no session bus) is an error: one line, exit 1.
+fn bus_command(command: cli::Command) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    match command {
+        cli::Command::Status(args) => {
+            let render = |mailboxes: Option<&[bus::Mailbox]>| match mailboxes {
+                Some(m) if args.waybar => bus::format::waybar(m) + "\n",
+                Some(m) if args.json => bus::format::json(m) + "\n",
+                Some(m) => bus::format::table(m),
+                None if args.waybar => bus::format::waybar_stopped() + "\n",
+                None if args.json => "[]\n".to_owned(),
+                None => "mailpushd is not running\n".to_owned(),
+            };
+            if args.follow {
+                bus::client::follow(|mailboxes| {
+                    // One write and a flush per change: waybar reads lines as they come.
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(render(mailboxes).as_bytes())?;
+                    out.flush()
+                })?;
+            } else {
+                let mailboxes = bus::client::mailboxes()?;
+                print!("{}", render(Some(&mailboxes)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::MarkSeen { account, mailbox } => {
+            let matched = bus::client::mark_seen(
+                account.as_deref().unwrap_or(""),
+                mailbox.as_deref().unwrap_or(""),
+            )?;
+            if matched == 0 {
+                eprintln!("mailpushd: no watched mailbox matches");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! What every watcher is doing, in one table: the source of systemd's `STATUS=` line and
 //! of the SIGUSR1 state dump.
 //!
-//! Watchers write their own row on each change of state (connecting, idling, failed...);
-//! the supervisor reads the table to summarise. Formatting is pure and unit-tested.
+//! Watchers write their own row on each change of state (connecting, idling, failed...)
+//! and of their mailbox's unread count; the supervisor reads the table to summarise, and
+//! the D-Bus interface (src/bus/service.rs) publishes it, woken by [`StatusTable::wait_change`].
+//! Formatting is pure and unit-tested.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,14 @@ pub fn row_key(account: &str, mailbox: &str) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
+    /// The account's name and the mailbox's, as configured (or listed, for a pattern).
+    pub account: String,
+    pub mailbox: String,
     pub phase: Phase,
+    /// Messages without `\Seen` (RFC 3501 STATUS UNSEEN), once known.
+    pub unread: Option<u32>,
+    /// Messages announced since the user last looked ([`StatusTable::mark_seen_by_user`]).
+    pub new: u32,
     pub connected_since: Option<SystemTime>,
     /// The last thing that happened worth knowing (new mail, refresh...), and when.
     pub last_event: Option<(SystemTime, String)>,
@@ -37,11 +46,60 @@ pub struct Row {
 impl Default for Row {
     fn default() -> Self {
         Row {
+            account: String::new(),
+            mailbox: String::new(),
             phase: Phase::Connecting,
+            unread: None,
+            new: 0,
             connected_since: None,
             last_event: None,
             last_error: None,
             next_retry: None,
+        }
+    }
+}
+
+/// One mailbox as the D-Bus interface and `mailpushd status` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxView {
+    pub account: String,
+    pub mailbox: String,
+    /// `None` until the first count (a mailbox still connecting, or refused).
+    pub unread: Option<u32>,
+    /// Announced since the user last looked, and still unread (at most `unread`).
+    pub new: u32,
+    /// "connecting", "idling", "polling" or "retrying".
+    pub state: &'static str,
+    /// The last failure, while it is not over (`None` once watching again).
+    pub last_error: Option<String>,
+}
+
+impl Phase {
+    /// The name the D-Bus interface and `mailpushd status` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Idling => "idling",
+            Phase::Polling => "polling",
+            Phase::Retrying => "retrying",
+        }
+    }
+}
+
+impl Row {
+    fn view(&self) -> MailboxView {
+        MailboxView {
+            account: self.account.clone(),
+            mailbox: self.mailbox.clone(),
+            unread: self.unread,
+            new: self.unread.map_or(self.new, |u| self.new.min(u)),
+            state: self.phase.name(),
+            last_error: match self.phase {
+                Phase::Retrying | Phase::Connecting => {
+                    self.last_error.as_ref().map(|(_, e)| e.clone())
+                }
+                Phase::Idling | Phase::Polling => None,
+            },
         }
     }
 }
@@ -52,6 +110,9 @@ pub struct StatusTable {
     rows: Arc<Mutex<BTreeMap<String, Row>>>,
     /// Trouble outside the watchers, by source ("notifications"): appended to `STATUS=`.
     notices: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    /// A counter of changes to what [`StatusTable::mailboxes`] shows, and whether the table
+    /// is closing, with the condition variable [`StatusTable::wait_change`] waits on.
+    changes: Arc<(Mutex<(u64, bool)>, Condvar)>,
 }
 
 impl StatusTable {
@@ -75,16 +136,93 @@ impl StatusTable {
     }
 
     /// Changes one watcher's row; returns whether its phase changed (worth a new STATUS=).
+    /// A change to what [`StatusTable::mailboxes`] shows wakes [`StatusTable::wait_change`].
     pub fn update(&self, key: &str, f: impl FnOnce(&mut Row)) -> bool {
-        let mut rows = self.rows();
-        let row = rows.entry(key.to_owned()).or_default();
-        let before = row.phase.clone();
-        f(row);
-        row.phase != before
+        let (phase_changed, shown_changed) = {
+            let mut rows = self.rows();
+            let row = rows.entry(key.to_owned()).or_default();
+            let before = row.view();
+            let phase = row.phase.clone();
+            f(row);
+            if row.unread == Some(0) && before.unread != Some(0) {
+                // Everything read, here or elsewhere: nothing is new any more. (Only on
+                // the change: mail announced before its count moves is new.)
+                row.new = 0;
+            }
+            (row.phase != phase, row.view() != before)
+        };
+        if shown_changed {
+            self.changed();
+        }
+        phase_changed
     }
 
     pub fn remove(&self, key: &str) {
-        self.rows().remove(key);
+        if self.rows().remove(key).is_some() {
+            self.changed();
+        }
+    }
+
+    /// Every mailbox's row as shown, in key order (account, then mailbox).
+    pub fn mailboxes(&self) -> Vec<MailboxView> {
+        self.rows().values().map(Row::view).collect()
+    }
+
+    /// The user has seen what is new in `account`'s `mailbox` (either `None`: every
+    /// account, every mailbox): their "new" counts go to 0. Flags on the server are not
+    /// touched. Returns how many mailboxes matched.
+    pub fn mark_seen_by_user(&self, account: Option<&str>, mailbox: Option<&str>) -> usize {
+        let mut matched = 0;
+        let mut cleared = false;
+        for row in self.rows().values_mut() {
+            if account.is_some_and(|a| a != row.account)
+                || mailbox.is_some_and(|m| m != row.mailbox)
+            {
+                continue;
+            }
+            matched += 1;
+            cleared |= std::mem::take(&mut row.new) != 0;
+        }
+        if cleared {
+            self.changed();
+        }
+        matched
+    }
+
+    fn changes(&self) -> MutexGuard<'_, (u64, bool)> {
+        self.changes.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes().0 += 1;
+        self.changes.1.notify_all();
+    }
+
+    /// The number of changes so far, for [`StatusTable::wait_change`].
+    pub fn generation(&self) -> u64 {
+        self.changes().0
+    }
+
+    /// Waits until the table has changed since `generation` (returns the new one) or is
+    /// closing ([`StatusTable::close`]: returns `None`). No timeout: nothing wakes while
+    /// nothing changes.
+    pub fn wait_change(&self, generation: u64) -> Option<u64> {
+        let mut g = self.changes();
+        loop {
+            if g.1 {
+                return None;
+            }
+            if g.0 != generation {
+                return Some(g.0);
+            }
+            g = self.changes.1.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Ends every [`StatusTable::wait_change`], now and later: the daemon is stopping.
+    pub fn close(&self) {
+        self.changes().1 = true;
+        self.changes.1.notify_all();
     }
 
     /// One line for `systemctl status`: "3/4 mailboxes idling, 1 reconnecting
@@ -214,6 +352,7 @@ mod tests {
             last_event: Some((now - Duration::from_secs(7200), "new mail uid=4".into())),
             last_error: Some((now - Duration::from_secs(5), "reset".into())),
             next_retry: Some(now + Duration::from_secs(3)),
+            ..Row::default()
         };
         assert_eq!(
             dump_line("w/INBOX", &row, now),
@@ -230,6 +369,44 @@ mod tests {
             Some((SystemTime::now(), "x".into()))));
         t.remove("a");
         assert_eq!(t.dump(SystemTime::now()).len(), 0);
+    }
+
+    #[test]
+    fn the_view_follows_counts_and_wakes_waiters() {
+        let t = StatusTable::default();
+        let g = t.generation();
+        t.update("w/INBOX", |r| {
+            r.account = "w".into();
+            r.mailbox = "INBOX".into();
+            r.phase = Phase::Idling;
+            r.unread = Some(3);
+            r.new = 2;
+            r.last_error = Some((SystemTime::now(), "old".into()));
+        });
+        let g2 = t.wait_change(g).expect("changed");
+        assert!(g2 > g);
+        let v = &t.mailboxes()[0];
+        assert_eq!(
+            (v.unread, v.new, v.state, v.last_error.clone()),
+            (Some(3), 2, "idling", None)
+        );
+        // Read on a phone: "new" never says more than is unread, and 0 unread clears it.
+        t.update("w/INBOX", |r| r.unread = Some(1));
+        assert_eq!(t.mailboxes()[0].new, 1);
+        t.update("w/INBOX", |r| r.unread = Some(0));
+        t.update("w/INBOX", |r| r.unread = Some(4));
+        assert_eq!(t.mailboxes()[0].new, 0);
+        // No change shown: no wake.
+        let g3 = t.generation();
+        t.update("w/INBOX", |r| r.connected_since = Some(SystemTime::now()));
+        assert_eq!(t.generation(), g3);
+        t.update("w/INBOX", |r| r.new = 2);
+        assert_eq!(t.mark_seen_by_user(Some("w"), Some("Other")), 0);
+        assert_eq!(t.mailboxes()[0].new, 2);
+        assert_eq!(t.mark_seen_by_user(Some("w"), None), 1);
+        assert_eq!(t.mailboxes()[0].new, 0);
+        t.close();
+        assert_eq!(t.wait_change(t.generation()), None);
     }
 
     #[test]

@@ -100,6 +100,8 @@ struct Supervisor {
     /// The notification thread: all D-Bus traffic, never waited on for long.
     notifier: Notifier,
     notify_thread: JoinHandle<()>,
+    /// The D-Bus interface with the unread counts (src/bus/service.rs).
+    bus_thread: Option<JoinHandle<()>>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the watchers have stopped (or the
@@ -122,7 +124,15 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
         Some(tx.clone()),
         status.clone(),
     )?;
+    let bus_thread = match crate::bus::service::spawn(status.clone(), tx.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::warn!("cannot start the D-Bus interface ({e}); unread counts are not published");
+            None
+        }
+    };
     let mut sup = Supervisor {
+        bus_thread,
         shared: Shared {
             outputs: SharedOutputs::new(Outputs::new(&config, Some(tx.clone()), notifier.clone())),
             status,
@@ -766,9 +776,15 @@ impl Supervisor {
         // The popups queued so far (held summaries flushed at the stop) go out if the
         // notification server answers promptly; a frozen one does not delay the exit.
         self.notifier.stop();
+        self.shared.status.close();
         let syslog = self.shared.outputs.lock().stop_syslog();
         if !join_by(self.notify_thread, started + NOTIFY_GRACE) {
             log::warn!("desktop notifications still pending at exit were dropped");
+        }
+        if let Some(bus) = self.bus_thread {
+            if !join_by(bus, started + NOTIFY_GRACE) {
+                log::warn!("the D-Bus interface did not close in time");
+            }
         }
         if let Some(syslog) = syslog {
             if !join_by(syslog, started + NOTIFY_GRACE) {

@@ -20,6 +20,8 @@ pub mod stream;
 pub mod tls;
 pub mod tolerant;
 
+pub use tolerant::Change;
+
 pub use session::{
     choose_auth, connect, Capabilities, Connection, Headers, ImapError, Interrupter, Listed,
     Listing, MailboxStatus, Offered, Seen, Wake, HEADER_BATCH, HEADER_BYTES,

@@ -66,6 +66,26 @@ pub enum Note {
     Normalised { context: String, excerpt: String },
 }
 
+/// One thing the server said about the selected mailbox, in the order it said it: what
+/// src/mailbox/unread.rs keeps the unread count from (RFC 3501 sections 7.3.1, 7.4.1,
+/// 7.4.2, 7.2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `* n EXISTS`: the mailbox now holds `n` messages.
+    Exists(u32),
+    /// `* n EXPUNGE`: message `n` is gone; those after it move down by one.
+    Expunge(u32),
+    /// `* n FETCH (... FLAGS (...) ...)`: whether message `n` has `\Seen`.
+    Flags { seq: u32, seen: bool },
+    /// `* SEARCH ...` answering a `SEARCH` (not `UID SEARCH`): the messages found, by
+    /// sequence number.
+    Unseen(Vec<u32>),
+}
+
+/// Changes kept between two takes, at most; past that the record says it overflowed and
+/// the count is asked for again.
+const MAX_CHANGES: usize = 65_536;
+
 /// Where an IDLE command stands, as far as the layer has seen.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 enum Idle {
@@ -115,6 +135,12 @@ pub struct Tolerant {
     /// The mailboxes NOTIFY was asked about (`None`: any): reports about others are junk
     /// and not kept, so they cannot crowd out the ones that matter.
     report_filter: Option<std::collections::BTreeSet<String>>,
+    /// Whether [`Change`]s are recorded (a watcher with its mailbox selected for good).
+    recording: bool,
+    /// The changes since the last take, at most [`MAX_CHANGES`].
+    changes: Vec<Change>,
+    /// Changes were left out past [`MAX_CHANGES`] since the last take.
+    changes_overflowed: bool,
 }
 
 /// Mailboxes whose NOTIFY reports are kept between two takes, at most.
@@ -227,6 +253,55 @@ impl Tolerant {
                 self.reports.insert(key, uid_next);
             }
         }
+    }
+
+    /// Records `response` if it is a [`Change`] of the selected mailbox. Whatever command
+    /// it came with, and whether or not the crate is handed it: the crate drops most.
+    fn record_change(&mut self, response: &[u8]) {
+        use imap_proto::AttributeValue;
+        let Ok((_, parsed)) = imap_proto::parser::parse_response(response) else {
+            return;
+        };
+        let change = match parsed {
+            Response::MailboxData(MailboxDatum::Exists(n)) => Change::Exists(n),
+            Response::Expunge(seq) => Change::Expunge(seq),
+            Response::Fetch(seq, attributes) => {
+                let Some(flags) = attributes.iter().find_map(|a| match a {
+                    AttributeValue::Flags(f) => Some(f),
+                    _ => None,
+                }) else {
+                    return;
+                };
+                let seen = flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"));
+                Change::Flags { seq, seen }
+            }
+            Response::MailboxData(MailboxDatum::Search(seqs))
+                if self.command.as_ref().is_some_and(|c| c.verb == "SEARCH") =>
+            {
+                Change::Unseen(seqs)
+            }
+            _ => return,
+        };
+        if self.changes.len() < MAX_CHANGES {
+            self.changes.push(change);
+        } else {
+            self.changes_overflowed = true;
+        }
+    }
+
+    /// Starts (or stops) recording [`Change`]s, from an empty record.
+    pub fn record_changes(&mut self, on: bool) {
+        self.recording = on;
+        self.changes.clear();
+        self.changes_overflowed = false;
+    }
+
+    /// The changes recorded since the last call, and whether some were left out.
+    pub fn take_changes(&mut self) -> (Vec<Change>, bool) {
+        (
+            std::mem::take(&mut self.changes),
+            std::mem::take(&mut self.changes_overflowed),
+        )
     }
 
     /// Keeps only reports about `names` (as `session::wire_key` gives them) from now on.
@@ -350,6 +425,9 @@ impl Tolerant {
             fixed
         };
         let kind = classify(&response);
+        if self.recording {
+            self.record_change(&response);
+        }
         if self.command.as_ref().is_some_and(|c| c.verb == "IDLE") {
             self.keep_report(&response);
         }

@@ -14,4 +14,5 @@ pub mod backoff;
 pub mod credentials;
 pub mod newmail;
 pub mod state;
+pub mod unread;
 pub mod watcher;

@@ -31,6 +31,7 @@ use crate::mailbox::backoff::Backoff;
 use crate::mailbox::credentials::{self, CredentialError};
 use crate::mailbox::newmail::{self, Baseline, Cursor, Seen, Start};
 use crate::mailbox::state::{Loaded, StateStore};
+use crate::mailbox::unread::Unread;
 use crate::status::{Phase, Row, StatusTable};
 
 /// First reconnect delay; the cap is the account's `reconnect_max_secs`.
@@ -311,6 +312,11 @@ pub struct Watcher {
     /// NOTIFY stayed silent about this member's new mail: checked by STATUS for the rest
     /// of the watcher's life.
     notify_distrusted: bool,
+    /// The unread count of a mailbox with a connection of its own, kept from what the
+    /// server reports (src/mailbox/unread.rs). Shared members count by STATUS instead.
+    unread: Unread,
+    /// The server answered `SEARCH UNSEEN` in this session: `unread` is kept.
+    counting: bool,
 }
 
 /// The thread and log name of an account's shared connection: `account/(shared)`. The
@@ -362,6 +368,8 @@ impl Watcher {
             unreported: 0,
             again: Vec::new(),
             notify_distrusted: false,
+            unread: Unread::default(),
+            counting: false,
         }
     }
 
@@ -448,13 +456,28 @@ impl Watcher {
     /// Updates this watcher's row in the status table; a change of phase is worth a new
     /// systemd STATUS= line.
     fn set_status(&self, f: impl Fn(&mut Row)) {
-        let mut changed = false;
-        for key in self.row_keys() {
-            changed |= self.status.update(&key, &f);
-        }
+        let changed = if self.is_shared {
+            self.members
+                .iter()
+                .fold(false, |changed, m| m.update_row(&f) | changed)
+        } else {
+            self.update_row(&f)
+        };
         if changed {
             let _ = self.events.send(Event::StatusChanged);
         }
+    }
+
+    /// Updates this mailbox's row (named with its account and mailbox); returns whether
+    /// its phase changed.
+    fn update_row(&self, f: impl FnOnce(&mut Row)) -> bool {
+        self.status.update(&self.key(), |r| {
+            if r.account.is_empty() {
+                r.account.clone_from(&self.account.name);
+                r.mailbox.clone_from(&self.mailbox);
+            }
+            f(r)
+        })
     }
 
     /// The status table rows this watcher keeps: its mailbox's, or its members'.
@@ -691,10 +714,14 @@ impl Watcher {
             return self.shared_session(conn);
         }
 
+        // Every EXISTS, EXPUNGE and FLAGS from EXAMINE's answer on: the unread count.
+        conn.record_changes();
         let status = conn.examine(&self.wire_mailbox, &self.mailbox);
         self.report_notes(&mut conn);
         let status = status?;
         self.report_recovery();
+        self.unread.reset();
+        self.counting = self.search_unseen(&mut conn)?;
         self.examined(&mut conn, status, Instant::now(), true)?;
         let mode = if conn.capabilities.idle {
             "IDLE".to_owned()
@@ -715,6 +742,7 @@ impl Watcher {
         let mut quick_ends = 0u32;
         let mut last_list = Instant::now();
         loop {
+            self.publish_unread(&mut conn)?;
             let woke = if conn.capabilities.idle {
                 if self.control.stopping() {
                     conn.logout();
@@ -726,7 +754,8 @@ impl Watcher {
                     self.check(&mut conn, Instant::now(), false)?;
                     continue;
                 }
-                let wake_on_flags = !self.open_popups().is_empty();
+                // Flag changes and expunges move the unread count, and may close popups.
+                let wake_on_flags = self.counting || !self.open_popups().is_empty();
                 let idle_started = Instant::now();
                 let wake = conn.idle(self.account.idle_refresh, wake_on_flags);
                 self.report_notes(&mut conn);
@@ -930,8 +959,16 @@ impl Watcher {
                 };
                 let m = &mut self.members[i];
                 m.unreported = 0;
-                if m.absent_until.is_none() && m.wants_look(None, uid_next) {
+                if m.absent_until.is_some() {
+                    continue;
+                }
+                // A report with a UIDNEXT past the cursor is new mail: look. Any other
+                // (an expunge, a flag change, a look to finish) is worth one STATUS,
+                // which says the unread count and whether to look after all.
+                if uid_next.is_some() && m.wants_look(None, uid_next) {
                     self.look(i, &mut conn, woke, false)?;
+                } else {
+                    self.recount(i, &mut conn, woke)?;
                 }
             }
             if self.lists && last_list.elapsed() >= NOTIFY_SWEEP {
@@ -1146,6 +1183,7 @@ impl Watcher {
                 continue;
             };
             let m = &mut self.members[i];
+            m.update_row(|r| r.unread = status.unseen);
             if m.absent_until.take().is_some() {
                 m.report_recovery();
                 log::info!(
@@ -1210,6 +1248,7 @@ impl Watcher {
             let Some(after) = self.member_answer(i, after)? else {
                 return Ok(());
             };
+            self.members[i].update_row(|r| r.unread = after.unseen);
             if !self.members[i].wants_look(after.uid_validity, after.uid_next) {
                 return Ok(());
             }
@@ -1219,6 +1258,77 @@ impl Watcher {
         if !self.again.contains(&wire) {
             self.again.push(wire);
         }
+        Ok(())
+    }
+
+    /// One STATUS of member `i`: its unread count, and a look if it has news.
+    fn recount(&mut self, i: usize, conn: &mut Connection, woke: Instant) -> Result<(), ImapError> {
+        let m = &self.members[i];
+        let status = conn.status(&m.wire_mailbox, &m.mailbox);
+        self.report_notes(conn);
+        let Some(status) = self.member_answer(i, status)? else {
+            return Ok(());
+        };
+        let m = &mut self.members[i];
+        m.update_row(|r| r.unread = status.unseen);
+        if m.wants_look(status.uid_validity, status.uid_next) {
+            self.look(i, conn, woke, false)?;
+        }
+        Ok(())
+    }
+
+    /// `SEARCH UNSEEN` for the unread count: whether the server answered. A refusal costs
+    /// the count only (said once), not the connection.
+    fn search_unseen(&mut self, conn: &mut Connection) -> Result<bool, ImapError> {
+        match conn.search_unseen() {
+            Ok(()) => Ok(true),
+            Err(ImapError::Refused { reason, .. }) => {
+                let line = format!(
+                    "{}: the server refused SEARCH UNSEEN ({}); no unread count for this mailbox",
+                    self.key(),
+                    decode::one_line(&reason)
+                );
+                self.warn_once(line);
+                self.update_row(|r| r.unread = None);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Follows what the server reported since the last call (src/mailbox/unread.rs) and
+    /// puts the unread count in the status table. A change that did not fit costs one
+    /// more `SEARCH UNSEEN`; a record that overflowed (a bulk change of more than
+    /// 65,536 messages between two wakes) one more EXAMINE as well, for the number of
+    /// messages.
+    fn publish_unread(&mut self, conn: &mut Connection) -> Result<(), ImapError> {
+        if !self.counting {
+            return Ok(());
+        }
+        for attempt in 0..2 {
+            let (changes, overflowed) = conn.take_changes();
+            if overflowed {
+                self.unread.reset();
+                conn.record_changes();
+                let status = conn.examine(&self.wire_mailbox, &self.mailbox);
+                self.report_notes(conn);
+                status?;
+                self.counting = self.search_unseen(conn)?;
+                continue;
+            }
+            for change in &changes {
+                self.unread.apply(change);
+            }
+            if !self.unread.needs_search() || attempt == 1 {
+                break;
+            }
+            self.counting = self.search_unseen(conn)?;
+            if !self.counting {
+                return Ok(());
+            }
+        }
+        let count = self.unread.count();
+        self.update_row(|r| r.unread = count);
         Ok(())
     }
 
@@ -1405,8 +1515,10 @@ impl Watcher {
                 announcements.len(),
                 last.uid
             );
-            self.status.update(&self.key(), |r| {
+            let announced = u32::try_from(announcements.len()).unwrap_or(u32::MAX);
+            self.update_row(|r| {
                 r.last_event = Some((SystemTime::now(), event));
+                r.new = r.new.saturating_add(announced);
             });
             self.outputs.lock().announce(
                 &self.account,

@@ -31,3 +31,4 @@ mod scripted_logins;
 mod scripted_server;
 mod security;
 mod support_selftest;
+mod unread;

@@ -502,8 +502,8 @@ fn a_click_after_reloads_runs_open_command_once() {
         assert_eq!(note.urgency, Some(2), "the reload took effect");
         assert_eq!(
             connections_of(&rig.bus, daemon.pid()),
-            1,
-            "one notification connection, whatever the reloads"
+            2,
+            "one notification connection and the D-Bus interface's, whatever the reloads"
         );
 
         rig.notifications.emit_action_invoked(note.id, "default");
