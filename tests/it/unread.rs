@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::dbus::SessionBus;
 use crate::support::dovecot::{message, DovecotOptions};
 use crate::support::rig::{Rig, WAIT};
-use crate::support::{run_command, spawn_tracked, wait_until, with_timeout};
+use crate::support::{run_command, spawn_tracked, with_timeout};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -56,12 +56,18 @@ fn counts(bus: &SessionBus, mailbox: &str) -> Option<(Option<u64>, u64)> {
 
 /// Waits until `mailbox` shows `unread` unread and `new` new.
 fn wait_counts(bus: &SessionBus, mailbox: &str, unread: u64, new: u64) {
-    let mut last = None;
-    let found = wait_until(WAIT, "the counts", || {
-        last = counts(bus, mailbox);
-        (last == Some((Some(unread), new))).then_some(())
-    });
-    let _ = (found, last);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = counts(bus, mailbox);
+        if now == Some((Some(unread), new)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{mailbox}: want {unread} unread, {new} new; have {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sets `\Seen` on the first message of `mailbox` ("read on a phone"), or expunges it.
