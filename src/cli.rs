@@ -66,13 +66,17 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// A JSON array of {account, mailbox, unread, new, state, last_error}
-    #[arg(long, conflicts_with = "waybar")]
+    #[arg(long, conflicts_with_all = ["waybar", "total"])]
     pub json: bool,
     /// waybar's custom-module object {text, tooltip, class, alt} (return-type: json)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "total")]
     pub waybar: bool,
+    /// One number: the sum of the known unread counts (empty while none is known), for
+    /// polybar, i3blocks and scripts
+    #[arg(long)]
+    pub total: bool,
     /// Print again on every change, as the daemon signals it (no polling, no interval),
-    /// one line each with --json or --waybar; survives a restart of the daemon
+    /// one line each with --json, --waybar or --total; survives a restart of the daemon
     #[arg(long)]
     pub follow: bool,
 }
@@ -152,6 +156,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["mailpushd", "status", "--json", "--waybar"]).is_err());
+        assert!(Cli::try_parse_from(["mailpushd", "status", "--total", "--waybar"]).is_err());
         let cli = Cli::parse_from(["mailpushd", "mark-seen", "work"]);
         assert!(matches!(
             cli.command,

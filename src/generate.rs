@@ -42,7 +42,8 @@ fn visible_command() -> clap::Command {
     let full = Cli::command();
     let mut cmd = clap::Command::new("mailpushd")
         .version(env!("CARGO_PKG_VERSION"))
-        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned());
+        .args(full.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(full.get_subcommands().cloned());
     if let Some(about) = full.get_about() {
         cmd = cmd.about(about.clone());
     }
@@ -162,7 +163,58 @@ did not change keep their connections, the others reconnect, stop or start.
 A new file with problems is reported and the running configuration is kept.
 "#;
 
-const MAN1_REST: &str = r#".SH SIGNALS
+const MAN1_REST: &str = r#".SH COMMANDS
+These talk to the running daemon over its D\-Bus interface (see \fBD\-BUS INTERFACE\fR);
+with no daemon running they print one line on standard error and exit 1.
+.TP
+\fBmailpushd status\fR [\fB\-\-json\fR | \fB\-\-waybar\fR | \fB\-\-total\fR] [\fB\-\-follow\fR]
+Every watched mailbox's unread count, how many of those were announced since you last
+looked (\fInew\fR), its state (connecting, idling, polling, retrying) and its error while
+it fails: a table; with \fB\-\-json\fR a JSON array of
+{account, mailbox, unread, new, state, last_error}; with \fB\-\-waybar\fR the object of a
+waybar custom module with \fBreturn\-type\fR json, {text, tooltip, class, alt}, where text
+is the total unread count and class and alt are new, unread, read or unknown (class also
+holds error while a mailbox fails); with \fB\-\-total\fR the total alone.
+With \fB\-\-follow\fR it prints again, one line each, on every change the daemon signals
+(no timer), and while the daemon is stopped (a waybar object with class stopped, an empty
+line, or []) until it is back.
+.TP
+\fBmailpushd mark\-seen\fR [\fIACCOUNT\fR [\fIMAILBOX\fR]]
+You have looked: the \fInew\fR counts go to 0, for one mailbox, an account or everything.
+Nothing is marked read on the server.
+.SH D-BUS INTERFACE
+\fBmailpushd\fR owns \fBorg.mailpushd.Mailpushd\fR on the session bus and serves the
+interface \fBorg.mailpushd.Mailpushd1\fR at \fB/org/mailpushd/Mailpushd\fR
+(introspectable):
+.TP
+property \fBMailboxes\fR, \fBaa{sv}\fR
+One dictionary per watched mailbox: \fBaccount\fR (s), \fBmailbox\fR (s), \fBunread\fR (u;
+absent until known), \fBnew\fR (u), \fBstate\fR (s: connecting, idling, polling,
+retrying), \fBlast_error\fR (s; only while failing).
+Unread counts start from SEARCH UNSEEN or STATUS UNSEEN and follow what the server reports
+(EXISTS, EXPUNGE, FETCH FLAGS, NOTIFY), so mail read or deleted by another client is
+counted as it happens.
+.TP
+property \fBUnread\fR, \fBu\fR
+The sum of the known unread counts.
+.TP
+property \fBVersion\fR, \fBs\fR
+The version of \fBmailpushd\fR.
+.TP
+method \fBMarkSeenByUser\fR(\fBs\fR account, \fBs\fR mailbox) \(-> \fBu\fR matched
+Sets \fInew\fR to 0 (an empty string matches every account or mailbox); flags on the
+server are not touched.
+.TP
+method \fBReload\fR()
+Reads the configuration file again, as \fBSIGHUP\fR.
+.TP
+signal \fBChanged\fR(\fBaa{sv}\fR mailboxes)
+Sent after every change to \fBMailboxes\fR, with its new value;
+\fBorg.freedesktop.DBus.Properties.PropertiesChanged\fR is sent as well.
+.PP
+Without a session bus, or with the name owned by another program, mail is watched as usual
+and the log says once that counts are not published.
+.SH SIGNALS
 .TP
 \fBSIGTERM\fR, \fBSIGINT\fR
 Stop: every watcher logs out and closes its connection, and \fBmailpushd\fR exits with
@@ -475,6 +527,8 @@ mod tests {
             ".SH SYNOPSIS",
             ".SH DESCRIPTION",
             ".SH OPTIONS",
+            ".SH COMMANDS",
+            ".SH D-BUS INTERFACE",
             ".SH SIGNALS",
             ".SH EXIT STATUS",
             ".SH ENVIRONMENT",
@@ -482,6 +536,19 @@ mod tests {
             ".SH SEE ALSO",
         ] {
             assert_eq!(page.matches(section).count(), 1, "{section}");
+        }
+        // Every command and its options are described.
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name().replace('-', "\\-");
+            assert!(
+                page.contains(&format!("\\fBmailpushd {name}\\fR")),
+                "{name}"
+            );
+            for arg in sub.get_arguments() {
+                if let Some(long) = arg.get_long() {
+                    assert!(page.contains(&format!("\\fB\\-\\-{long}\\fR")), "{long}");
+                }
+            }
         }
         // Every visible option comes from clap; the hidden one stays hidden.
         for arg in Cli::command().get_arguments() {
@@ -525,10 +592,21 @@ mod tests {
     #[test]
     fn completions_offer_every_visible_option_and_no_hidden_one() {
         let full = Cli::command();
-        // visible_command() copies arguments only; a subcommand would need copying too.
-        assert!(!full.has_subcommands());
         for kind in [Kind::CompleteBash, Kind::CompleteZsh, Kind::CompleteFish] {
             let script = render(kind);
+            // The subcommands and their options are copied whole (none is hidden).
+            for sub in full.get_subcommands() {
+                assert!(
+                    script.contains(sub.get_name()),
+                    "{kind:?}: {}",
+                    sub.get_name()
+                );
+                for arg in sub.get_arguments() {
+                    if let Some(long) = arg.get_long() {
+                        assert!(script.contains(long), "{kind:?}: {long}");
+                    }
+                }
+            }
             for arg in full.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
                 let offered = match kind {

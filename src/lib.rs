@@ -120,9 +120,11 @@ fn bus_command(command: cli::Command) -> anyhow::Result<ExitCode> {
             let render = |mailboxes: Option<&[bus::Mailbox]>| match mailboxes {
                 Some(m) if args.waybar => bus::format::waybar(m) + "\n",
                 Some(m) if args.json => bus::format::json(m) + "\n",
+                Some(m) if args.total => bus::format::total(m) + "\n",
                 Some(m) => bus::format::table(m),
                 None if args.waybar => bus::format::waybar_stopped() + "\n",
                 None if args.json => "[]\n".to_owned(),
+                None if args.total => "\n".to_owned(),
                 None => "mailpushd is not running\n".to_owned(),
             };
             if args.follow {

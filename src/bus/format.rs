@@ -78,6 +78,18 @@ pub fn json(mailboxes: &[Mailbox]) -> String {
     Value::Array(mailboxes.iter().map(object).collect()).to_string()
 }
 
+/// The sum of the known unread counts; empty while none is known.
+pub fn total(mailboxes: &[Mailbox]) -> String {
+    let known: Vec<u32> = mailboxes.iter().filter_map(|m| m.unread).collect();
+    if known.is_empty() {
+        return String::new();
+    }
+    known
+        .into_iter()
+        .fold(0u32, u32::saturating_add)
+        .to_string()
+}
+
 /// Pango markup escaping for waybar's tooltip and text.
 fn pango(s: &str) -> String {
     controls_escaped(s)
@@ -91,14 +103,13 @@ fn pango(s: &str) -> String {
 /// `format-icons`: "new" (mail announced since the user last looked), "unread", "read"
 /// or "unknown"; `class` also has "error" while a mailbox fails.
 pub fn waybar(mailboxes: &[Mailbox]) -> String {
-    let known: Vec<u32> = mailboxes.iter().filter_map(|m| m.unread).collect();
-    let total = known.iter().copied().fold(0u32, u32::saturating_add);
+    let text = total(mailboxes);
     let new: u32 = mailboxes.iter().map(|m| m.new).fold(0, u32::saturating_add);
-    let primary = if known.is_empty() {
+    let primary = if text.is_empty() {
         "unknown"
     } else if new > 0 {
         "new"
-    } else if total > 0 {
+    } else if text != "0" {
         "unread"
     } else {
         "read"
@@ -120,7 +131,7 @@ pub fn waybar(mailboxes: &[Mailbox]) -> String {
         })
         .collect();
     json!({
-        "text": if known.is_empty() { String::new() } else { total.to_string() },
+        "text": text,
         "tooltip": if tooltip.is_empty() { "no mailboxes watched".to_owned() } else { tooltip.join("\n") },
         "class": class,
         "alt": primary,
@@ -194,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn total_sums_the_known_counts() {
+        assert_eq!(total(&[]), "");
+        assert_eq!(total(&[mb("a", "b", None, 0, "connecting")]), "");
+        assert_eq!(
+            total(&[
+                mb("a", "b", Some(u32::MAX), 0, "idling"),
+                mb("a", "c", Some(2), 0, "idling"),
+                mb("a", "d", None, 0, "retrying"),
+            ]),
+            u32::MAX.to_string()
+        );
+    }
+
+    #[test]
     fn json_has_nulls_for_unknowns() {
         let v: Value =
             serde_json::from_str(&json(&[mb("w", "INBOX", None, 0, "connecting")])).unwrap();
@@ -213,7 +238,7 @@ mod tests {
             t,
             "ACCOUNT  MAILBOX     UNREAD  NEW  STATE     ERROR\n\
              work     INBOX           12    2  idling\n\
-             work     Lists/rust       -    0  retrying  refused\\u{1b}[31m\n"
+             work     Lists/rust       -    0  retrying  refused\\x1b[31m\n"
         );
     }
 }
