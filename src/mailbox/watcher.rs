@@ -721,7 +721,15 @@ impl Watcher {
         let status = status?;
         self.report_recovery();
         self.unread.reset();
+        let searched = Instant::now();
         self.counting = self.search_unseen(&mut conn)?;
+        self.publish_unread(&mut conn)?;
+        if let Some(n) = self.unread.count() {
+            log::debug!(
+                "{key}: {n} unread (SEARCH UNSEEN in {:.3} ms)",
+                searched.elapsed().as_secs_f64() * 1e3
+            );
+        }
         self.examined(&mut conn, status, Instant::now(), true)?;
         let mode = if conn.capabilities.idle {
             "IDLE".to_owned()

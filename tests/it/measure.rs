@@ -478,6 +478,12 @@ fn bench_latency() {
         })
         .collect();
     let mut pairs = vec![
+        // MEASURE_LABEL: the build, e.g. one from before issue 15 run through
+        // MAILPUSHD_WRAP (bench/run's BEFORE_BIN).
+        (
+            "build".to_owned(),
+            std::env::var("MEASURE_LABEL").unwrap_or_else(|_| "this".to_owned()),
+        ),
         ("messages".to_owned(), messages.to_string()),
         ("prefill".to_owned(), prefill.to_string()),
     ];
@@ -966,4 +972,110 @@ fn bench_mailboxes() {
     pairs.extend(dist("wake_announced", &woke_to_announced));
     pairs.extend(dist("doveadm_save", &deliver_ms));
     emit("mailboxes", pairs);
+}
+
+/// Issue 15: the unread count with MEASURE_PREFILL (default 10,000) unseen messages in
+/// INBOX. Start-up: the one SEARCH UNSEEN (its time, from the daemon's debug line). Then
+/// MEASURE_CHANGES (default 50) messages marked `\Seen` by another client, one at a time,
+/// and 10 expunged at once: each from the client's STORE/EXPUNGE to the new total printed
+/// by `mailpushd status --total --follow` (the Changed signal). Then MEASURE_QUIET_SECS
+/// (default 30) without a change: the lines the follower printed (0: nothing polls) and
+/// the daemon's CPU ticks. Memory at the end. MEASURE_LABEL names the build (bench/run's
+/// BEFORE_BIN runs bench_latency instead: an older build has no count to measure).
+#[test]
+#[ignore = "benchmark: run bench/run"]
+fn bench_unread() {
+    use std::io::BufRead;
+    let prefill = env_u64("MEASURE_PREFILL", 10_000) as usize;
+    let changes = env_u64("MEASURE_CHANGES", 50) as usize;
+    let quiet = env_u64("MEASURE_QUIET_SECS", 30);
+    let rig = rig_for(1, 120);
+    rig.dovecot.bulk_append("INBOX", prefill, |i| {
+        message(&format!("prefill {i}"), "bulk@example.com")
+    });
+    let account = rig.dovecot.account_toml("m", "implicit");
+    let spawned = Instant::now();
+    let daemon = Daemon::start_with_state(&rig.config(&account), Some(&rig.bus), rig.state.path());
+    let searched = daemon.wait_for_output(WAIT, "unread (SEARCH UNSEEN in ");
+    let search_ms: f64 = searched
+        .split("SEARCH UNSEEN in ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let pid = daemon.pid();
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailpushd"));
+    cmd.args(["status", "--total", "--follow"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &rig.bus.address)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let follower = crate::support::spawn_tracked("status --follow", &mut cmd).unwrap();
+    let stdout = follower.take_stdio(|c| c.stdout.take()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let until = |want: usize| -> Instant {
+        loop {
+            let (at, line) = rx.recv_timeout(WAIT).expect("a follow line");
+            if line == want.to_string() {
+                return at;
+            }
+        }
+    };
+    until(prefill);
+    let ready_ms = spawned.elapsed().as_secs_f64() * 1e3;
+
+    let mut session = rig.dovecot.session();
+    session.select("INBOX").unwrap();
+    let mut read = Vec::new();
+    for i in 1..=changes {
+        let t0 = Instant::now();
+        session.store(i.to_string(), "+FLAGS (\\Seen)").unwrap();
+        read.push(until(prefill - i).duration_since(t0).as_secs_f64() * 1e3);
+    }
+    // Ten unread ones expunged at once (the last ten messages).
+    let t0 = Instant::now();
+    session
+        .store(format!("{}:{}", prefill - 9, prefill), "+FLAGS (\\Deleted)")
+        .unwrap();
+    session.expunge().unwrap();
+    let expunge_ms = until(prefill - changes - 10)
+        .duration_since(t0)
+        .as_secs_f64()
+        * 1e3;
+    let _ = session.logout();
+
+    thread::sleep(Duration::from_secs(2));
+    while rx.try_recv().is_ok() {}
+    let (cpu0, sw0) = cpu_and_switches(pid);
+    thread::sleep(Duration::from_secs(quiet));
+    let (cpu1, sw1) = cpu_and_switches(pid);
+    let quiet_lines = rx.try_iter().count();
+    follower.kill();
+
+    let mut pairs = vec![
+        (
+            "build".to_owned(),
+            std::env::var("MEASURE_LABEL").unwrap_or_else(|_| "this".to_owned()),
+        ),
+        ("prefill".to_owned(), prefill.to_string()),
+        ("search_unseen_ms".to_owned(), format!("{search_ms:.3}")),
+        ("spawn_to_count_ms".to_owned(), format!("{ready_ms:.1}")),
+        ("expunge10_ms".to_owned(), format!("{expunge_ms:.3}")),
+        ("quiet_secs".to_owned(), quiet.to_string()),
+        ("quiet_lines".to_owned(), quiet_lines.to_string()),
+        ("quiet_cpu_ticks".to_owned(), (cpu1 - cpu0).to_string()),
+        ("quiet_ctx_switches".to_owned(), (sw1 - sw0).to_string()),
+    ];
+    pairs.extend(dist("seen_elsewhere", &read));
+    pairs.extend(mem_pairs(pid, ""));
+    emit("unread", pairs);
 }

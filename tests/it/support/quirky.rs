@@ -4,7 +4,7 @@
 //!
 //! Owns: one mailbox of [`Msg`]s, a listener thread and one thread per connection. Enough
 //! IMAP for mailpushd's watcher (CAPABILITY, LOGIN, ID, EXAMINE, UID FETCH of flags or header
-//! fields, UID SEARCH UID, IDLE/DONE, NOOP, LOGOUT); everything it reads from clients is
+//! fields, UID SEARCH UID, SEARCH UNSEEN, IDLE/DONE, NOOP, LOGOUT); everything it reads from clients is
 //! recorded for tests to check.
 
 use std::io::{BufRead, BufReader, Write};
@@ -272,6 +272,21 @@ impl Conn {
                     }
                     _ => self.send(&format!("{tag} BAD unknown\r\n"))?,
                 },
+                // `SEARCH UNSEEN` (the unread count): sequence numbers of the unseen
+                // messages the client was told of.
+                "SEARCH" => {
+                    let list: Vec<String> = {
+                        let s = lock(&self.state);
+                        s.messages
+                            .iter()
+                            .take(self.told_exists)
+                            .enumerate()
+                            .filter(|(_, m)| !m.seen)
+                            .map(|(i, _)| (i + 1).to_string())
+                            .collect()
+                    };
+                    self.send(&format!("* SEARCH {}\r\n{tag} OK done\r\n", list.join(" ")))?;
+                }
                 "IDLE" => {
                     self.idle_start(&tag)?;
                     idle = Some((tag, Instant::now()));
