@@ -124,8 +124,9 @@ What has been announced is remembered per mailbox in the state directory (see
 more than \fBcatch_up_max\fR such messages become one summary notification.
 .PP
 A notification shows the sender's name as its title and the subject and
-\fIaccount\fR/\fImailbox\fR as its body (application name \fBmailpushd\fR, category
-\fBemail.arrived\fR, icon \fBmail\-unread\fR).
+\fIaccount\fR/\fImailbox\fR as its body (application name \fBmailpushd\fR, desktop entry
+\fBmailpushd\fR, category \fBemail.arrived\fR, icon \fBmail\-unread\fR, sound
+\fBmessage\-new\-email\fR).
 The syslog line, at level info, reads
 .PP
 .RS

@@ -30,6 +30,11 @@
 //! never count them in a summary) and the capabilities are read again. The owner is also
 //! taken from every reply's sender, so a restart is noticed even before its signal arrives.
 //!
+//! Hints (spec 1.2, "Hints"): every popup names the application's desktop entry
+//! (`desktop-entry`, so the desktop can place it, list it in its notification settings and
+//! keep its history) and says `category` and `urgency`; popups about new mail also carry
+//! the configured `sound-name` (see [`Worker::notify`]).
+//!
 //! Mail text is untrusted: the body is markup-escaped when the server renders markup
 //! (`body-markup`), so `<b>` or `<a href=...>` in a subject shows literally, and control and
 //! bidi characters are removed everywhere so a popup cannot be spoofed.
@@ -64,6 +69,9 @@ const OPEN_PER_MAILBOX: usize = 50;
 const PENDING_CLOSE_LIMIT: usize = 1000;
 
 const APP_NAME: &str = "mailpushd";
+/// The `desktop-entry` hint: the basename of packaging/mailpushd.desktop without
+/// `.desktop` (Desktop Notifications spec 1.2, "Standard Hints").
+const DESKTOP_ENTRY: &str = "mailpushd";
 const CATEGORY: &str = "email.arrived";
 const DEST: &str = "org.freedesktop.Notifications";
 const PATH: &str = "/org/freedesktop/Notifications";
@@ -98,12 +106,16 @@ pub struct Settings {
     pub icon: String,
     /// 0 low, 1 normal, 2 critical (the spec's byte).
     pub urgency: u8,
+    /// The `sound-name` hint of popups about new mail (a name from the freedesktop sound
+    /// naming spec); `None`: no sound asked for.
+    pub sound: Option<String>,
 }
 
 impl Settings {
     pub fn of(n: &Notifications) -> Self {
         Settings {
             icon: n.icon.clone(),
+            sound: n.sound.clone(),
             urgency: match n.urgency {
                 Urgency::Low => 0,
                 Urgency::Normal => 1,
@@ -256,6 +268,15 @@ impl Popups {
     pub fn forget_all(&mut self) -> usize {
         std::mem::take(&mut self.shown).len()
     }
+}
+
+/// What a popup is about, for the hints it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A message or a summary of messages: the configured sound.
+    NewMail,
+    /// mailpushd's own notice about a problem: silent.
+    Notice,
 }
 
 /// What the notification thread is asked to do.
@@ -587,7 +608,15 @@ impl Worker {
             }
             return;
         }
-        let result = self.notify(&popup, 0, &actions);
+        // Only message popups are about new mail (`about` is set by `show_message` alone);
+        // the rest are mailpushd's notices about problems (a failed login, a rejected
+        // config), which must not sound like mail.
+        let kind = if about.is_some() {
+            Kind::NewMail
+        } else {
+            Kind::Notice
+        };
+        let result = self.notify(&popup, 0, &actions, kind);
         let id = self.outcome(result);
         if let Some(about) = about {
             // Pending until now, so a watcher never sees it neither pending nor shown.
@@ -614,7 +643,7 @@ impl Worker {
         let (replaces, before) = lock(&self.shared.popups).summary_of(&account, &mailbox);
         let total = before + count;
         let popup = render(total);
-        let result = self.notify(&popup, replaces, &actions);
+        let result = self.notify(&popup, replaces, &actions, Kind::NewMail);
         if let Some(id) = self.outcome(result) {
             let mut popups = lock(&self.shared.popups);
             // Gone from the server if it was replaced; a new id otherwise, and the old
@@ -994,11 +1023,21 @@ impl Worker {
     }
 
     /// Sends one popup, replacing notification `replaces` if non-zero; returns its id.
+    ///
+    /// Hints, Desktop Notifications spec 1.2 "Standard Hints": `desktop-entry` on every
+    /// popup; `sound-name` (a name from the freedesktop sound naming spec) on new-mail
+    /// popups when configured. The sound is the server's to play: servers that play sounds
+    /// advertise the `sound` capability, and the spec lets any other ignore a hint it does
+    /// not know, so it is sent whatever the capabilities say (a server may play
+    /// `sound-name` without advertising `sound`, which only promises `sound-file` and
+    /// `suppress-sound`). With the sound off, no sound hint is sent at all: the server's
+    /// own default for the category applies.
     fn notify(
         &mut self,
         popup: &Popup,
         replaces: u32,
         actions: &[(&str, &str)],
+        kind: Kind,
     ) -> Result<u32, NotifyError> {
         let caps = self.capabilities()?;
         let body = if caps.markup {
@@ -1011,9 +1050,7 @@ impl Worker {
         } else {
             Vec::new()
         };
-        let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
-        hints.insert("category", Variant::from(CATEGORY));
-        hints.insert("urgency", Variant::U8(self.settings.urgency));
+        let hints = hints(&self.settings, kind);
         let summary = plain(&popup.summary);
         let icon = self.settings.icon.clone();
         let link = self.link()?;
@@ -1059,6 +1096,18 @@ impl Worker {
         .map(|_| ())
         .map_err(|e| NotifyError::of("CloseNotification", e))
     }
+}
+
+/// The hints of a popup of this kind (see [`Worker::notify`]).
+fn hints(settings: &Settings, kind: Kind) -> HashMap<&'static str, Variant<'static>> {
+    let mut hints = HashMap::new();
+    hints.insert("category", Variant::from(CATEGORY));
+    hints.insert("urgency", Variant::U8(settings.urgency));
+    hints.insert("desktop-entry", Variant::from(DESKTOP_ENTRY));
+    if let (Kind::NewMail, Some(sound)) = (kind, &settings.sound) {
+        hints.insert("sound-name", Variant::from(sound.clone()));
+    }
+    hints
 }
 
 /// Forwards the notification server's signals and the bus's owner changes to the
@@ -1122,6 +1171,34 @@ mod tests {
             mailbox: "INBOX".into(),
             uid,
         }
+    }
+
+    #[test]
+    fn every_popup_names_its_desktop_entry_and_only_new_mail_sounds() {
+        let settings = |sound: Option<&str>| Settings {
+            icon: "mail-unread".into(),
+            urgency: 1,
+            sound: sound.map(String::from),
+        };
+        let on = settings(Some("message-new-email"));
+        let mail = hints(&on, Kind::NewMail);
+        assert_eq!(mail["desktop-entry"], Variant::from("mailpushd"));
+        assert_eq!(mail["sound-name"], Variant::from("message-new-email"));
+        assert_eq!(mail["category"], Variant::from("email.arrived"));
+        assert_eq!(mail["urgency"], Variant::U8(1));
+        let notice = hints(&on, Kind::Notice);
+        assert_eq!(notice["desktop-entry"], Variant::from("mailpushd"));
+        assert!(
+            !notice.contains_key("sound-name"),
+            "a problem is not new mail"
+        );
+        let off = hints(&settings(None), Kind::NewMail);
+        assert!(
+            !off.contains_key("sound-name"),
+            "off sends no sound hint at all"
+        );
+        assert!(!off.contains_key("suppress-sound"));
+        assert_eq!(off["desktop-entry"], Variant::from("mailpushd"));
     }
 
     #[test]

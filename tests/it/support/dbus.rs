@@ -176,6 +176,10 @@ pub struct Notify {
     pub category: Option<String>,
     /// The "urgency" hint (0 low, 1 normal, 2 critical).
     pub urgency: Option<u8>,
+    /// The "desktop-entry" hint (spec 1.2), e.g. "mailpushd".
+    pub desktop_entry: Option<String>,
+    /// The "sound-name" hint, e.g. "message-new-email".
+    pub sound_name: Option<String>,
     /// All hints, sorted by key, rendered with `{:?}`, for assertions on anything else.
     pub hints_debug: String,
     pub expire_timeout: i32,
@@ -271,6 +275,8 @@ impl Server {
         let at = Instant::now();
         let category = hints.get("category").and_then(variant_string);
         let urgency = hints.get("urgency").and_then(variant_u8);
+        let desktop_entry = hints.get("desktop-entry").and_then(variant_string);
+        let sound_name = hints.get("sound-name").and_then(variant_string);
         let sorted: BTreeMap<&String, &OwnedVariant> = hints.iter().collect();
         let mut hints_debug = String::new();
         for (k, v) in sorted {
@@ -292,6 +298,8 @@ impl Server {
             actions,
             category,
             urgency,
+            desktop_entry,
+            sound_name,
             hints_debug,
             expire_timeout,
             id,
