@@ -138,7 +138,9 @@ new mail account=work mailbox=INBOX uid=4711 from="Zhang San <z@example.com>" su
 More than \fBsummary_threshold\fR new messages at once, or a stream of them within
 \fBburst_window_secs\fR, become one summary notification.
 With an \fBopen_command\fR configured, clicking a notification (or its \fBOpen\fR button)
-starts your mail client; \fBMark as read\fR marks the message as read on the server.
+starts your mail client, with the activation token the notification server gave for the
+click in \fBXDG_ACTIVATION_TOKEN\fR (and \fBDESKTOP_STARTUP_ID\fR) so that it may take
+focus; \fBMark as read\fR marks the message as read on the server.
 Which accounts and mailboxes notify, and whether sender and subject are shown, is
 configurable, and hooks can run a command for new mail (say, to fetch it); see
 \fBmailpushd.toml\fR(5).
@@ -237,6 +239,11 @@ Set by systemd when the unit has \fBWatchdogSec=\fR; \fBmailpushd\fR sends
 When it identifies standard error as a stream to the systemd journal, each log line starts
 with a \fB<\fIN\fB>\fR priority prefix instead of a timestamp and level, so the journal
 records its level.
+.TP
+\fBXDG_ACTIVATION_TOKEN\fR, \fBDESKTOP_STARTUP_ID\fR
+Not read: \fBopen_command\fR gets them set to the token of the click that started it, or
+removed when the notification server gave none, so a token \fBmailpushd\fR inherited is
+never passed on.
 .SH FILES
 .TP
 \fI~/.config/mailpushd/config.toml\fR

@@ -18,17 +18,20 @@
 //!   each mailbox's missed popups become one summary. (The call that timed out is not
 //!   counted: a server that was only frozen still has it and shows it when it thaws.)
 //!
-//! Signals: a listener thread per connection forwards `ActionInvoked`, `NotificationClosed`
-//! and the bus's `NameOwnerChanged` for the service. Its messages carry the connection's
-//! generation, and the connection is closed (ending the listener) when it is replaced, so a
-//! listener cannot outlive its connection's turn. An action is acted on only when it comes
-//! from the current owner of the name and names a popup that mailpushd showed there: some
-//! servers (GNOME Shell) send `ActionInvoked` to every listener, so a click on another
-//! application's popup must not run `open_command`. When the name's owner changes (the
-//! server restarted, or another took over), the ids of the old server's popups are
-//! forgotten (they now belong to other applications: never close them, never replace them,
-//! never count them in a summary) and the capabilities are read again. The owner is also
-//! taken from every reply's sender, so a restart is noticed even before its signal arrives.
+//! Signals: a listener thread per connection forwards `ActionInvoked`, `ActivationToken`,
+//! `NotificationClosed` and the bus's `NameOwnerChanged` for the service. Its messages
+//! carry the connection's generation, and the connection is closed (ending the listener)
+//! when it is replaced, so a listener cannot outlive its connection's turn. An action is
+//! acted on only when it comes from the current owner of the name and names a popup that
+//! mailpushd showed there: some servers (GNOME Shell) send `ActionInvoked` to every
+//! listener, so a click on another application's popup must not run `open_command`. When
+//! the name's owner changes (the server restarted, or another took over), the ids of the
+//! old server's popups are forgotten (they now belong to other applications: never close
+//! them, never replace them, never count them in a summary) and the capabilities are read
+//! again. The owner is also taken from every reply's sender, so a restart is noticed even
+//! before its signal arrives. An `ActivationToken` (spec 1.2) is kept under the same checks
+//! for the click that follows it on the same popup, and handed on with that click only
+//! (src/announce/activation.rs).
 //!
 //! Hints (spec 1.2, "Hints"): every popup names the application's desktop entry
 //! (`desktop-entry`, so the desktop can place it, list it in its notification settings and
@@ -50,6 +53,7 @@ use futures_lite::StreamExt;
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, Variant};
 
+use super::activation::Tokens;
 use crate::config::{Notifications, Urgency};
 use crate::decode;
 use crate::event::{Event, Shown};
@@ -309,9 +313,21 @@ enum Msg {
 }
 
 enum Signal {
-    ActionInvoked { id: u32, key: String },
-    Closed { id: u32 },
-    OwnerChanged { new: String },
+    ActionInvoked {
+        id: u32,
+        key: String,
+    },
+    /// Spec 1.2: comes before the `ActionInvoked` of the same popup.
+    ActivationToken {
+        id: u32,
+        token: String,
+    },
+    Closed {
+        id: u32,
+    },
+    OwnerChanged {
+        new: String,
+    },
 }
 
 /// What the handles and the thread share: bookkeeping only, never held across a call.
@@ -361,6 +377,7 @@ impl Notifier {
             failing: false,
             stall: None,
             retired: Vec::new(),
+            tokens: Tokens::default(),
         };
         let thread = std::thread::Builder::new()
             .name("notify".into())
@@ -507,6 +524,9 @@ struct Worker {
     stall: Option<Stall>,
     /// Listeners of closed connections, joined once they have ended.
     retired: Vec<JoinHandle<()>>,
+    /// Activation tokens of our popups, waiting for their click. Only this thread touches
+    /// them, so they need no lock.
+    tokens: Tokens,
 }
 
 impl Worker {
@@ -835,6 +855,28 @@ impl Worker {
                     self.reread_capabilities();
                 }
             }
+            Signal::ActivationToken { id, token } => {
+                if sender.is_none() || sender != link.owner {
+                    log::debug!(
+                        "ActivationToken({id}) from {sender:?} ignored: not from the \
+                         notification server we use ({:?})",
+                        link.owner
+                    );
+                    return;
+                }
+                // Only for our popups: a token for another application's popup is theirs
+                // (some servers send signals to every listener).
+                if lock(&self.shared.popups).get(id).is_none() {
+                    log::debug!("ActivationToken({id}) ignored: not a popup mailpushd shows");
+                    return;
+                }
+                // The token itself is not logged: it is a one-time permission to take focus.
+                if !self.tokens.given(id, token) {
+                    log::debug!(
+                        "ActivationToken({id}) ignored: not usable as an environment value"
+                    );
+                }
+            }
             Signal::ActionInvoked { id, key } => {
                 if sender.is_none() || sender != link.owner {
                     log::debug!(
@@ -847,8 +889,16 @@ impl Worker {
                 let about = lock(&self.shared.popups).get(id).cloned();
                 match about {
                     Some(about) => {
+                        // Taken whatever the action: a token is used for this one click or
+                        // not at all.
+                        let activation_token = self.tokens.take(id);
                         if let Some(events) = &self.events {
-                            let _ = events.send(Event::NotificationAction { id, key, about });
+                            let _ = events.send(Event::NotificationAction {
+                                id,
+                                key,
+                                about,
+                                activation_token,
+                            });
                         }
                     }
                     None => log::debug!(
@@ -859,6 +909,7 @@ impl Worker {
             Signal::Closed { id } => {
                 if sender.is_some() && sender == link.owner {
                     lock(&self.shared.popups).closed(id);
+                    self.tokens.forget(id);
                 }
             }
         }
@@ -876,6 +927,8 @@ impl Worker {
         }
         let old = std::mem::replace(&mut link.owner, new.clone());
         link.caps = None;
+        // Tokens, like ids, belong to the server that issued them.
+        self.tokens.clear();
         if old.is_some() {
             let forgotten = lock(&self.shared.popups).forget_all();
             if let Some(stall) = &mut self.stall {
@@ -1127,6 +1180,11 @@ async fn forward(
                 .deserialize::<(u32, String)>()
                 .ok()
                 .map(|(id, key)| Signal::ActionInvoked { id, key }),
+            Some("ActivationToken") => msg
+                .body()
+                .deserialize::<(u32, String)>()
+                .ok()
+                .map(|(id, token)| Signal::ActivationToken { id, token }),
             Some("NotificationClosed") => msg
                 .body()
                 .deserialize::<(u32, u32)>()

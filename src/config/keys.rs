@@ -555,7 +555,11 @@ pub const KEYS: &[Key] = &[
         doc: "A program and its arguments, run without a shell when a notification is \
               clicked or its \\fBOpen\\fR button is pressed, e.g. \\fB[\"thunderbird\"]\\fR. \
               Without it, notifications have no \\fBOpen\\fR button. \
-              A notification for a single message also has a \\fBMark as read\\fR button.",
+              A notification for a single message also has a \\fBMark as read\\fR button. \
+              When the notification server gives an activation token with the click \
+              (\\fBActivationToken\\fR, Desktop Notifications 1.2), the program gets it in \
+              \\fBXDG_ACTIVATION_TOKEN\\fR and \\fBDESKTOP_STARTUP_ID\\fR, so that it may \
+              take focus; otherwise both are removed from its environment.",
     },
     Key {
         table: "syslog",
