@@ -267,6 +267,11 @@ It is harmless when left behind: the lock ends with the process.
 \fI/usr/lib/systemd/user/mailpushd.service\fR
 The systemd user unit.
 .TP
+\fI/usr/share/applications/mailpushd.desktop\fR
+The desktop entry that notifications name (\fBdesktop\-entry\fR hint), so that desktops
+can list \fBmailpushd\fR in their notification settings and keep its notifications'
+history; hidden from application menus.
+.TP
 \fI/usr/share/doc/mailpushd/config.example.toml\fR
 An example configuration that documents every key.
 .TP
