@@ -28,8 +28,15 @@ pub enum Event {
     StatusChanged,
     /// A button (or the popup itself, key "default") of popup `id` was clicked: a popup
     /// that mailpushd showed on the current notification server, never another
-    /// application's (the notification thread checks).
-    NotificationAction { id: u32, key: String, about: Shown },
+    /// application's (the notification thread checks). `activation_token`: what the
+    /// server's `ActivationToken` signal gave for this popup just before the click
+    /// (Desktop Notifications spec 1.2), for the program the click starts.
+    NotificationAction {
+        id: u32,
+        key: String,
+        about: Shown,
+        activation_token: Option<String>,
+    },
     /// A watcher thread ended (stopped, or died in a way its own loop could not catch).
     WatcherExited { key: Key, id: u64 },
     /// Flood control held popups for a summary: time to set the timer for it.

@@ -125,8 +125,9 @@ What has been announced is remembered per mailbox in the state directory (see
 more than \fBcatch_up_max\fR such messages become one summary notification.
 .PP
 A notification shows the sender's name as its title and the subject and
-\fIaccount\fR/\fImailbox\fR as its body (application name \fBmailpushd\fR, category
-\fBemail.arrived\fR, icon \fBmail\-unread\fR).
+\fIaccount\fR/\fImailbox\fR as its body (application name \fBmailpushd\fR, desktop entry
+\fBmailpushd\fR, category \fBemail.arrived\fR, icon \fBmail\-unread\fR, sound
+\fBmessage\-new\-email\fR).
 The syslog line, at level info, reads
 .PP
 .RS
@@ -138,7 +139,9 @@ new mail account=work mailbox=INBOX uid=4711 from="Zhang San <z@example.com>" su
 More than \fBsummary_threshold\fR new messages at once, or a stream of them within
 \fBburst_window_secs\fR, become one summary notification.
 With an \fBopen_command\fR configured, clicking a notification (or its \fBOpen\fR button)
-starts your mail client; \fBMark as read\fR marks the message as read on the server.
+starts your mail client, with the activation token the notification server gave for the
+click in \fBXDG_ACTIVATION_TOKEN\fR (and \fBDESKTOP_STARTUP_ID\fR) so that it may take
+focus; \fBMark as read\fR marks the message as read on the server.
 Which accounts and mailboxes notify, and whether sender and subject are shown, is
 configurable, and hooks can run a command for new mail (say, to fetch it); see
 \fBmailpushd.toml\fR(5).
@@ -288,6 +291,11 @@ Set by systemd when the unit has \fBWatchdogSec=\fR; \fBmailpushd\fR sends
 When it identifies standard error as a stream to the systemd journal, each log line starts
 with a \fB<\fIN\fB>\fR priority prefix instead of a timestamp and level, so the journal
 records its level.
+.TP
+\fBXDG_ACTIVATION_TOKEN\fR, \fBDESKTOP_STARTUP_ID\fR
+Not read: \fBopen_command\fR gets them set to the token of the click that started it, or
+removed when the notification server gave none, so a token \fBmailpushd\fR inherited is
+never passed on.
 .SH FILES
 .TP
 \fI~/.config/mailpushd/config.toml\fR
@@ -310,6 +318,11 @@ It is harmless when left behind: the lock ends with the process.
 .TP
 \fI/usr/lib/systemd/user/mailpushd.service\fR
 The systemd user unit.
+.TP
+\fI/usr/share/applications/mailpushd.desktop\fR
+The desktop entry that notifications name (\fBdesktop\-entry\fR hint), so that desktops
+can list \fBmailpushd\fR in their notification settings and keep its notifications'
+history; hidden from application menus.
 .TP
 \fI/usr/share/doc/mailpushd/config.example.toml\fR
 An example configuration that documents every key.

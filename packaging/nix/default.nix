@@ -34,6 +34,7 @@ rustPlatform.buildRustPackage {
       ../../tests
       ../../examples
       ../../systemd
+      ../../packaging/mailpushd.desktop
       ../../config.example.toml
       ../../README.md
     ];
@@ -68,6 +69,7 @@ rustPlatform.buildRustPackage {
       substituteInPlace $out/lib/systemd/user/mailpushd.service \
         --replace-fail "ExecStart=/usr/bin/mailpushd" "ExecStart=$out/bin/mailpushd" \
         --replace-fail "ExecReload=kill " "ExecReload=${coreutils}/bin/kill "
+      install -Dm644 -t $out/share/applications packaging/mailpushd.desktop
       install -Dm644 -t $out/share/doc/mailpushd config.example.toml README.md
     '';
 

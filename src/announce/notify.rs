@@ -18,17 +18,25 @@
 //!   each mailbox's missed popups become one summary. (The call that timed out is not
 //!   counted: a server that was only frozen still has it and shows it when it thaws.)
 //!
-//! Signals: a listener thread per connection forwards `ActionInvoked`, `NotificationClosed`
-//! and the bus's `NameOwnerChanged` for the service. Its messages carry the connection's
-//! generation, and the connection is closed (ending the listener) when it is replaced, so a
-//! listener cannot outlive its connection's turn. An action is acted on only when it comes
-//! from the current owner of the name and names a popup that mailpushd showed there: some
-//! servers (GNOME Shell) send `ActionInvoked` to every listener, so a click on another
-//! application's popup must not run `open_command`. When the name's owner changes (the
-//! server restarted, or another took over), the ids of the old server's popups are
-//! forgotten (they now belong to other applications: never close them, never replace them,
-//! never count them in a summary) and the capabilities are read again. The owner is also
-//! taken from every reply's sender, so a restart is noticed even before its signal arrives.
+//! Signals: a listener thread per connection forwards `ActionInvoked`, `ActivationToken`,
+//! `NotificationClosed` and the bus's `NameOwnerChanged` for the service. Its messages
+//! carry the connection's generation, and the connection is closed (ending the listener)
+//! when it is replaced, so a listener cannot outlive its connection's turn. An action is
+//! acted on only when it comes from the current owner of the name and names a popup that
+//! mailpushd showed there: some servers (GNOME Shell) send `ActionInvoked` to every
+//! listener, so a click on another application's popup must not run `open_command`. When
+//! the name's owner changes (the server restarted, or another took over), the ids of the
+//! old server's popups are forgotten (they now belong to other applications: never close
+//! them, never replace them, never count them in a summary) and the capabilities are read
+//! again. The owner is also taken from every reply's sender, so a restart is noticed even
+//! before its signal arrives. An `ActivationToken` (spec 1.2) is kept under the same checks
+//! for the click that follows it on the same popup, and handed on with that click only
+//! (src/announce/activation.rs).
+//!
+//! Hints (spec 1.2, "Hints"): every popup names the application's desktop entry
+//! (`desktop-entry`, so the desktop can place it, list it in its notification settings and
+//! keep its history) and says `category` and `urgency`; popups about new mail also carry
+//! the configured `sound-name` (see [`Worker::notify`]).
 //!
 //! Mail text is untrusted: the body is markup-escaped when the server renders markup
 //! (`body-markup`), so `<b>` or `<a href=...>` in a subject shows literally, and control and
@@ -45,6 +53,7 @@ use futures_lite::StreamExt;
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, Variant};
 
+use super::activation::Tokens;
 use crate::config::{Notifications, Urgency};
 use crate::decode;
 use crate::event::{Event, Shown};
@@ -64,6 +73,9 @@ const OPEN_PER_MAILBOX: usize = 50;
 const PENDING_CLOSE_LIMIT: usize = 1000;
 
 const APP_NAME: &str = "mailpushd";
+/// The `desktop-entry` hint: the basename of packaging/mailpushd.desktop without
+/// `.desktop` (Desktop Notifications spec 1.2, "Standard Hints").
+const DESKTOP_ENTRY: &str = "mailpushd";
 const CATEGORY: &str = "email.arrived";
 const DEST: &str = "org.freedesktop.Notifications";
 const PATH: &str = "/org/freedesktop/Notifications";
@@ -98,12 +110,16 @@ pub struct Settings {
     pub icon: String,
     /// 0 low, 1 normal, 2 critical (the spec's byte).
     pub urgency: u8,
+    /// The `sound-name` hint of popups about new mail (a name from the freedesktop sound
+    /// naming spec); `None`: no sound asked for.
+    pub sound: Option<String>,
 }
 
 impl Settings {
     pub fn of(n: &Notifications) -> Self {
         Settings {
             icon: n.icon.clone(),
+            sound: n.sound.clone(),
             urgency: match n.urgency {
                 Urgency::Low => 0,
                 Urgency::Normal => 1,
@@ -258,6 +274,15 @@ impl Popups {
     }
 }
 
+/// What a popup is about, for the hints it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A message or a summary of messages: the configured sound.
+    NewMail,
+    /// mailpushd's own notice about a problem: silent.
+    Notice,
+}
+
 /// What the notification thread is asked to do.
 enum Msg {
     Show {
@@ -288,9 +313,21 @@ enum Msg {
 }
 
 enum Signal {
-    ActionInvoked { id: u32, key: String },
-    Closed { id: u32 },
-    OwnerChanged { new: String },
+    ActionInvoked {
+        id: u32,
+        key: String,
+    },
+    /// Spec 1.2: comes before the `ActionInvoked` of the same popup.
+    ActivationToken {
+        id: u32,
+        token: String,
+    },
+    Closed {
+        id: u32,
+    },
+    OwnerChanged {
+        new: String,
+    },
 }
 
 /// What the handles and the thread share: bookkeeping only, never held across a call.
@@ -340,6 +377,7 @@ impl Notifier {
             failing: false,
             stall: None,
             retired: Vec::new(),
+            tokens: Tokens::default(),
         };
         let thread = std::thread::Builder::new()
             .name("notify".into())
@@ -486,6 +524,9 @@ struct Worker {
     stall: Option<Stall>,
     /// Listeners of closed connections, joined once they have ended.
     retired: Vec<JoinHandle<()>>,
+    /// Activation tokens of our popups, waiting for their click. Only this thread touches
+    /// them, so they need no lock.
+    tokens: Tokens,
 }
 
 impl Worker {
@@ -587,7 +628,15 @@ impl Worker {
             }
             return;
         }
-        let result = self.notify(&popup, 0, &actions);
+        // Only message popups are about new mail (`about` is set by `show_message` alone);
+        // the rest are mailpushd's notices about problems (a failed login, a rejected
+        // config), which must not sound like mail.
+        let kind = if about.is_some() {
+            Kind::NewMail
+        } else {
+            Kind::Notice
+        };
+        let result = self.notify(&popup, 0, &actions, kind);
         let id = self.outcome(result);
         if let Some(about) = about {
             // Pending until now, so a watcher never sees it neither pending nor shown.
@@ -614,7 +663,7 @@ impl Worker {
         let (replaces, before) = lock(&self.shared.popups).summary_of(&account, &mailbox);
         let total = before + count;
         let popup = render(total);
-        let result = self.notify(&popup, replaces, &actions);
+        let result = self.notify(&popup, replaces, &actions, Kind::NewMail);
         if let Some(id) = self.outcome(result) {
             let mut popups = lock(&self.shared.popups);
             // Gone from the server if it was replaced; a new id otherwise, and the old
@@ -806,6 +855,28 @@ impl Worker {
                     self.reread_capabilities();
                 }
             }
+            Signal::ActivationToken { id, token } => {
+                if sender.is_none() || sender != link.owner {
+                    log::debug!(
+                        "ActivationToken({id}) from {sender:?} ignored: not from the \
+                         notification server we use ({:?})",
+                        link.owner
+                    );
+                    return;
+                }
+                // Only for our popups: a token for another application's popup is theirs
+                // (some servers send signals to every listener).
+                if lock(&self.shared.popups).get(id).is_none() {
+                    log::debug!("ActivationToken({id}) ignored: not a popup mailpushd shows");
+                    return;
+                }
+                // The token itself is not logged: it is a one-time permission to take focus.
+                if !self.tokens.given(id, token) {
+                    log::debug!(
+                        "ActivationToken({id}) ignored: not usable as an environment value"
+                    );
+                }
+            }
             Signal::ActionInvoked { id, key } => {
                 if sender.is_none() || sender != link.owner {
                     log::debug!(
@@ -818,8 +889,16 @@ impl Worker {
                 let about = lock(&self.shared.popups).get(id).cloned();
                 match about {
                     Some(about) => {
+                        // Taken whatever the action: a token is used for this one click or
+                        // not at all.
+                        let activation_token = self.tokens.take(id);
                         if let Some(events) = &self.events {
-                            let _ = events.send(Event::NotificationAction { id, key, about });
+                            let _ = events.send(Event::NotificationAction {
+                                id,
+                                key,
+                                about,
+                                activation_token,
+                            });
                         }
                     }
                     None => log::debug!(
@@ -830,6 +909,7 @@ impl Worker {
             Signal::Closed { id } => {
                 if sender.is_some() && sender == link.owner {
                     lock(&self.shared.popups).closed(id);
+                    self.tokens.forget(id);
                 }
             }
         }
@@ -847,6 +927,8 @@ impl Worker {
         }
         let old = std::mem::replace(&mut link.owner, new.clone());
         link.caps = None;
+        // Tokens, like ids, belong to the server that issued them.
+        self.tokens.clear();
         if old.is_some() {
             let forgotten = lock(&self.shared.popups).forget_all();
             if let Some(stall) = &mut self.stall {
@@ -994,11 +1076,21 @@ impl Worker {
     }
 
     /// Sends one popup, replacing notification `replaces` if non-zero; returns its id.
+    ///
+    /// Hints, Desktop Notifications spec 1.2 "Standard Hints": `desktop-entry` on every
+    /// popup; `sound-name` (a name from the freedesktop sound naming spec) on new-mail
+    /// popups when configured. The sound is the server's to play: servers that play sounds
+    /// advertise the `sound` capability, and the spec lets any other ignore a hint it does
+    /// not know, so it is sent whatever the capabilities say (a server may play
+    /// `sound-name` without advertising `sound`, which only promises `sound-file` and
+    /// `suppress-sound`). With the sound off, no sound hint is sent at all: the server's
+    /// own default for the category applies.
     fn notify(
         &mut self,
         popup: &Popup,
         replaces: u32,
         actions: &[(&str, &str)],
+        kind: Kind,
     ) -> Result<u32, NotifyError> {
         let caps = self.capabilities()?;
         let body = if caps.markup {
@@ -1011,9 +1103,7 @@ impl Worker {
         } else {
             Vec::new()
         };
-        let mut hints: HashMap<&str, Variant<'_>> = HashMap::new();
-        hints.insert("category", Variant::from(CATEGORY));
-        hints.insert("urgency", Variant::U8(self.settings.urgency));
+        let hints = hints(&self.settings, kind);
         let summary = plain(&popup.summary);
         let icon = self.settings.icon.clone();
         let link = self.link()?;
@@ -1061,6 +1151,18 @@ impl Worker {
     }
 }
 
+/// The hints of a popup of this kind (see [`Worker::notify`]).
+fn hints(settings: &Settings, kind: Kind) -> HashMap<&'static str, Variant<'static>> {
+    let mut hints = HashMap::new();
+    hints.insert("category", Variant::from(CATEGORY));
+    hints.insert("urgency", Variant::U8(settings.urgency));
+    hints.insert("desktop-entry", Variant::from(DESKTOP_ENTRY));
+    if let (Kind::NewMail, Some(sound)) = (kind, &settings.sound) {
+        hints.insert("sound-name", Variant::from(sound.clone()));
+    }
+    hints
+}
+
 /// Forwards the notification server's signals and the bus's owner changes to the
 /// notification thread until the connection closes. Blocks on the bus socket: no wakeups
 /// while nothing happens.
@@ -1078,6 +1180,11 @@ async fn forward(
                 .deserialize::<(u32, String)>()
                 .ok()
                 .map(|(id, key)| Signal::ActionInvoked { id, key }),
+            Some("ActivationToken") => msg
+                .body()
+                .deserialize::<(u32, String)>()
+                .ok()
+                .map(|(id, token)| Signal::ActivationToken { id, token }),
             Some("NotificationClosed") => msg
                 .body()
                 .deserialize::<(u32, u32)>()
@@ -1122,6 +1229,34 @@ mod tests {
             mailbox: "INBOX".into(),
             uid,
         }
+    }
+
+    #[test]
+    fn every_popup_names_its_desktop_entry_and_only_new_mail_sounds() {
+        let settings = |sound: Option<&str>| Settings {
+            icon: "mail-unread".into(),
+            urgency: 1,
+            sound: sound.map(String::from),
+        };
+        let on = settings(Some("message-new-email"));
+        let mail = hints(&on, Kind::NewMail);
+        assert_eq!(mail["desktop-entry"], Variant::from("mailpushd"));
+        assert_eq!(mail["sound-name"], Variant::from("message-new-email"));
+        assert_eq!(mail["category"], Variant::from("email.arrived"));
+        assert_eq!(mail["urgency"], Variant::U8(1));
+        let notice = hints(&on, Kind::Notice);
+        assert_eq!(notice["desktop-entry"], Variant::from("mailpushd"));
+        assert!(
+            !notice.contains_key("sound-name"),
+            "a problem is not new mail"
+        );
+        let off = hints(&settings(None), Kind::NewMail);
+        assert!(
+            !off.contains_key("sound-name"),
+            "off sends no sound hint at all"
+        );
+        assert!(!off.contains_key("suppress-sound"));
+        assert_eq!(off["desktop-entry"], Variant::from("mailpushd"));
     }
 
     #[test]

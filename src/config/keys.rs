@@ -533,6 +533,21 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         table: "notifications",
+        name: "sound",
+        kind: Kind::Str,
+        default: "\"message\\-new\\-email\"",
+        range: None,
+        doc: "The sound of notifications about new mail (single messages and summaries): \
+              a name from the freedesktop sound naming specification, sent as the \
+              \\fBsound\\-name\\fR hint for the notification server to play from the \
+              sound theme (lowercase letters, digits, \\fB\\-\\fR, \\fB_\\fR and \\fB.\\fR; not \
+              a file). \\fB\"\"\\fR turns it off: no sound hint is sent, and what the \
+              server does by default applies. Notifications about problems (a failed \
+              login, a rejected config) never ask for a sound. Servers that cannot play \
+              sounds ignore it.",
+    },
+    Key {
+        table: "notifications",
         name: "open_command",
         kind: Kind::Argv,
         default: "none",
@@ -540,7 +555,11 @@ pub const KEYS: &[Key] = &[
         doc: "A program and its arguments, run without a shell when a notification is \
               clicked or its \\fBOpen\\fR button is pressed, e.g. \\fB[\"thunderbird\"]\\fR. \
               Without it, notifications have no \\fBOpen\\fR button. \
-              A notification for a single message also has a \\fBMark as read\\fR button.",
+              A notification for a single message also has a \\fBMark as read\\fR button. \
+              When the notification server gives an activation token with the click \
+              (\\fBActivationToken\\fR, Desktop Notifications 1.2), the program gets it in \
+              \\fBXDG_ACTIVATION_TOKEN\\fR and \\fBDESKTOP_STARTUP_ID\\fR, so that it may \
+              take focus; otherwise both are removed from its environment.",
     },
     Key {
         table: "syslog",
@@ -758,6 +777,7 @@ summary_threshold = 3
 burst_window_secs = 10
 urgency = "normal"
 icon = "mail-unread"
+sound = "message-new-email"
 open_command = ["true"]
 
 [syslog]
@@ -879,6 +899,10 @@ hook_timeout_secs = 60
         assert_eq!(
             default("notifications", "icon"),
             format!("\"{}\"", n.icon.replace('-', "\\-"))
+        );
+        assert_eq!(
+            default("notifications", "sound"),
+            format!("\"{}\"", n.sound.as_deref().unwrap().replace('-', "\\-"))
         );
         assert!(n.open_command.is_none());
         assert_eq!(default("notifications", "open_command"), "none");

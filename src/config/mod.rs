@@ -52,6 +52,9 @@ const DEFAULT_SUMMARY_THRESHOLD: u32 = 3;
 /// Flood control window (src/announce/burst.rs): long enough to catch a server storing a big
 /// delivery one message at a time, short enough that a summary is not long in coming.
 const DEFAULT_BURST_WINDOW_SECS: u64 = 10;
+/// The sound of new mail in the freedesktop sound naming spec (0.2, "Standard Sound
+/// Names", context Notifications).
+const DEFAULT_SOUND: &str = "message-new-email";
 const DEFAULT_HOOK_DEBOUNCE_MS: u64 = 1000;
 const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 60;
 
@@ -349,6 +352,7 @@ struct RawNotifications {
     burst_window_secs: Option<Spanned<i64>>,
     urgency: Option<Urgency>,
     icon: Option<Spanned<String>>,
+    sound: Option<Spanned<String>>,
     open_command: Option<Spanned<Vec<String>>>,
 }
 
@@ -517,6 +521,7 @@ impl Validator<'_> {
             burst_window_secs: None,
             urgency: None,
             icon: None,
+            sound: None,
             open_command: None,
         });
         let summary_threshold = raw
@@ -532,12 +537,30 @@ impl Validator<'_> {
             }
             Some(i) => i.into_inner(),
         };
+        let sound = match raw.sound {
+            None => Some(DEFAULT_SOUND.to_owned()),
+            Some(s) if s.get_ref().is_empty() => None,
+            Some(s) if !is_sound_name(s.get_ref()) => {
+                self.report(
+                    &s.span(),
+                    format!(
+                        "`sound` must be a sound name from the sound theme, like \
+                         \"{DEFAULT_SOUND}\" (lowercase letters, digits, `-`, `_`, `.`), \
+                         or \"\" for no sound; not {:?}",
+                        s.get_ref()
+                    ),
+                );
+                Some(DEFAULT_SOUND.to_owned())
+            }
+            Some(s) => Some(s.into_inner()),
+        };
         Notifications {
             enabled: raw.enabled.unwrap_or(true),
             summary_threshold,
             burst_window,
             urgency: raw.urgency.unwrap_or(Urgency::Normal),
             icon,
+            sound,
             open_command: self.argv(raw.open_command, "open_command"),
         }
     }
@@ -829,6 +852,18 @@ impl Validator<'_> {
             facility,
         }
     }
+}
+
+/// Whether `s` can be a sound name. Sound naming spec 0.2, "Sound Naming Guidelines":
+/// "sound names may only contain lowercase letters, numbers, underscore, dash, or period
+/// characters". Anything else, a path above all, is a mistake (a file would be the
+/// `sound-file` hint, which mailpushd does not send).
+fn is_sound_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 fn parse_syslog_address(s: &str) -> Result<SyslogAddress, String> {
@@ -1550,6 +1585,33 @@ open_command = ["thunderbird"]
         );
         // --check prints them all.
         assert_eq!(e.to_string().lines().count(), 50);
+    }
+
+    #[test]
+    fn sound_is_a_sound_name_or_empty_for_none() {
+        let base = "[[accounts]]\nname='a'\nhost='h'\nusername='u'\npassword='p'\n\
+                    [notifications]\n";
+        let sound = |line: &str| parse_ok(&format!("{base}{line}")).notifications.sound;
+        assert_eq!(sound("").as_deref(), Some("message-new-email"));
+        assert_eq!(sound("sound = ''\n"), None, "\"\" is off: no hint at all");
+        assert_eq!(
+            sound("sound = 'message-new-instant'\n").as_deref(),
+            Some("message-new-instant")
+        );
+        for bad in ["/usr/share/sounds/mail.oga", "Bell", " ", "new mail"] {
+            let p = problems(&format!("{base}sound = {bad:?}\n"));
+            assert_eq!(p.len(), 1, "{bad:?}: {p:?}");
+            assert_eq!((p[0].line, p[0].column), (7, 9), "{p:?}");
+            assert!(
+                p[0].message.starts_with("`sound` must be a sound name")
+                    && p[0].message.contains("\"\" for no sound"),
+                "{p:?}"
+            );
+        }
+        let p = problems(&format!("{base}sound = false\n"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].line, p[0].column), (7, 9), "{p:?}");
+        assert!(p[0].message.contains("must be a string"), "{p:?}");
     }
 
     #[test]

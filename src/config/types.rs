@@ -185,6 +185,8 @@ pub struct Notifications {
     pub urgency: Urgency,
     /// Icon name from the icon theme, or a path.
     pub icon: String,
+    /// The `sound-name` hint of new-mail popups; `None` when `sound = ""` (no hint at all).
+    pub sound: Option<String>,
     /// Run (argv, no shell) by a popup's default action and its "Open" button.
     pub open_command: Option<Vec<String>>,
 }

@@ -9,19 +9,26 @@ use crate::config::Account;
 use crate::imap::{self, mutf7};
 use crate::mailbox::credentials;
 
+/// The environment variables that carry an activation token to a program being started.
+/// `XDG_ACTIVATION_TOKEN` is the Wayland one: the xdg-activation-v1 protocol's description
+/// names it as the established way to hand a token to a newly launched child.
+/// `DESKTOP_STARTUP_ID` is the X11 startup-notification one. GLib's launcher
+/// (`g_desktop_app_info_launch_uris_with_spawn` in gio/gdesktopappinfo.c) sets
+/// `DESKTOP_STARTUP_ID`, and in current releases `XDG_ACTIVATION_TOKEN` too, to the same
+/// id; toolkits read whichever their display uses.
+pub const ACTIVATION_ENV: [&str; 2] = ["XDG_ACTIVATION_TOKEN", "DESKTOP_STARTUP_ID"];
+
 /// Starts `argv` detached from our stdio, and reaps it on a thread of its own (no zombies).
-pub fn open(argv: &[String]) {
-    let Some((program, args)) = argv.split_first() else {
+/// With `activation_token` (from the click that asked for this, see
+/// src/announce/activation.rs), the program gets it in [`ACTIVATION_ENV`] so that it may
+/// take focus; without, those variables are removed, so a token the daemon itself was
+/// started with (long spent) never reaches it. Only the child's environment is touched.
+pub fn open(argv: &[String], activation_token: Option<&str>) {
+    let Some(mut command) = open_command(argv, activation_token) else {
         return;
     };
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env_remove("NOTIFY_SOCKET")
-        .spawn()
-    {
+    let program = &argv[0];
+    match command.spawn() {
         Ok(mut child) => {
             log::info!("open_command {program:?} started");
             let _ = std::thread::Builder::new()
@@ -32,6 +39,27 @@ pub fn open(argv: &[String]) {
         }
         Err(e) => log::warn!("open_command {program:?} could not be started: {e}"),
     }
+}
+
+/// The command [`open`] runs: `argv` as it is (no shell), our stdio and systemd's notify
+/// socket withheld, the activation variables set or removed. `None` for an empty `argv`
+/// (config validation refuses one; this keeps a bug from panicking).
+fn open_command(argv: &[String], activation_token: Option<&str>) -> Option<Command> {
+    let (program, args) = argv.split_first()?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("NOTIFY_SOCKET");
+    for name in ACTIVATION_ENV {
+        match activation_token {
+            Some(token) => command.env(name, token),
+            None => command.env_remove(name),
+        };
+    }
+    Some(command)
 }
 
 /// Sets `\Seen` on one message from a connection of its own.
@@ -58,5 +86,40 @@ pub fn mark_read(account: Arc<Account>, mailbox: String, uid: u32) {
     });
     if let Err(e) = spawned {
         log::warn!("could not mark uid {uid} as read: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn env_of(command: &Command, name: &str) -> Option<Option<String>> {
+        command
+            .get_envs()
+            .find(|(k, _)| *k == OsStr::new(name))
+            .map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn a_token_goes_to_both_variables_of_the_child_only() {
+        let argv = vec!["mail-client".to_owned(), "--inbox".to_owned()];
+        let c = open_command(&argv, Some("tok-1")).unwrap();
+        assert_eq!(c.get_program(), "mail-client");
+        assert_eq!(c.get_args().collect::<Vec<_>>(), ["--inbox"]);
+        for name in ACTIVATION_ENV {
+            assert_eq!(env_of(&c, name), Some(Some("tok-1".to_owned())), "{name}");
+        }
+        assert_eq!(env_of(&c, "NOTIFY_SOCKET"), Some(None));
+    }
+
+    #[test]
+    fn without_a_token_inherited_activation_variables_are_removed() {
+        let c = open_command(&["mail-client".to_owned()], None).unwrap();
+        for name in ACTIVATION_ENV {
+            // `Some(None)`: removed from what the child inherits.
+            assert_eq!(env_of(&c, name), Some(None), "{name}");
+        }
+        assert!(open_command(&[], Some("tok")).is_none());
     }
 }

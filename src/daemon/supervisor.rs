@@ -285,7 +285,12 @@ impl Supervisor {
                     self.learnt_mailboxes(&account, mailboxes)?;
                 }
                 Event::ConnectionLimit { key, cap } => self.limited(key, cap)?,
-                Event::NotificationAction { id, key, about } => self.action(id, &key, about),
+                Event::NotificationAction {
+                    id,
+                    key,
+                    about,
+                    activation_token,
+                } => self.action(id, &key, about, activation_token),
                 // Handled above, with the timer.
                 Event::BurstHeld => {}
             }
@@ -534,12 +539,21 @@ impl Supervisor {
     /// as read on the server, from a short-lived connection of its own so the watcher's
     /// IDLE is not disturbed (it then sees the flag change and closes the popup).
     /// `about` is the popup's subject; the notification thread passes on only clicks on
-    /// popups that mailpushd showed, on the server it shows them on.
-    fn action(&mut self, id: u32, key: &str, about: Shown) {
-        log::info!("popup {id}: action {key:?}");
+    /// popups that mailpushd showed, on the server it shows them on. `activation_token`
+    /// came with this click (for this popup only) and goes to `open_command`; any other
+    /// action drops it.
+    fn action(&mut self, id: u32, key: &str, about: Shown, activation_token: Option<String>) {
+        log::info!(
+            "popup {id}: action {key:?}{}",
+            if activation_token.is_some() {
+                " (with an activation token)"
+            } else {
+                ""
+            }
+        );
         match key {
             "default" | "open" => match &self.config.notifications.open_command {
-                Some(argv) => actions::open(argv),
+                Some(argv) => actions::open(argv, activation_token.as_deref()),
                 None => log::debug!("popup {id} clicked; no open_command configured"),
             },
             "read" => {

@@ -14,6 +14,7 @@
 mod support;
 
 mod e2e;
+mod hints;
 mod hooks;
 mod layers;
 mod lifecycle;

@@ -9,7 +9,10 @@
 //! received by the bus but never answered, as with a notification server stopped by
 //! SIGSTOP. It can be restarted ([`NotificationServer::restart`]): a new connection takes
 //! the name, so the name's owner changes and ids start again at 1, as when a real server
-//! restarts. Every method call is recorded by name ([`NotificationServer::calls`]).
+//! restarts. Every method call is recorded by name ([`NotificationServer::calls`]). It
+//! emits the signals a real server sends when the user acts on a popup: `ActionInvoked`,
+//! `ActivationToken` (spec 1.2, before the `ActionInvoked` of a click) and
+//! `NotificationClosed`.
 //!
 //! zbus 6 is async only. The server thread runs one `zbus::block_on` for its whole life: it
 //! builds the connection (which requests the well-known name before returning), reports
@@ -176,6 +179,10 @@ pub struct Notify {
     pub category: Option<String>,
     /// The "urgency" hint (0 low, 1 normal, 2 critical).
     pub urgency: Option<u8>,
+    /// The "desktop-entry" hint (spec 1.2), e.g. "mailpushd".
+    pub desktop_entry: Option<String>,
+    /// The "sound-name" hint, e.g. "message-new-email".
+    pub sound_name: Option<String>,
     /// All hints, sorted by key, rendered with `{:?}`, for assertions on anything else.
     pub hints_debug: String,
     pub expire_timeout: i32,
@@ -271,6 +278,8 @@ impl Server {
         let at = Instant::now();
         let category = hints.get("category").and_then(variant_string);
         let urgency = hints.get("urgency").and_then(variant_u8);
+        let desktop_entry = hints.get("desktop-entry").and_then(variant_string);
+        let sound_name = hints.get("sound-name").and_then(variant_string);
         let sorted: BTreeMap<&String, &OwnedVariant> = hints.iter().collect();
         let mut hints_debug = String::new();
         for (k, v) in sorted {
@@ -292,6 +301,8 @@ impl Server {
             actions,
             category,
             urgency,
+            desktop_entry,
+            sound_name,
             hints_debug,
             expire_timeout,
             id,
@@ -486,6 +497,19 @@ impl NotificationServer {
     /// Emits `ActionInvoked(id, action_key)`, as a server does when the user clicks an action.
     pub fn emit_action_invoked(&self, id: u32, action_key: &str) {
         self.emit("ActionInvoked", id, SignalArg::Str(action_key.to_owned()));
+    }
+
+    /// Emits `ActivationToken(id, token)`, as a spec 1.2 server does right before the
+    /// `ActionInvoked` of a click, so that the program the click starts may take focus.
+    pub fn emit_activation_token(&self, id: u32, token: &str) {
+        self.emit("ActivationToken", id, SignalArg::Str(token.to_owned()));
+    }
+
+    /// A click as a spec 1.2 server on Wayland reports it: `ActivationToken(id, token)`,
+    /// then `ActionInvoked(id, action_key)`.
+    pub fn click_with_token(&self, id: u32, action_key: &str, token: &str) {
+        self.emit_activation_token(id, token);
+        self.emit_action_invoked(id, action_key);
     }
 
     /// Emits `NotificationClosed(id, reason)` (1 expired, 2 dismissed, 3 closed by call).
