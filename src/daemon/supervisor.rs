@@ -552,10 +552,23 @@ impl Supervisor {
             }
         );
         match key {
-            "default" | "open" => match &self.config.notifications.open_command {
-                Some(argv) => actions::open(argv, activation_token.as_deref()),
-                None => log::debug!("popup {id} clicked; no open_command configured"),
-            },
+            "default" | "open" => {
+                // The user looked at this mailbox's new mail: its "new" count goes (the
+                // unread count stays until the mail is read).
+                let (Shown::Message {
+                    account, mailbox, ..
+                }
+                | Shown::Summary {
+                    account, mailbox, ..
+                }) = &about;
+                self.shared
+                    .status
+                    .mark_seen_by_user(Some(account), Some(mailbox));
+                match &self.config.notifications.open_command {
+                    Some(argv) => actions::open(argv, activation_token.as_deref()),
+                    None => log::debug!("popup {id} clicked; no open_command configured"),
+                }
+            }
             "read" => {
                 let Shown::Message {
                     account,

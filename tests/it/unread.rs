@@ -318,3 +318,19 @@ fn status_without_a_daemon_says_so_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{err}");
     });
 }
+
+/// Clicking a popup is looking at that mailbox: its "new" count goes, its unread stays.
+#[test]
+fn clicking_a_popup_counts_as_looking() {
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        let account = rig.dovecot.account_toml("main", "implicit");
+        let _daemon = rig.daemon(&account, &["main/INBOX"]);
+        rig.dovecot
+            .deliver("INBOX", &message("click me", "b@example.com"));
+        let note = rig.notifications.wait_for_count(1, WAIT).remove(0);
+        wait_counts(&rig.bus, "INBOX", 1, 1);
+        rig.notifications.emit_action_invoked(note.id, "default");
+        wait_counts(&rig.bus, "INBOX", 1, 0);
+    });
+}
