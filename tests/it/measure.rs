@@ -977,8 +977,9 @@ fn bench_mailboxes() {
 /// Issue 15: the unread count with MEASURE_PREFILL (default 10,000) unseen messages in
 /// INBOX. Start-up: the one SEARCH UNSEEN (its time, from the daemon's debug line). Then
 /// MEASURE_CHANGES (default 50) messages marked `\Seen` by another client, one at a time,
-/// and 10 expunged at once: each from the client's STORE/EXPUNGE to the new total printed
-/// by `mailpushd status --total --follow` (the Changed signal). Then MEASURE_QUIET_SECS
+/// then as many new messages APPENDed one at a time, and 10 expunged at once: each from the
+/// client's STORE/APPEND/EXPUNGE to the new total printed by
+/// `mailpushd status --total --follow` (the Changed signal). Then MEASURE_QUIET_SECS
 /// (default 30) without a change: the lines the follower printed (0: nothing polls) and
 /// the daemon's CPU ticks. Memory at the end. MEASURE_LABEL names the build (bench/run's
 /// BEFORE_BIN runs bench_latency instead: an older build has no count to measure).
@@ -1041,16 +1042,28 @@ fn bench_unread() {
         session.store(i.to_string(), "+FLAGS (\\Seen)").unwrap();
         read.push(until(prefill - i).duration_since(t0).as_secs_f64() * 1e3);
     }
-    // Ten unread ones expunged at once (the last ten messages).
+    // New mail: APPEND (another client) to the follower's line with the new total.
+    let mut arrived = Vec::new();
+    let mut unread = prefill - changes;
+    for i in 0..changes {
+        let t0 = Instant::now();
+        session
+            .append(
+                "INBOX",
+                &message(&format!("count probe {i}"), "p@example.com"),
+            )
+            .finish()
+            .unwrap();
+        unread += 1;
+        arrived.push(until(unread).duration_since(t0).as_secs_f64() * 1e3);
+    }
+    // Ten unread ones expunged at once (the last ten of the prefill).
     let t0 = Instant::now();
     session
         .store(format!("{}:{}", prefill - 9, prefill), "+FLAGS (\\Deleted)")
         .unwrap();
     session.expunge().unwrap();
-    let expunge_ms = until(prefill - changes - 10)
-        .duration_since(t0)
-        .as_secs_f64()
-        * 1e3;
+    let expunge_ms = until(unread - 10).duration_since(t0).as_secs_f64() * 1e3;
     let _ = session.logout();
 
     thread::sleep(Duration::from_secs(2));
@@ -1076,6 +1089,7 @@ fn bench_unread() {
         ("quiet_ctx_switches".to_owned(), (sw1 - sw0).to_string()),
     ];
     pairs.extend(dist("seen_elsewhere", &read));
+    pairs.extend(dist("append_line", &arrived));
     pairs.extend(mem_pairs(pid, ""));
     emit("unread", pairs);
 }
