@@ -7,13 +7,21 @@
 //! the connection ([`Change`], recorded by src/imap/tolerant.rs beneath the `imap` crate,
 //! which drops most of them), and [`Unread::apply`] follows them: new mail counts as
 //! unseen until its FLAGS say otherwise, an expunge removes its message, a flag change
-//! moves the count. The state is one bit per message (10,000 messages: 10 KB). A change
+//! moves the count. The state is one byte per message (10,000 messages: 10 KB), for at
+//! most [`MAX_MESSAGES`]: a mailbox said to hold more (a server's EXISTS is a number it
+//! chooses, up to 4,294,967,295) has no count rather than gigabytes of flags. A change
 //! that does not fit the model (a sequence number past the end) marks the count lost;
 //! the watcher then asks `SEARCH UNSEEN` again.
 //!
 //! Pure: no I/O, unit-tested here.
 
 pub use crate::imap::Change;
+
+/// Messages the model follows at most (16 MB of flags). Larger mailboxes exist (a Gmail
+/// "All Mail" of a few million), larger than this do not: an EXISTS above it is taken as
+/// what it says, a mailbox too big to count, and the count is unknown until the mailbox
+/// is back under it.
+pub const MAX_MESSAGES: usize = 1 << 24;
 
 /// The `\Seen` state of every message of the selected mailbox, by sequence number.
 #[derive(Debug, Default, Clone)]
@@ -26,15 +34,32 @@ pub struct Unread {
     known: bool,
     /// A change did not fit since: the count is not to be trusted until the next answer.
     lost: bool,
+    /// The last EXISTS said more than [`MAX_MESSAGES`]: nothing is followed (and no
+    /// search would help) until an EXISTS says less.
+    oversized: bool,
 }
 
 impl Unread {
     /// Applies one change, in the order the server sent it.
     pub fn apply(&mut self, change: &Change) {
+        if self.oversized && !matches!(change, Change::Exists(_)) {
+            // Sequence numbers of a mailbox not followed: nothing to move.
+            return;
+        }
         match *change {
             Change::Exists(n) => {
                 let n = n as usize;
-                if n >= self.seen.len() {
+                if n > MAX_MESSAGES {
+                    self.seen = Vec::new();
+                    self.unseen = 0;
+                    self.oversized = true;
+                } else if self.oversized {
+                    // Which of these messages are unseen is not known: ask again.
+                    self.oversized = false;
+                    self.seen = vec![false; n];
+                    self.unseen = n;
+                    self.lost = true;
+                } else if n >= self.seen.len() {
                     self.unseen += n - self.seen.len();
                     self.seen.resize(n, false);
                 } else {
@@ -96,13 +121,19 @@ impl Unread {
 
     /// The number of unseen messages, once known and while every change since fitted.
     pub fn count(&self) -> Option<u32> {
-        (self.known && !self.lost).then(|| u32::try_from(self.unseen).unwrap_or(u32::MAX))
+        (self.known && !self.lost && !self.oversized)
+            .then(|| u32::try_from(self.unseen).unwrap_or(u32::MAX))
     }
 
     /// Whether a change did not fit (or none was ever known): time for a new
-    /// `SEARCH UNSEEN`.
+    /// `SEARCH UNSEEN`. Never for a mailbox over [`MAX_MESSAGES`].
     pub fn needs_search(&self) -> bool {
-        !self.known || self.lost
+        !self.oversized && (!self.known || self.lost)
+    }
+
+    /// Whether the last EXISTS said more than [`MAX_MESSAGES`] (no count, by design).
+    pub fn oversized(&self) -> bool {
+        self.oversized
     }
 
     /// Forgets everything: a new mailbox was selected.
@@ -188,6 +219,35 @@ mod tests {
         let u = after(&[Exists(2), Unseen(vec![]), Exists(3)]);
         assert_eq!(u.count(), Some(1));
         let u = after(&[Exists(2), Exists(3), Unseen(vec![])]);
+        assert_eq!(u.count(), Some(0));
+    }
+
+    /// A server's EXISTS is a number it picks: one of 4,294,967,295 costs the count, not
+    /// 4 GiB of flags, and no search is asked for (it could not help); back under the
+    /// limit, the count is asked for again.
+    #[test]
+    fn an_absurd_exists_costs_the_count_not_the_memory() {
+        let mut u = after(&[Exists(3), Unseen(vec![1])]);
+        for change in [
+            Exists(u32::MAX),
+            Flags {
+                seq: 2,
+                seen: false,
+            },
+            Expunge(1),
+            Unseen(vec![1, 2]),
+        ] {
+            u.apply(&change);
+            assert_eq!(u.count(), None, "{change:?}");
+            assert!(!u.needs_search(), "{change:?}");
+            assert!(u.seen.capacity() <= MAX_MESSAGES, "{change:?}");
+        }
+        u.apply(&Exists(5));
+        assert_eq!(u.count(), None);
+        assert!(u.needs_search());
+        u.apply(&Unseen(vec![2, 5]));
+        assert_eq!(u.count(), Some(2));
+        let u = after(&[Exists(MAX_MESSAGES as u32), Unseen(vec![])]);
         assert_eq!(u.count(), Some(0));
     }
 
