@@ -288,3 +288,89 @@ fn a_search_answer_past_the_end_is_not_a_count() {
         assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     });
 }
+
+/// Calls `method` (no arguments) on the daemon's interface on `bus` in a tight loop until
+/// `stop` is set; returns how many calls were answered.
+fn hammer(
+    bus: &SessionBus,
+    method: &'static str,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    let address = bus.address.clone();
+    thread::spawn(move || {
+        zbus::block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await
+                .expect("client connect to private bus");
+            let mut answered = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let reply = match method {
+                    "Reload" => {
+                        conn.call_method(
+                            Some("org.mailpushd.Mailpushd"),
+                            "/org/mailpushd/Mailpushd",
+                            Some("org.mailpushd.Mailpushd1"),
+                            "Reload",
+                            &(),
+                        )
+                        .await
+                    }
+                    _ => {
+                        conn.call_method(
+                            Some("org.mailpushd.Mailpushd"),
+                            "/org/mailpushd/Mailpushd",
+                            Some("org.mailpushd.Mailpushd1"),
+                            method,
+                            &("", ""),
+                        )
+                        .await
+                    }
+                };
+                if reply.is_err() {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        })
+    })
+}
+
+/// A panel script calling Reload in a loop (or MarkSeenByUser) must not cost a reload per
+/// call (two log lines, a systemd RELOADING=1, a config parse): reloads asked for come a
+/// second apart at most, the last request is still served, and a SIGTERM in the middle
+/// of it stops the daemon as promptly as ever.
+#[test]
+fn reload_in_a_tight_loop_coalesces() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|_, _, _| None);
+        let bus = SessionBus::start();
+        let mut daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reloads = hammer(&bus, "Reload", stop.clone());
+        let marks = hammer(&bus, "MarkSeenByUser", stop.clone());
+        thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::SeqCst);
+        let calls = reloads.join().unwrap();
+        let _ = marks.join().unwrap();
+        // The last call is served, a moment later.
+        daemon.wait_for_output(WAIT, "(asked for again)");
+        let logged = daemon.count_output("reloading");
+        // SIGTERM in the middle of another flood.
+        let stop_again = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let again = hammer(&bus, "Reload", stop_again.clone());
+        daemon.wait_for_output_count(WAIT, "reloading", logged + 1);
+        let (_, took) = daemon.terminate();
+        stop_again.store(true, Ordering::SeqCst);
+        let _ = again.join();
+        eprintln!("{calls} Reload calls answered, {logged} reloads logged, stopped in {took:?}");
+        assert!(calls > 100, "only {calls} calls");
+        assert!(took < Duration::from_secs(3), "stopped in {took:?}");
+        assert!(
+            logged <= calls / 10 + 5,
+            "{logged} reloads logged for {calls} calls"
+        );
+    });
+}
