@@ -374,3 +374,159 @@ fn reload_in_a_tight_loop_coalesces() {
         );
     });
 }
+
+/// `mailpushd <args>` on `bus`, its stdout piped, tracked (stopped if the test fails).
+fn spawn_client(bus: &SessionBus, args: &[&str]) -> crate::support::TrackedChild {
+    crate::support::spawn_tracked(
+        "mailpushd client",
+        Command::new(env!("CARGO_BIN_EXE_mailpushd"))
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .expect("spawn mailpushd client")
+}
+
+/// The lines a child writes on stdout, as they come.
+fn lines_of(child: &crate::support::TrackedChild) -> std::sync::mpsc::Receiver<String> {
+    let out = child.take_stdio(|c| c.stdout.take()).expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn stop_signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+/// `status --follow` whose session bus goes away (the session ended) exits, with an
+/// error, rather than hanging on (or spinning on) a dead connection; its last line does
+/// not leave a bar showing the last count as if it were live.
+#[test]
+fn follow_ends_when_the_bus_goes() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|_, _, _| None);
+        let bus = SessionBus::start();
+        let daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        let follow = spawn_client(&bus, &["status", "--waybar", "--follow"]);
+        let lines = lines_of(&follow);
+        let first = lines.recv_timeout(WAIT).expect("a first line");
+        assert!(first.contains("\"text\":\"0\""), "{first}");
+        drop(bus);
+        let status = follow
+            .wait_timeout(Duration::from_secs(5))
+            .expect("status --follow still running after its bus went");
+        assert!(!status.success(), "{status}");
+        let last: Vec<String> = lines.iter().collect();
+        let last = last.last().expect("a last line");
+        let v: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["alt"], "stopped", "{last}");
+        drop(daemon);
+    });
+}
+
+/// `status` against a daemon that does not answer (stopped) gives up within its deadline,
+/// with one line and a failure.
+#[test]
+fn status_of_a_hung_daemon_has_a_deadline() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|_, _, _| None);
+        let bus = SessionBus::start();
+        let daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        stop_signal(daemon.pid(), "STOP");
+        let started = std::time::Instant::now();
+        let client = spawn_client(&bus, &["status"]);
+        let status = client.wait_timeout(Duration::from_secs(15));
+        stop_signal(daemon.pid(), "CONT");
+        let status = status.expect("status still running against a stopped daemon");
+        let took = started.elapsed();
+        assert!(!status.success());
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        let err = client.take_stdio(|c| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut s).ok();
+            s
+        });
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    });
+}
+
+/// A session bus that stops reading (frozen) while the daemon has a change to publish
+/// does not hold up shutdown.
+#[test]
+fn a_frozen_bus_does_not_hold_up_shutdown() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|verb, _, tag| {
+            match verb {
+            "EXAMINE" => Some(format!(
+                "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+            )),
+            "SEARCH" => Some(format!("* SEARCH 1 2 3\r\n{tag} OK done\r\n")),
+            _ => None,
+        }
+        });
+        let bus = SessionBus::start();
+        let mut daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        wait_row(&bus, "3 unread", |m| m["unread"] == 3);
+        stop_signal(bus.pid(), "STOP");
+        // Changes to publish, many of them, while nobody reads.
+        for i in 1..=3 {
+            server.wait_count("IDLE", i);
+            let flags: String = (1..=3)
+                .map(|s| {
+                    format!(
+                        "* {s} FETCH (FLAGS ({}))\r\n",
+                        if s % 2 == i % 2 { "\\Seen" } else { "" }
+                    )
+                })
+                .collect();
+            server.push(&flags);
+        }
+        server.wait_count("IDLE", 4);
+        let (_, took) = daemon.terminate();
+        stop_signal(bus.pid(), "CONT");
+        assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    });
+}
+
+/// `status --follow` whose reader went away (waybar restarted, a pipe closed) exits at the
+/// next change instead of writing into the void for ever.
+#[test]
+fn follow_ends_when_its_reader_goes() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|_, _, _| None);
+        let bus = SessionBus::start();
+        let daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        wait_row(&bus, "0 unread", |m| m["unread"] == 0);
+        let follow = spawn_client(&bus, &["status", "--json", "--follow"]);
+        let out = follow.take_stdio(|c| c.stdout.take()).expect("stdout");
+        let mut first = String::new();
+        BufReader::new(out)
+            .read_line(&mut first)
+            .expect("a first line");
+        // The reader is gone (its end of the pipe closed with the BufReader).
+        server.push("* 1 EXISTS\r\n");
+        wait_row(&bus, "1 unread", |m| m["unread"] == 1);
+        let status = follow
+            .wait_timeout(Duration::from_secs(5))
+            .expect("status --follow still running after its reader went");
+        assert!(status.code().is_some(), "killed by {status}");
+    });
+}
