@@ -10,8 +10,9 @@
 //! moves the count. The state is one byte per message (10,000 messages: 10 KB), for at
 //! most [`MAX_MESSAGES`]: a mailbox said to hold more (a server's EXISTS is a number it
 //! chooses, up to 4,294,967,295) has no count rather than gigabytes of flags. A change
-//! that does not fit the model (a sequence number past the end) marks the count lost;
-//! the watcher then asks `SEARCH UNSEEN` again.
+//! that does not fit the model (a sequence number past the end), or expunges that would
+//! shift more than [`EXPUNGE_BUDGET`] flags, mark the count lost; the watcher then asks
+//! `SEARCH UNSEEN` again.
 //!
 //! Pure: no I/O, unit-tested here.
 
@@ -22,6 +23,12 @@ pub use crate::imap::Change;
 /// what it says, a mailbox too big to count, and the count is unknown until the mailbox
 /// is back under it.
 pub const MAX_MESSAGES: usize = 1 << 24;
+
+/// Flags that expunges may shift down, in all, between two `SEARCH UNSEEN` answers (an
+/// expunge moves every flag after it: a bulk delete of k messages from n costs k * n).
+/// Past it the count is asked for again, one round trip, instead: 65,536 expunges in a
+/// mailbox of 16M would otherwise be a terabyte of moves.
+const EXPUNGE_BUDGET: usize = 1 << 26;
 
 /// The `\Seen` state of every message of the selected mailbox, by sequence number.
 #[derive(Debug, Default, Clone)]
@@ -37,6 +44,8 @@ pub struct Unread {
     /// The last EXISTS said more than [`MAX_MESSAGES`]: nothing is followed (and no
     /// search would help) until an EXISTS says less.
     oversized: bool,
+    /// Flags shifted by expunges since the last answer, towards [`EXPUNGE_BUDGET`].
+    shifted: usize,
 }
 
 impl Unread {
@@ -72,7 +81,15 @@ impl Unread {
             }
             Change::Expunge(seq) => match self.index(seq) {
                 Some(i) => {
-                    if !self.seen.remove(i) {
+                    self.shifted = self.shifted.saturating_add(self.seen.len() - i);
+                    if self.shifted > EXPUNGE_BUDGET {
+                        self.lost = true;
+                    }
+                    if self.lost {
+                        // Until the next answer only the number of messages matters (the
+                        // answer sets every flag): one fewer, at no cost.
+                        self.seen.pop();
+                    } else if !self.seen.remove(i) {
                         self.unseen -= 1;
                     }
                 }
@@ -96,6 +113,7 @@ impl Unread {
                 self.unseen = 0;
                 self.known = true;
                 self.lost = false;
+                self.shifted = 0;
                 for &seq in seqs {
                     match self.index(seq) {
                         Some(i) if self.seen[i] => {
@@ -249,6 +267,31 @@ mod tests {
         assert_eq!(u.count(), Some(2));
         let u = after(&[Exists(MAX_MESSAGES as u32), Unseen(vec![])]);
         assert_eq!(u.count(), Some(0));
+    }
+
+    /// A bulk expunge from a big mailbox costs a new answer past a budget, not k * n
+    /// moves (65,536 expunges of message 1 in a mailbox of 16M: a terabyte), and the count
+    /// after the answer is right.
+    #[test]
+    fn a_bulk_expunge_from_a_big_mailbox_is_bounded() {
+        let started = std::time::Instant::now();
+        let n = MAX_MESSAGES as u32;
+        let mut u = after(&[Exists(n), Unseen(vec![1, 2, n])]);
+        for _ in 0..65_536 {
+            u.apply(&Expunge(1));
+        }
+        assert!(u.needs_search());
+        assert_eq!(u.seen.len(), MAX_MESSAGES - 65_536);
+        u.apply(&Unseen(vec![n - 65_536]));
+        assert_eq!(u.count(), Some(1));
+        // Small ones stay exact, without asking.
+        let mut u = after(&[Exists(10_000), Unseen((1..=10_000).collect())]);
+        for _ in 0..5_000 {
+            u.apply(&Expunge(1));
+        }
+        assert_eq!(u.count(), Some(5_000));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}");
     }
 
     /// Against a plain list of flags, for random sequences of every kind of change.
