@@ -530,3 +530,23 @@ fn follow_ends_when_its_reader_goes() {
         assert!(status.code().is_some(), "killed by {status}");
     });
 }
+
+/// A session bus frozen from the start (the interface's connection never gets its Hello
+/// answered) costs the interface only: the daemon watches, and stops within its grace
+/// for the interface (1.8 s, NOTIFY_GRACE in src/daemon/supervisor.rs; the bound here
+/// leaves room for a loaded machine).
+#[test]
+fn a_bus_frozen_from_the_start_costs_the_interface_only() {
+    with_timeout(LIMIT, || {
+        let server = Scripted::start(|_, _, _| None);
+        let bus = SessionBus::start();
+        stop_signal(bus.pid(), "STOP");
+        let mut daemon = Daemon::start(&server.account(""), Some(&bus));
+        daemon.wait_for_output(WAIT, "watching s/INBOX (IDLE)");
+        server.push("* 1 EXISTS\r\n");
+        server.wait_count("IDLE", 2);
+        let (_, took) = daemon.terminate();
+        stop_signal(bus.pid(), "CONT");
+        assert!(took < Duration::from_millis(2500), "stopped after {took:?}");
+    });
+}
