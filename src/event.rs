@@ -2,6 +2,8 @@
 //! the suspend watch, the notification thread and the watchers. Leaf threads import this
 //! module, never the supervisor, so imports run one way (towards the leaves).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A watcher's key: (account name, mailbox name as configured), or (account name,
@@ -16,7 +18,8 @@ pub const SHARED_KEY: &str = "\0shared";
 pub enum Event {
     /// SIGTERM or SIGINT. A second one during shutdown exits at once.
     Terminate,
-    /// SIGHUP.
+    /// SIGHUP, or the D-Bus interface's `Reload`: sent through [`ReloadQueue`], so at
+    /// most one waits in the channel however often it is asked for.
     Reload,
     /// The config file changed on disk.
     ConfigChanged,
@@ -59,6 +62,26 @@ pub enum Event {
     /// The watcher `key` was refused a connection for the server's per-user limit (which
     /// is `cap`, if the server said): time to use fewer connections.
     ConnectionLimit { key: Key, cap: Option<u32> },
+}
+
+/// Whether an [`Event::Reload`] is waiting in the supervisor's channel. A reload reads
+/// the config file as it is when the reload begins, so one waiting reload serves every
+/// request made before it begins: a `Reload` called in a loop (a panel script, `kill -HUP`
+/// in a loop) queues one, not one per call, and the channel the supervisor also takes
+/// SIGTERM from stays short.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadQueue(Arc<AtomicBool>);
+
+impl ReloadQueue {
+    /// Whether a reload should be sent now (none is waiting); marks one waiting.
+    pub fn ask(&self) -> bool {
+        !self.0.swap(true, Ordering::SeqCst)
+    }
+
+    /// The supervisor is beginning the reload: a request from now on needs a new one.
+    pub fn begin(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// A popup on screen that mailpushd may still act on.

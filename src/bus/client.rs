@@ -24,6 +24,8 @@ pub enum ClientError {
     NoBus(#[source] zbus::Error),
     #[error("{NAME} did not answer as expected: {0}")]
     Call(#[source] zbus::Error),
+    #[error("the session bus went away (the desktop session ended?)")]
+    BusGone,
 }
 
 impl ClientError {
@@ -114,9 +116,11 @@ enum Heard {
 
 /// Calls `each` with the mailboxes now, then again on every change: `Some` with the
 /// mailboxes, `None` while no daemon runs (it stopped; following goes on until it comes
-/// back). Returns when `each` fails (the reader went away) or the bus connection ends.
+/// back). Returns when `each` fails (the reader went away).
 ///
-/// Errors: [`ClientError::NotRunning`] if no daemon runs at the start.
+/// Errors: [`ClientError::NotRunning`] if no daemon runs at the start;
+/// [`ClientError::BusGone`] when the bus connection ends, after `each(None)`: a bar must
+/// not go on showing the last count as if it were live.
 pub fn follow(
     mut each: impl FnMut(Option<&[Mailbox]>) -> std::io::Result<()>,
 ) -> Result<(), ClientError> {
@@ -150,7 +154,12 @@ pub fn follow(
         if each(Some(&now)).is_err() {
             return Ok(());
         }
-        while let Some(h) = heard.next().await {
+        loop {
+            let Some(h) = heard.next().await else {
+                // The bus is gone, and with it any way to hear of the daemon.
+                let _ = each(None);
+                return Err(ClientError::BusGone);
+            };
             let written = match h {
                 Heard::Changed(mailboxes) => each(Some(&mailboxes)),
                 Heard::Owner(false) => each(None),
@@ -161,9 +170,8 @@ pub fn follow(
                 },
             };
             if written.is_err() {
-                break;
+                return Ok(());
             }
         }
-        Ok(())
     })
 }

@@ -19,7 +19,7 @@
 //!   method   MarkSeenByUser(s account, s mailbox) -> u matched
 //!                                     "new" to 0 ("" = every account / mailbox);
 //!                                     \Seen on the server is not touched
-//!   method   Reload()                 as SIGHUP
+//!   method   Reload()                 as SIGHUP (a second apart at most)
 //!   signal   Changed(aa{sv} mailboxes) after any change to Mailboxes
 //! ```
 //!

@@ -15,13 +15,14 @@ use std::thread::{self, JoinHandle};
 use zbus::object_server::SignalEmitter;
 
 use super::{Mailbox, INTERFACE, NAME, PATH};
-use crate::event::Event;
+use crate::event::{Event, ReloadQueue};
 use crate::status::StatusTable;
 
 /// The interface's implementation: a view of the status table.
 struct Service {
     status: StatusTable,
     events: Mutex<Sender<Event>>,
+    reloads: ReloadQueue,
 }
 
 impl Service {
@@ -81,8 +82,12 @@ impl Service {
         u32::try_from(matched).unwrap_or(u32::MAX)
     }
 
-    /// Reloads the config file, as SIGHUP does.
+    /// Reloads the config file, as SIGHUP does. A call while a reload is waiting is
+    /// served by that one.
     fn reload(&self) -> zbus::fdo::Result<()> {
+        if !self.reloads.ask() {
+            return Ok(());
+        }
         self.events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -95,17 +100,23 @@ impl Service {
     async fn changed(emitter: &SignalEmitter<'_>, mailboxes: Vec<Mailbox>) -> zbus::Result<()>;
 }
 
-/// Starts the interface's thread. It ends after [`StatusTable::close`].
-pub fn spawn(status: StatusTable, events: Sender<Event>) -> std::io::Result<JoinHandle<()>> {
+/// Starts the interface's thread. It ends after [`StatusTable::close`]. `Reload` sends
+/// [`Event::Reload`] through `reloads`.
+pub fn spawn(
+    status: StatusTable,
+    events: Sender<Event>,
+    reloads: ReloadQueue,
+) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("dbus-interface".to_owned())
-        .spawn(move || serve(status, events))
+        .spawn(move || serve(status, events, reloads))
 }
 
-fn serve(status: StatusTable, events: Sender<Event>) {
+fn serve(status: StatusTable, events: Sender<Event>, reloads: ReloadQueue) {
     let service = Service {
         status: status.clone(),
         events: Mutex::new(events),
+        reloads,
     };
     let built = zbus::block_on(
         zbus::connection::Builder::session()

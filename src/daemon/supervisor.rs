@@ -21,8 +21,8 @@ use crate::config::{self, Account, Config};
 use crate::daemon::reload::{self, Key};
 use crate::daemon::systemd::SystemdNotifier;
 pub use crate::event::Event;
-use crate::event::Shown;
 use crate::event::SHARED_KEY;
+use crate::event::{ReloadQueue, Shown};
 use crate::mailbox::state::StateStore;
 use crate::mailbox::watcher::{Control, Shared, Watcher};
 use crate::status::StatusTable;
@@ -70,6 +70,11 @@ struct Learned {
 /// client saw it), not for a lower limit: the watcher retries after [`RETRY_SOON`].
 const SETTLE: Duration = Duration::from_secs(30);
 /// How soon a watcher refused during [`SETTLE`] tries again.
+/// Asked-for reloads (SIGHUP, D-Bus `Reload`) one after another at most this often: a
+/// `Reload` called in a loop reloads once a second (the last request is always served, up
+/// to this much later), not once per call with two log lines and a systemd RELOADING
+/// each.
+const RELOAD_SPACING: Duration = Duration::from_secs(1);
 const RETRY_SOON: Duration = Duration::from_secs(3);
 /// What patterns stand for changes the watchers at most this often.
 const LIST_HOLD: Duration = Duration::from_secs(60);
@@ -102,13 +107,17 @@ struct Supervisor {
     notify_thread: JoinHandle<()>,
     /// The D-Bus interface with the unread counts (src/bus/service.rs).
     bus_thread: Option<JoinHandle<()>>,
+    /// Whether a reload is waiting in the channel (SIGHUP and D-Bus `Reload` send one at
+    /// most).
+    reloads: ReloadQueue,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the watchers have stopped (or the
 /// grace period ran out).
 pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel();
-    signals::spawn(tx.clone())?;
+    let reloads = ReloadQueue::default();
+    signals::spawn(tx.clone(), reloads.clone())?;
     if let Err(e) = suspend::spawn(tx.clone()) {
         log::warn!("cannot watch for resume from suspend ({e}); relying on TCP keepalive");
     }
@@ -124,7 +133,7 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
         Some(tx.clone()),
         status.clone(),
     )?;
-    let bus_thread = match crate::bus::service::spawn(status.clone(), tx.clone()) {
+    let bus_thread = match crate::bus::service::spawn(status.clone(), tx.clone(), reloads.clone()) {
         Ok(t) => Some(t),
         Err(e) => {
             log::warn!("cannot start the D-Bus interface ({e}); unread counts are not published");
@@ -133,6 +142,7 @@ pub fn run(config_path: PathBuf, config: Config, store: StateStore) -> std::io::
     };
     let mut sup = Supervisor {
         bus_thread,
+        reloads,
         shared: Shared {
             outputs: SharedOutputs::new(Outputs::new(&config, Some(tx.clone()), notifier.clone())),
             status,
@@ -180,6 +190,9 @@ impl Supervisor {
         let watchdog = self.systemd.watchdog_interval();
         let mut last_ping = Instant::now();
         let mut burst_due: Option<Instant> = None;
+        // When the last asked-for reload began, and when a deferred one is due.
+        let mut last_reload: Option<Instant> = None;
+        let mut reload_due: Option<Instant> = None;
         loop {
             let retry_due = self
                 .retries
@@ -191,6 +204,7 @@ impl Supervisor {
                 watchdog.map(|every| last_ping + every),
                 burst_due,
                 retry_due,
+                reload_due,
             ]
             .into_iter()
             .flatten()
@@ -243,6 +257,14 @@ impl Supervisor {
                     }
                 }
             }
+            if reload_due.is_some_and(|at| Instant::now() >= at)
+                && !matches!(event, Some(Event::Terminate))
+            {
+                reload_due = None;
+                last_reload = Some(Instant::now());
+                log::info!("reloading {} (asked for again)", self.config_path.display());
+                self.reload()?;
+            }
             let Some(event) = event else { continue };
             match event {
                 Event::Terminate => {
@@ -250,7 +272,20 @@ impl Supervisor {
                     return Ok(());
                 }
                 Event::Reload => {
-                    log::info!("SIGHUP: reloading {}", self.config_path.display());
+                    self.reloads.begin();
+                    if let Some(at) = last_reload
+                        .map(|t| t + RELOAD_SPACING)
+                        .filter(|at| *at > Instant::now())
+                    {
+                        reload_due = Some(at);
+                        continue;
+                    }
+                    reload_due = None;
+                    last_reload = Some(Instant::now());
+                    log::info!(
+                        "SIGHUP or D-Bus Reload: reloading {}",
+                        self.config_path.display()
+                    );
                     self.reload()?;
                 }
                 Event::ConfigChanged => {

@@ -1335,6 +1335,13 @@ impl Watcher {
                 return Ok(());
             }
         }
+        if self.unread.oversized() {
+            self.warn_once(format!(
+                "{}: the server says this mailbox holds more than {} messages; no unread count for it",
+                self.key(),
+                crate::mailbox::unread::MAX_MESSAGES
+            ));
+        }
         let count = self.unread.count();
         self.update_row(|r| r.unread = count);
         Ok(())

@@ -155,7 +155,7 @@ fn sighup_reloads_and_a_renamed_account_keeps_its_state() {
         daemon.wait_for_output(WAIT, "watching renamed/INBOX ");
         daemon.wait_for_output(WAIT, "0 kept, 0 restarted, 1 stopped, 1 started");
         assert!(daemon.signal("HUP"));
-        daemon.wait_for_output(WAIT, "SIGHUP: reloading");
+        daemon.wait_for_output(WAIT, "SIGHUP or D-Bus Reload: reloading");
         daemon.wait_for_output(WAIT, "1 kept, 0 restarted, 0 stopped, 0 started");
 
         // Same user, host and mailbox: the state carried over, nothing was re-announced,

@@ -28,6 +28,7 @@ mod quirks;
 mod resilience;
 mod review14;
 mod review14b;
+mod review15;
 mod scripted_logins;
 mod scripted_server;
 mod security;
