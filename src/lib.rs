@@ -136,7 +136,15 @@ fn bus_command(command: cli::Command) -> anyhow::Result<ExitCode> {
                 })?;
             } else {
                 let mailboxes = bus::client::mailboxes()?;
-                print!("{}", render(Some(&mailboxes)));
+                let mut out = std::io::stdout().lock();
+                match out
+                    .write_all(render(Some(&mailboxes)).as_bytes())
+                    .and_then(|()| out.flush())
+                {
+                    // `mailpushd status | head -1`: the reader has what it wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                    other => other.context("writing to stdout")?,
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

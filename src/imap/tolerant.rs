@@ -259,6 +259,11 @@ impl Tolerant {
     /// it came with, and whether or not the crate is handed it: the crate drops most.
     fn record_change(&mut self, response: &[u8]) {
         use imap_proto::AttributeValue;
+        if !may_be_change(response) {
+            // Most lines (tagged answers, header FETCHes with their literals): not parsed a
+            // second time.
+            return;
+        }
         let Ok((_, parsed)) = imap_proto::parser::parse_response(response) else {
             return;
         };
@@ -594,6 +599,28 @@ enum Answer {
     List,
     /// Other mailbox data (FLAGS, ...): part of an EXAMINE answer.
     Mailbox,
+}
+
+/// Whether `response` may be a [`Change`]: an untagged EXISTS, EXPUNGE or SEARCH, or a
+/// FETCH with FLAGS somewhere in it (after a literal too). A cheap look at the bytes, so
+/// that only those are parsed again; a false yes costs a parse, never a change.
+fn may_be_change(response: &[u8]) -> bool {
+    let line = first_line(response);
+    let Some(rest) = line.strip_prefix(b"* ") else {
+        return false;
+    };
+    let has = |within: &[u8], word: &[u8]| {
+        within
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word))
+    };
+    if rest.first().is_some_and(u8::is_ascii_digit) {
+        has(line, b" EXISTS")
+            || has(line, b" EXPUNGE")
+            || (has(line, b" FETCH") && has(response, b"FLAGS"))
+    } else {
+        rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"SEARCH")
+    }
 }
 
 fn tagged_ok(kind: &Kind) -> bool {
@@ -959,6 +986,29 @@ mod tests {
 
     fn text(b: &[u8]) -> String {
         String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[test]
+    fn only_lines_that_may_be_changes_are_parsed_again() {
+        for yes in [
+            &b"* 3 EXISTS\r\n"[..],
+            b"* 2 expunge\r\n",
+            b"* 4 FETCH (UID 9 FLAGS (\\Seen))\r\n",
+            b"* 4 FETCH (BODY[HEADER] {2}\r\nab FLAGS (\\Seen))\r\n",
+            b"* SEARCH 1 2\r\n",
+            b"* search\r\n",
+        ] {
+            assert!(may_be_change(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"a1 OK done\r\n"[..],
+            b"* 4 FETCH (UID 9 BODY[HEADER.FIELDS (FROM)] {5}\r\nFrom:\r\n)\r\n",
+            b"* OK [UIDNEXT 4] x\r\n",
+            b"* 1 RECENT\r\n",
+            b"* STATUS INBOX (UNSEEN 3)\r\n",
+        ] {
+            assert!(!may_be_change(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]

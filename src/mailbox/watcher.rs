@@ -1531,10 +1531,6 @@ impl Watcher {
                 last.uid
             );
             let announced = u32::try_from(announcements.len()).unwrap_or(u32::MAX);
-            self.update_row(|r| {
-                r.last_event = Some((SystemTime::now(), event));
-                r.new = r.new.saturating_add(announced);
-            });
             self.outputs.lock().announce(
                 &self.account,
                 &self.mailbox,
@@ -1542,6 +1538,11 @@ impl Watcher {
                 catching_up,
                 woke,
             );
+            // After the popup: what the D-Bus interface then sends does not delay it.
+            self.update_row(|r| {
+                r.last_event = Some((SystemTime::now(), event));
+                r.new = r.new.saturating_add(announced);
+            });
         }
         // Saved after announcing: a crash in between repeats a popup rather than losing one.
         let moved = Some(cursor) != self.cursor;

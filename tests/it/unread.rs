@@ -257,6 +257,21 @@ fn the_interface_introspects() {
         // Reload through the interface, as SIGHUP.
         let (code, _, err) = mailpushd(&rig.bus, &["status"]);
         assert_eq!(code, Some(0), "{err}");
+        // A reader that stops early (`| head -1`, here `| true`, which reads nothing) is
+        // no error and no panic.
+        let out = run_command(
+            "mailpushd status | true",
+            Command::new("bash")
+                .args(["-c", "set -o pipefail; \"$0\" status | true", binary()])
+                .env("DBUS_SESSION_BUS_ADDRESS", &rig.bus.address),
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let address = rig.bus.address.clone();
         std::thread::spawn(move || {
             zbus::block_on(async move {
