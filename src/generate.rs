@@ -212,7 +212,8 @@ method \fBReload\fR()
 Reads the configuration file again, as \fBSIGHUP\fR.
 .TP
 signal \fBChanged\fR(\fBaa{sv}\fR mailboxes)
-Sent after every change to \fBMailboxes\fR, with its new value;
+Sent after a change to \fBMailboxes\fR, with its new value (changes within 0.1 s of each
+other come as one);
 \fBorg.freedesktop.DBus.Properties.PropertiesChanged\fR is sent as well.
 .PP
 Without a session bus, or with the name owned by another program, mail is watched as usual

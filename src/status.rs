@@ -219,6 +219,27 @@ impl StatusTable {
         }
     }
 
+    /// Waits `d`, or less if the table closes ([`StatusTable::close`]: returns false).
+    pub fn linger(&self, d: Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        let mut g = self.changes();
+        loop {
+            if g.1 {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            g = self
+                .changes
+                .1
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Ends every [`StatusTable::wait_change`], now and later: the daemon is stopping.
     pub fn close(&self) {
         self.changes().1 = true;
@@ -405,8 +426,10 @@ mod tests {
         assert_eq!(t.mailboxes()[0].new, 2);
         assert_eq!(t.mark_seen_by_user(Some("w"), None), 1);
         assert_eq!(t.mailboxes()[0].new, 0);
+        assert!(t.linger(Duration::from_millis(1)));
         t.close();
         assert_eq!(t.wait_change(t.generation()), None);
+        assert!(!t.linger(Duration::from_secs(60)));
     }
 
     #[test]

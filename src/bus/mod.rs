@@ -20,7 +20,8 @@
 //!                                     "new" to 0 ("" = every account / mailbox);
 //!                                     \Seen on the server is not touched
 //!   method   Reload()                 as SIGHUP (a second apart at most)
-//!   signal   Changed(aa{sv} mailboxes) after any change to Mailboxes
+//!   signal   Changed(aa{sv} mailboxes) after a change to Mailboxes (those within
+//!                                     0.1 s of each other as one)
 //! ```
 //!
 //! Depends on `status` (the table) and `event` (Reload); nothing depends on it but the

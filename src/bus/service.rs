@@ -11,12 +11,17 @@
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use zbus::object_server::SignalEmitter;
 
 use super::{Mailbox, INTERFACE, NAME, PATH};
 use crate::event::{Event, ReloadQueue};
 use crate::status::StatusTable;
+
+/// How long after a change the interface waits for more before it says so (a burst of
+/// changes is one `Changed`).
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// The interface's implementation: a view of the status table.
 struct Service {
@@ -143,8 +148,14 @@ fn serve(status: StatusTable, events: Sender<Event>, reloads: ReloadQueue) {
     };
     log::debug!("{NAME}: serving {INTERFACE} at {PATH}");
     let mut generation = status.generation();
-    while let Some(now) = status.wait_change(generation) {
-        generation = now;
+    while status.wait_change(generation).is_some() {
+        // Changes that come together go out together: at most one Changed per
+        // COALESCE, however fast a server reports flag changes, and never on the heels of
+        // the popup that the same new mail is sending on the other connection.
+        if !status.linger(COALESCE) {
+            break;
+        }
+        generation = status.generation();
         let mailboxes = snapshot(&status);
         if let Err(e) = zbus::block_on(emit(&conn, mailboxes)) {
             log::debug!("{NAME}: could not emit Changed: {e}");

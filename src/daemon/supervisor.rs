@@ -70,12 +70,12 @@ struct Learned {
 /// client saw it), not for a lower limit: the watcher retries after [`RETRY_SOON`].
 const SETTLE: Duration = Duration::from_secs(30);
 /// How soon a watcher refused during [`SETTLE`] tries again.
+const RETRY_SOON: Duration = Duration::from_secs(3);
 /// Asked-for reloads (SIGHUP, D-Bus `Reload`) one after another at most this often: a
 /// `Reload` called in a loop reloads once a second (the last request is always served, up
 /// to this much later), not once per call with two log lines and a systemd RELOADING
 /// each.
 const RELOAD_SPACING: Duration = Duration::from_secs(1);
-const RETRY_SOON: Duration = Duration::from_secs(3);
 /// What patterns stand for changes the watchers at most this often.
 const LIST_HOLD: Duration = Duration::from_secs(60);
 
