@@ -9,9 +9,32 @@
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::process::Child;
+use std::process::{Child, Command};
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+
+/// The environment variables that carry an activation token to a program being started.
+/// `XDG_ACTIVATION_TOKEN` is the Wayland one: the xdg-activation-v1 protocol's description
+/// names it as the established way to hand a token to a newly launched child.
+/// `DESKTOP_STARTUP_ID` is the X11 startup-notification one. GLib's launcher
+/// (`g_desktop_app_info_launch_uris_with_spawn` in gio/gdesktopappinfo.c) sets
+/// `DESKTOP_STARTUP_ID`, and in current releases `XDG_ACTIVATION_TOKEN` too, to the same
+/// id; toolkits read whichever their display uses.
+pub const ACTIVATION_ENV: [&str; 2] = ["XDG_ACTIVATION_TOKEN", "DESKTOP_STARTUP_ID"];
+
+/// Variables of the daemon's own environment that no child may inherit: systemd's notify
+/// socket (only the daemon speaks to systemd, `NotifyAccess=main`) and an activation
+/// token the daemon was started with (spent long ago; a click's own token is set by
+/// src/daemon/actions.rs for `open_command` alone).
+pub const WITHHELD_ENV: [&str; 3] = ["NOTIFY_SOCKET", ACTIVATION_ENV[0], ACTIVATION_ENV[1]];
+
+/// Removes [`WITHHELD_ENV`] from `command`'s environment (the daemon's stays as it is).
+pub fn withhold_env(command: &mut Command) -> &mut Command {
+    for name in WITHHELD_ENV {
+        command.env_remove(name);
+    }
+    command
+}
 
 /// SIGKILL to the child's process group, then reap the child. The child must lead its own
 /// group (`CommandExt::process_group(0)`) and not have been reaped yet, so that the group
@@ -96,5 +119,27 @@ impl<P: Read + AsFd> Capture<P> {
     pub fn finish(mut self) -> Vec<u8> {
         self.pump();
         self.kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_daemons_own_variables_are_withheld() {
+        let mut c = std::process::Command::new("true");
+        super::withhold_env(&mut c);
+        let removed: Vec<_> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                "DESKTOP_STARTUP_ID",
+                "NOTIFY_SOCKET",
+                "XDG_ACTIVATION_TOKEN"
+            ]
+        );
     }
 }

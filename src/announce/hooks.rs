@@ -600,6 +600,7 @@ impl Worker {
         for name in SINGLE_MESSAGE_VARS {
             cmd.env_remove(name);
         }
+        crate::child::withhold_env(&mut cmd);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = match cmd.spawn() {
             Ok(child) => child,

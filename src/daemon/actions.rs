@@ -9,14 +9,7 @@ use crate::config::Account;
 use crate::imap::{self, mutf7};
 use crate::mailbox::credentials;
 
-/// The environment variables that carry an activation token to a program being started.
-/// `XDG_ACTIVATION_TOKEN` is the Wayland one: the xdg-activation-v1 protocol's description
-/// names it as the established way to hand a token to a newly launched child.
-/// `DESKTOP_STARTUP_ID` is the X11 startup-notification one. GLib's launcher
-/// (`g_desktop_app_info_launch_uris_with_spawn` in gio/gdesktopappinfo.c) sets
-/// `DESKTOP_STARTUP_ID`, and in current releases `XDG_ACTIVATION_TOKEN` too, to the same
-/// id; toolkits read whichever their display uses.
-pub const ACTIVATION_ENV: [&str; 2] = ["XDG_ACTIVATION_TOKEN", "DESKTOP_STARTUP_ID"];
+pub use crate::child::ACTIVATION_ENV;
 
 /// Starts `argv` detached from our stdio, and reaps it on a thread of its own (no zombies).
 /// With `activation_token` (from the click that asked for this, see
@@ -51,13 +44,12 @@ fn open_command(argv: &[String], activation_token: Option<&str>) -> Option<Comma
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env_remove("NOTIFY_SOCKET");
-    for name in ACTIVATION_ENV {
-        match activation_token {
-            Some(token) => command.env(name, token),
-            None => command.env_remove(name),
-        };
+        .stderr(Stdio::null());
+    crate::child::withhold_env(&mut command);
+    if let Some(token) = activation_token {
+        for name in ACTIVATION_ENV {
+            command.env(name, token);
+        }
     }
     Some(command)
 }

@@ -105,10 +105,8 @@ fn run(
     stopped: &dyn Fn() -> bool,
 ) -> Result<String, CredentialError> {
     let program = argv.first().cloned().unwrap_or_default();
-    let mut child = Command::new(&program)
+    let mut child = crate::child::withhold_env(&mut Command::new(&program))
         .args(argv.get(1..).unwrap_or_default())
-        // Only the daemon speaks to systemd (NotifyAccess=main).
-        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
