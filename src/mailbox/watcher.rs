@@ -475,7 +475,13 @@ impl Watcher {
 
     /// Updates this mailbox's row (named with its account and mailbox); returns whether
     /// its phase changed.
+    ///
+    /// Not once stopped: the row may be carried over to the watcher that replaces this
+    /// one (src/daemon/supervisor.rs, `retire`), which writes it from then on.
     fn update_row(&self, f: impl FnOnce(&mut Row)) -> bool {
+        if self.control.stopping() {
+            return false;
+        }
         self.status.update(&self.key(), |r| {
             if r.account.is_empty() {
                 r.account.clone_from(&self.account.name);
@@ -483,15 +489,6 @@ impl Watcher {
             }
             f(r)
         })
-    }
-
-    /// The status table rows this watcher keeps: its mailbox's, or its members'.
-    fn row_keys(&self) -> Vec<String> {
-        if !self.is_shared {
-            vec![self.key()]
-        } else {
-            self.members.iter().map(Watcher::key).collect()
-        }
     }
 
     /// Runs until stopped. A failed or panicking session is logged and retried after a
@@ -556,9 +553,8 @@ impl Watcher {
                 break;
             }
         }
-        for row in self.row_keys() {
-            self.status.remove(&row);
-        }
+        // Its rows are the supervisor's now: kept for the watcher that replaces this one,
+        // removed where none does.
         if self.limited {
             // Stopped while waiting for a connection: no longer waiting, nothing to announce.
             self.outputs

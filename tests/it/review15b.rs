@@ -75,3 +75,66 @@ fn a_server_refusing_flagchange_keeps_notify() {
         assert_eq!(asked, 1, "{commands:?}");
     });
 }
+
+/// A reload that restarts the account's shared connection (a mailbox added to it, as a
+/// pattern does when a folder is created) keeps the rows of the mailboxes it goes on
+/// watching: a panel following `Changed` never sees them vanish or their count go
+/// unknown, and mail announced before the reload stays "new" until the user looks.
+/// Before, every member's row was removed with the old watcher and came back empty.
+#[test]
+fn a_reload_that_restarts_a_watcher_keeps_its_counts() {
+    use crate::review15::{lines_of, spawn_client};
+    use crate::support::dovecot::{message, DovecotOptions};
+    use crate::support::rig::Rig;
+    with_timeout(LIMIT, || {
+        let rig = Rig::start(DovecotOptions::default());
+        rig.dovecot.create_mailbox("Lists");
+        rig.dovecot.create_mailbox("Work");
+        let account = rig.dovecot.account_toml("main", "implicit").replace(
+            "mailboxes = [\"INBOX\"]",
+            "mailboxes = [\"INBOX\", \"Lists\"]",
+        );
+        let daemon = rig.daemon(&account, &["main/INBOX", "main/Lists"]);
+        rig.dovecot
+            .deliver("Lists", &message("fresh", "b@example.com"));
+        let row = |m: &Value| m["account"] == "main" && m["mailbox"] == "Lists";
+        wait_until(WAIT, "Lists: 1 unread, 1 new", || {
+            status(&rig.bus)?
+                .into_iter()
+                .find(|m| row(m) && m["unread"] == 1 && m["new"] == 1)
+        });
+        let follower = spawn_client(&rig.bus, &["status", "--json", "--follow"]);
+        let lines = lines_of(&follower);
+        let first = lines.recv_timeout(WAIT).expect("the first line");
+        assert!(first.contains("\"Lists\""), "{first}");
+
+        std::fs::write(
+            daemon.config_path(),
+            rig.config(&account.replace("\"Lists\"]", "\"Lists\", \"Work\"]")),
+        )
+        .unwrap();
+        assert!(daemon.signal("HUP"));
+        daemon.wait_for_output(WAIT, "watching main/Work ");
+        daemon.wait_for_output_count(WAIT, "watching main/Lists ", 2);
+        // Every line the panel printed meanwhile still shows Lists, counted.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("a line showing Work watched");
+            let rows: Vec<Value> = serde_json::from_str(&line).expect("JSON");
+            let lists: Vec<&Value> = rows.iter().filter(|m| row(m)).collect();
+            assert_eq!(lists.len(), 1, "Lists vanished: {line}");
+            assert_eq!(lists[0]["unread"], 1, "{line}");
+            assert_eq!(lists[0]["new"], 1, "{line}");
+            if rows
+                .iter()
+                .any(|m| m["mailbox"] == "Work" && m["state"] == "idling")
+                && lists[0]["state"] == "idling"
+            {
+                break;
+            }
+        }
+        drop(follower);
+    });
+}
