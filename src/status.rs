@@ -157,8 +157,29 @@ impl StatusTable {
         phase_changed
     }
 
+    /// [`StatusTable::update`] of a row that exists; none is made.
+    pub fn update_existing(&self, key: &str, f: impl FnOnce(&mut Row)) -> bool {
+        if !self.rows().contains_key(key) {
+            return false;
+        }
+        self.update(key, f)
+    }
+
     pub fn remove(&self, key: &str) {
         if self.rows().remove(key).is_some() {
+            self.changed();
+        }
+    }
+
+    /// Removes every row whose key `keep` refuses: the mailboxes no longer watched.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let removed = {
+            let mut rows = self.rows();
+            let before = rows.len();
+            rows.retain(|key, _| keep(key));
+            rows.len() != before
+        };
+        if removed {
             self.changed();
         }
     }

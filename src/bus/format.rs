@@ -8,7 +8,7 @@
 use serde_json::{json, Value};
 
 use super::Mailbox;
-use crate::decode::controls_escaped;
+use crate::decode::{controls_escaped, truncate_chars};
 
 /// One line per mailbox, columns aligned: ACCOUNT MAILBOX UNREAD NEW STATE, then the
 /// error of a failing one. Control and bidi characters in names are escaped.
@@ -90,6 +90,13 @@ pub fn total(mailboxes: &[Mailbox]) -> String {
         .to_string()
 }
 
+/// Mailboxes named in waybar's tooltip at most (then "and N more").
+const TOOLTIP_LINES: usize = 40;
+/// Characters of an account or mailbox name in the tooltip at most.
+const TOOLTIP_NAME_CHARS: usize = 60;
+/// Characters of an error in the tooltip at most.
+const TOOLTIP_ERROR_CHARS: usize = 120;
+
 /// Pango markup escaping for waybar's tooltip and text.
 fn pango(s: &str) -> String {
     controls_escaped(s)
@@ -99,7 +106,8 @@ fn pango(s: &str) -> String {
 }
 
 /// waybar's object, on one line: `text` the total unread count (empty until one is
-/// known), `tooltip` one line per mailbox, `class` and `alt` the state for CSS and
+/// known), `tooltip` one line per mailbox (the first [`TOOLTIP_LINES`], names and errors
+/// cut), `class` and `alt` the state for CSS and
 /// `format-icons`: "new" (mail announced since the user last looked), "unread", "read"
 /// or "unknown"; `class` also has "error" while a mailbox fails.
 pub fn waybar(mailboxes: &[Mailbox]) -> String {
@@ -118,18 +126,31 @@ pub fn waybar(mailboxes: &[Mailbox]) -> String {
     if mailboxes.iter().any(|m| m.state == "retrying") {
         class.push("error");
     }
-    let tooltip: Vec<String> = mailboxes
+    // waybar reads the line whole and GTK lays the tooltip out on each hover: names a
+    // server lists and errors in its words are cut, and so is the list.
+    let short = |s: &str, n: usize| pango(&truncate_chars(&controls_escaped(s), n));
+    let mut tooltip: Vec<String> = mailboxes
         .iter()
+        .take(TOOLTIP_LINES)
         .map(|m| {
             let what = match (&m.last_error, m.unread) {
-                (Some(e), _) if m.state == "retrying" => format!("{} ({e})", m.state),
+                (Some(e), _) if m.state == "retrying" => {
+                    format!("{} ({})", m.state, short(e, TOOLTIP_ERROR_CHARS))
+                }
                 (_, Some(u)) if m.new > 0 => format!("{u} unread, {} new", m.new),
                 (_, Some(u)) => format!("{u} unread"),
-                (_, None) => m.state.clone(),
+                (_, None) => short(&m.state, TOOLTIP_NAME_CHARS),
             };
-            pango(&format!("{}/{}: {what}", m.account, m.mailbox))
+            format!(
+                "{}/{}: {what}",
+                short(&m.account, TOOLTIP_NAME_CHARS),
+                short(&m.mailbox, TOOLTIP_NAME_CHARS)
+            )
         })
         .collect();
+    if mailboxes.len() > TOOLTIP_LINES {
+        tooltip.push(format!("and {} more", mailboxes.len() - TOOLTIP_LINES));
+    }
     json!({
         "text": text,
         "tooltip": if tooltip.is_empty() { "no mailboxes watched".to_owned() } else { tooltip.join("\n") },
@@ -202,6 +223,24 @@ mod tests {
         assert!(!out.contains('\n'));
         assert!(!out.contains('\u{202e}'));
         assert!(!waybar_stopped().contains('\n'));
+    }
+
+    #[test]
+    fn waybar_lines_stay_bounded_and_parse_whatever_the_names() {
+        let long = "\"\\\u{2028}📬<".repeat(5_000);
+        let mut many: Vec<Mailbox> = (0..1_000)
+            .map(|i| mb(&long, &format!("{long}{i}"), Some(1), 0, "idling"))
+            .collect();
+        many[0].state = "retrying".into();
+        many[0].last_error = Some("e".repeat(100_000));
+        let out = waybar(&many);
+        assert!(out.len() < 16 * 1024, "{} bytes", out.len());
+        let v: Value = serde_json::from_str(&out).expect("one JSON object");
+        assert_eq!(v["text"], "1000");
+        let tooltip = v["tooltip"].as_str().unwrap();
+        assert!(tooltip.ends_with("and 960 more"), "{tooltip}");
+        assert!(!tooltip.contains('\u{2028}'), "{tooltip}");
+        assert!(tooltip.contains("📬"), "{tooltip}");
     }
 
     #[test]

@@ -735,6 +735,15 @@ impl Supervisor {
         for key in &stale {
             self.retire(key);
         }
+        let rows: std::collections::BTreeSet<String> = want
+            .iter()
+            .flat_map(|u| {
+                u.mailboxes
+                    .iter()
+                    .map(|m| crate::status::row_key(&u.key.0, m))
+            })
+            .collect();
+        self.shared.status.retain(|key| rows.contains(key));
         for unit in want {
             if self.running.contains_key(&unit.key) {
                 continue;
@@ -762,10 +771,17 @@ impl Supervisor {
     fn retire(&mut self, key: &Key) {
         if let Some(r) = self.running.remove(key) {
             r.control.stop();
+            // Its rows stay, with their counts and "new", for a watcher that goes on
+            // watching the mailbox (a reload that restarts a connection): a panel does not
+            // see the mailbox vanish and come back empty. Rows nobody watches any more go
+            // at the end of `reconcile`.
             for m in &r.mailboxes {
                 self.shared
                     .status
-                    .remove(&crate::status::row_key(&key.0, m));
+                    .update_existing(&crate::status::row_key(&key.0, m), |row| {
+                        row.phase = crate::status::Phase::Connecting;
+                        row.connected_since = None;
+                    });
             }
             self.refused.retain(|k| k != key);
             self.retiring.push(r);

@@ -176,28 +176,55 @@ fn notify_set_command(others: &[&str]) -> String {
 /// Too many mailbox names`).
 pub const NOTIFY_NAMES_MAX: usize = 100;
 
-/// `NOTIFY SET (mailboxes (...) (MessageNew MessageExpunge FlagChange))` (RFC 5465
-/// section 6): new mail, expunges and flag changes (mail read elsewhere: the unread
-/// count) in any of `mailboxes` (wire names), reported as `* STATUS`, for a connection
-/// that keeps no mailbox selected between looks. None: `NOTIFY NONE`, no reports at all.
-/// More than [`NOTIFY_NAMES_MAX`]: `personal` instead of the names.
-fn notify_mailboxes_command(mailboxes: &[&str]) -> String {
+/// `NOTIFY SET (mailboxes (...) <events>)` (RFC 5465 section 6): the events of `events`
+/// in any of `mailboxes` (wire names), reported as `* STATUS`, for a connection that keeps
+/// no mailbox selected between looks. None: `NOTIFY NONE`, no reports at all. More than
+/// [`NOTIFY_NAMES_MAX`]: `personal` instead of the names.
+fn notify_mailboxes_command(mailboxes: &[&str], events: SharedEvents) -> String {
     if mailboxes.is_empty() {
         return "NOTIFY NONE".to_owned();
     }
+    let events = events.list();
     if mailboxes.len() > NOTIFY_NAMES_MAX {
-        return format!("NOTIFY SET (personal {SHARED_EVENTS})");
+        return format!("NOTIFY SET (personal {events})");
     }
     let names: Vec<String> = mailboxes.iter().map(|m| quoted(m)).collect();
-    format!(
-        "NOTIFY SET (mailboxes ({}) {SHARED_EVENTS})",
-        names.join(" ")
-    )
+    format!("NOTIFY SET (mailboxes ({}) {events})", names.join(" "))
 }
 
-/// The events a shared connection asks NOTIFY for (RFC 5465 section 5): new mail, and
-/// what changes a mailbox's unread count.
-const SHARED_EVENTS: &str = "(MessageNew MessageExpunge FlagChange)";
+/// The events a shared connection asks NOTIFY for (RFC 5465 section 5), from the most
+/// useful down: a server that refuses an event (`BAD [BADEVENT ...]`, section 5.3) is
+/// asked for less, not given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedEvents {
+    /// New mail, and what changes a mailbox's unread count (expunges, mail read
+    /// elsewhere).
+    Counts,
+    /// New mail and expunges: mail read elsewhere is not reported.
+    NewAndExpunge,
+    /// New mail only (what mailpushd asked before unread counts; Dovecot takes it).
+    New,
+}
+
+impl SharedEvents {
+    /// The event list on the wire.
+    pub fn list(self) -> &'static str {
+        match self {
+            SharedEvents::Counts => "(MessageNew MessageExpunge FlagChange)",
+            SharedEvents::NewAndExpunge => "(MessageNew MessageExpunge)",
+            SharedEvents::New => "(MessageNew)",
+        }
+    }
+
+    /// The next list to ask a server that refused this one, if any.
+    pub fn weaker(self) -> Option<Self> {
+        match self {
+            SharedEvents::Counts => Some(SharedEvents::NewAndExpunge),
+            SharedEvents::NewAndExpunge => Some(SharedEvents::New),
+            SharedEvents::New => None,
+        }
+    }
+}
 
 /// An IMAP quoted string (RFC 3501 section 4.3): `"` and `\` escaped.
 fn quoted(s: &str) -> String {
@@ -1190,8 +1217,12 @@ impl Connection {
     /// Errors: [`ImapError::Refused`] if the server answers NO or BAD (RFC 5465 section
     /// 5.3: `[NOTIFICATIONOVERFLOW]`, or a mailbox it cannot watch; Dovecot takes at most
     /// 100 names).
-    pub fn notify_mailboxes(&mut self, mailboxes: &[&str]) -> Result<(), ImapError> {
-        let command = notify_mailboxes_command(mailboxes);
+    pub fn notify_mailboxes(
+        &mut self,
+        mailboxes: &[&str],
+        events: SharedEvents,
+    ) -> Result<(), ImapError> {
+        let command = notify_mailboxes_command(mailboxes, events);
         let filter: std::collections::BTreeSet<String> =
             mailboxes.iter().map(|m| wire_key(m)).collect();
         self.tolerant
@@ -1449,17 +1480,30 @@ mod tests {
     #[test]
     fn notify_for_a_shared_connection_asks_for_what_moves_counts() {
         assert_eq!(
-            notify_mailboxes_command(&["Lists", "a\"b"]),
+            notify_mailboxes_command(&["Lists", "a\"b"], SharedEvents::Counts),
             "NOTIFY SET (mailboxes (\"Lists\" \"a\\\"b\") (MessageNew MessageExpunge FlagChange))"
         );
-        assert_eq!(notify_mailboxes_command(&[]), "NOTIFY NONE");
+        assert_eq!(
+            notify_mailboxes_command(&["Lists"], SharedEvents::NewAndExpunge),
+            "NOTIFY SET (mailboxes (\"Lists\") (MessageNew MessageExpunge))"
+        );
+        assert_eq!(
+            notify_mailboxes_command(&["Lists"], SharedEvents::New),
+            "NOTIFY SET (mailboxes (\"Lists\") (MessageNew))"
+        );
+        assert_eq!(SharedEvents::New.weaker(), None);
+        assert_eq!(
+            notify_mailboxes_command(&[], SharedEvents::Counts),
+            "NOTIFY NONE"
+        );
         let many: Vec<String> = (0..=NOTIFY_NAMES_MAX).map(|i| format!("M{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert_eq!(
-            notify_mailboxes_command(&many),
+            notify_mailboxes_command(&many, SharedEvents::Counts),
             "NOTIFY SET (personal (MessageNew MessageExpunge FlagChange))"
         );
-        assert!(notify_mailboxes_command(&many[1..]).starts_with("NOTIFY SET (mailboxes ("));
+        assert!(notify_mailboxes_command(&many[1..], SharedEvents::Counts)
+            .starts_with("NOTIFY SET (mailboxes ("));
     }
 
     #[test]

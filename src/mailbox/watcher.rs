@@ -312,6 +312,10 @@ pub struct Watcher {
     /// NOTIFY stayed silent about this member's new mail: checked by STATUS for the rest
     /// of the watcher's life.
     notify_distrusted: bool,
+    /// What the shared connection asks NOTIFY for: less after a server refused more
+    /// ([`Watcher::renew_notify`]). Without `FlagChange`, the counts of members watched by
+    /// NOTIFY are asked by STATUS every `poll_interval_secs`.
+    notify_events: imap::session::SharedEvents,
     /// The unread count of a mailbox with a connection of its own, kept from what the
     /// server reports (src/mailbox/unread.rs). Shared members count by STATUS instead.
     unread: Unread,
@@ -368,6 +372,7 @@ impl Watcher {
             unreported: 0,
             again: Vec::new(),
             notify_distrusted: false,
+            notify_events: imap::session::SharedEvents::Counts,
             unread: Unread::default(),
             counting: false,
         }
@@ -470,7 +475,13 @@ impl Watcher {
 
     /// Updates this mailbox's row (named with its account and mailbox); returns whether
     /// its phase changed.
+    ///
+    /// Not once stopped: the row may be carried over to the watcher that replaces this
+    /// one (src/daemon/supervisor.rs, `retire`), which writes it from then on.
     fn update_row(&self, f: impl FnOnce(&mut Row)) -> bool {
+        if self.control.stopping() {
+            return false;
+        }
         self.status.update(&self.key(), |r| {
             if r.account.is_empty() {
                 r.account.clone_from(&self.account.name);
@@ -478,15 +489,6 @@ impl Watcher {
             }
             f(r)
         })
-    }
-
-    /// The status table rows this watcher keeps: its mailbox's, or its members'.
-    fn row_keys(&self) -> Vec<String> {
-        if !self.is_shared {
-            vec![self.key()]
-        } else {
-            self.members.iter().map(Watcher::key).collect()
-        }
     }
 
     /// Runs until stopped. A failed or panicking session is logged and retried after a
@@ -551,9 +553,8 @@ impl Watcher {
                 break;
             }
         }
-        for row in self.row_keys() {
-            self.status.remove(&row);
-        }
+        // Its rows are the supervisor's now: kept for the watcher that replaces this one,
+        // removed where none does.
         if self.limited {
             // Stopped while waiting for a connection: no longer waiting, nothing to announce.
             self.outputs
@@ -893,7 +894,10 @@ impl Watcher {
                 return Ok(());
             }
             let notify = self.members.iter().any(|m| m.by_notify);
-            let polled = self.members.iter().any(|m| !m.by_notify);
+            // Without FlagChange, NOTIFY does not say when mail is read elsewhere: the
+            // counts of its members are asked by STATUS on the polling schedule.
+            let flags = self.notify_events == imap::session::SharedEvents::Counts;
+            let polled = self.members.iter().any(|m| !m.by_notify || !flags);
             let mut woke = Instant::now();
             let mut reported = conn.take_statuses();
             for wire in std::mem::take(&mut self.again) {
@@ -994,7 +998,7 @@ impl Watcher {
                 self.renew_notify(&mut conn, &mut notified, true)?;
                 self.refresh_notify(&mut conn, &mut notified)?;
             } else if polled && last_poll.elapsed() >= self.account.poll_interval {
-                self.sweep(&mut conn, false, |m| !m.by_notify)?;
+                self.sweep(&mut conn, false, |m| !m.by_notify || !flags)?;
                 last_poll = Instant::now();
                 if notify {
                     // A member that came back is watched by NOTIFY from now on.
@@ -1047,6 +1051,8 @@ impl Watcher {
     ) -> Result<bool, ImapError> {
         let key = self.key();
         let mut first_refusal: Option<(usize, String)> = None;
+        // A refusal of the events (not of the names): the first reason, and what was asked.
+        let mut events_refused: Option<(imap::session::SharedEvents, String)> = None;
         loop {
             let present: Vec<String> = self
                 .members
@@ -1060,11 +1066,20 @@ impl Watcher {
                 return Ok(self.members.iter().any(|m| m.by_notify));
             }
             let names: Vec<&str> = present.iter().map(String::as_str).collect();
-            let result = conn.notify_mailboxes(&names);
+            let result = conn.notify_mailboxes(&names, self.notify_events);
             self.report_notes(conn);
             match result {
                 Ok(()) => {
                     *notified = present;
+                    if let Some((asked, reason)) = events_refused.take() {
+                        log::warn!(
+                            "{key}: the server refused NOTIFY {} ({}) and took {}; the unread counts of the mailboxes it reports follow mail read elsewhere every {}s",
+                            asked.list(),
+                            decode::one_line(&reason),
+                            self.notify_events.list(),
+                            self.account.poll_interval.as_secs()
+                        );
+                    }
                     if let Some((asked, reason)) = first_refusal {
                         log::warn!(
                             "{key}: the server refused NOTIFY for {asked} mailboxes ({}) and took {}; the others are checked every {}s",
@@ -1079,20 +1094,37 @@ impl Watcher {
                     }
                     return Ok(self.members.iter().any(|m| m.by_notify));
                 }
-                Err(ImapError::Refused { reason, .. }) if present.len() > 1 => {
-                    first_refusal.get_or_insert((present.len(), reason));
-                    // The second half is checked by STATUS from now on.
-                    let keep = present.len() / 2;
-                    for m in self
-                        .members
-                        .iter_mut()
-                        .filter(|m| m.by_notify && m.absent_until.is_none())
-                        .skip(keep)
-                    {
-                        m.by_notify = false;
-                    }
+                // Refused for the events (RFC 5465 section 5.3: `BAD [BADEVENT ...]`; a
+                // server may say less): the same names with fewer events first, unless the
+                // server says it was the names (`[NOTIFICATIONOVERFLOW]`).
+                Err(ImapError::Refused { ref reason, .. })
+                    if !reason.to_ascii_uppercase().contains("NOTIFICATIONOVERFLOW")
+                        && self.notify_events.weaker().is_some() =>
+                {
+                    events_refused.get_or_insert((self.notify_events, reason.clone()));
+                    self.notify_events = self.notify_events.weaker().unwrap_or(self.notify_events);
                 }
                 Err(ImapError::Refused { reason, .. }) => {
+                    // Not the events after all: ask for them all again, with fewer names
+                    // (below) or none.
+                    if let Some((asked, first)) = events_refused.take() {
+                        self.notify_events = asked;
+                        first_refusal.get_or_insert((present.len(), first));
+                    }
+                    if present.len() > 1 {
+                        first_refusal.get_or_insert((present.len(), reason));
+                        // The second half is checked by STATUS from now on.
+                        let keep = present.len() / 2;
+                        for m in self
+                            .members
+                            .iter_mut()
+                            .filter(|m| m.by_notify && m.absent_until.is_none())
+                            .skip(keep)
+                        {
+                            m.by_notify = false;
+                        }
+                        continue;
+                    }
                     log::warn!(
                         "{key}: the server refused NOTIFY ({}); checking every {}s instead",
                         decode::one_line(&first_refusal.map_or(reason, |(_, r)| r)),

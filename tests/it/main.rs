@@ -29,6 +29,7 @@ mod resilience;
 mod review14;
 mod review14b;
 mod review15;
+mod review15b;
 mod scripted_logins;
 mod scripted_server;
 mod security;

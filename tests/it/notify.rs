@@ -269,8 +269,11 @@ fn a_burst_of_notify_reports_in_one_idle_is_kept_whole() {
         let account = &config.accounts[0];
         let mut conn = imap::connect(account, &rig.dovecot.password, Default::default(), |_| {})
             .expect("connect");
-        conn.notify_mailboxes(&["INBOX", "Lists", "Work"])
-            .expect("NOTIFY");
+        conn.notify_mailboxes(
+            &["INBOX", "Lists", "Work"],
+            mailpushd::imap::session::SharedEvents::Counts,
+        )
+        .expect("NOTIFY");
         for m in ["INBOX", "Lists", "Work"] {
             rig.dovecot.deliver(m, &message("x", "a@example.com"));
         }

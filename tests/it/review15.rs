@@ -26,17 +26,19 @@ type Answer = dyn Fn(&str, &str, &str) -> Option<String> + Send + Sync;
 
 /// A scripted IMAP server: the default answers are enough for a watcher of INBOX (empty,
 /// UIDNEXT 1); `answer` overrides any of them.
-struct Scripted {
-    port: u16,
-    connections: Arc<AtomicUsize>,
+pub(crate) struct Scripted {
+    pub(crate) port: u16,
+    pub(crate) connections: Arc<AtomicUsize>,
     /// Every command line received, in order.
-    commands: Arc<Mutex<Vec<String>>>,
+    pub(crate) commands: Arc<Mutex<Vec<String>>>,
     /// The connection that is idling now, for [`Scripted::push`].
     idling: Arc<Mutex<Option<TcpStream>>>,
 }
 
 impl Scripted {
-    fn start(answer: impl Fn(&str, &str, &str) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(
+        answer: impl Fn(&str, &str, &str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -61,7 +63,7 @@ impl Scripted {
     }
 
     /// Writes `text` to the connection that is idling, once one is.
-    fn push(&self, text: &str) {
+    pub(crate) fn push(&self, text: &str) {
         let what = format!("an idling connection (after {:?})", lock(&self.commands));
         let mut sock = wait_until(WAIT, &what, || {
             lock(&self.idling).as_ref().and_then(|s| s.try_clone().ok())
@@ -71,7 +73,7 @@ impl Scripted {
     }
 
     /// Waits until the server has seen `n` commands of `verb`.
-    fn wait_count(&self, verb: &str, n: usize) {
+    pub(crate) fn wait_count(&self, verb: &str, n: usize) {
         let deadline = std::time::Instant::now() + WAIT;
         while self.count(verb) < n {
             assert!(
@@ -83,7 +85,7 @@ impl Scripted {
         }
     }
 
-    fn count(&self, verb: &str) -> usize {
+    pub(crate) fn count(&self, verb: &str) -> usize {
         lock(&self.commands)
             .iter()
             .filter(|l| {
@@ -94,7 +96,7 @@ impl Scripted {
             .count()
     }
 
-    fn account(&self, extra: &str) -> String {
+    pub(crate) fn account(&self, extra: &str) -> String {
         format!(
             "[[accounts]]\nname = \"s\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
              username = \"u\"\npassword = \"p\"\nreconnect_max_secs = 1\ntimeout_secs = 5\n{extra}\n\
@@ -151,7 +153,7 @@ fn serve(
 }
 
 /// `mailpushd status --json` against `bus`, parsed: one object per mailbox.
-fn status(bus: &SessionBus) -> Option<Vec<Value>> {
+pub(crate) fn status(bus: &SessionBus) -> Option<Vec<Value>> {
     let out = run_command(
         "mailpushd status --json",
         Command::new(env!("CARGO_BIN_EXE_mailpushd"))
@@ -376,7 +378,7 @@ fn reload_in_a_tight_loop_coalesces() {
 }
 
 /// `mailpushd <args>` on `bus`, its stdout piped, tracked (stopped if the test fails).
-fn spawn_client(bus: &SessionBus, args: &[&str]) -> crate::support::TrackedChild {
+pub(crate) fn spawn_client(bus: &SessionBus, args: &[&str]) -> crate::support::TrackedChild {
     crate::support::spawn_tracked(
         "mailpushd client",
         Command::new(env!("CARGO_BIN_EXE_mailpushd"))
@@ -390,7 +392,7 @@ fn spawn_client(bus: &SessionBus, args: &[&str]) -> crate::support::TrackedChild
 }
 
 /// The lines a child writes on stdout, as they come.
-fn lines_of(child: &crate::support::TrackedChild) -> std::sync::mpsc::Receiver<String> {
+pub(crate) fn lines_of(child: &crate::support::TrackedChild) -> std::sync::mpsc::Receiver<String> {
     let out = child.take_stdio(|c| c.stdout.take()).expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
