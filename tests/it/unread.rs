@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::dbus::SessionBus;
+use crate::support::dbus::{call_no_args, SessionBus};
 use crate::support::dovecot::{message, DovecotOptions};
 use crate::support::rig::{Rig, WAIT};
 use crate::support::{run_command, spawn_tracked, with_timeout};
@@ -219,28 +219,14 @@ fn the_interface_introspects() {
         let rig = Rig::start(DovecotOptions::default());
         let account = rig.dovecot.account_toml("main", "implicit");
         let daemon = rig.daemon(&account, &["main/INBOX"]);
-        let address = rig.bus.address.clone();
-        let xml = std::thread::spawn(move || {
-            zbus::block_on(async move {
-                let conn = zbus::connection::Builder::address(address.as_str())
-                    .build()
-                    .await
-                    .expect("connect");
-                let reply = conn
-                    .call_method(
-                        Some("org.mailpushd.Mailpushd"),
-                        "/org/mailpushd/Mailpushd",
-                        Some("org.freedesktop.DBus.Introspectable"),
-                        "Introspect",
-                        &(),
-                    )
-                    .await
-                    .expect("Introspect");
-                reply.body().deserialize::<String>().expect("xml")
-            })
-        })
-        .join()
-        .expect("introspect thread");
+        let xml: String = call_no_args(
+            &rig.bus,
+            "org.mailpushd.Mailpushd",
+            "/org/mailpushd/Mailpushd",
+            "org.freedesktop.DBus.Introspectable",
+            "Introspect",
+        )
+        .expect("Introspect");
         for want in [
             r#"<interface name="org.mailpushd.Mailpushd1">"#,
             r#"<property name="Mailboxes" type="aa{sv}" access="read"/>"#,
@@ -272,26 +258,14 @@ fn the_interface_introspects() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let address = rig.bus.address.clone();
-        std::thread::spawn(move || {
-            zbus::block_on(async move {
-                let conn = zbus::connection::Builder::address(address.as_str())
-                    .build()
-                    .await
-                    .expect("connect");
-                conn.call_method(
-                    Some("org.mailpushd.Mailpushd"),
-                    "/org/mailpushd/Mailpushd",
-                    Some("org.mailpushd.Mailpushd1"),
-                    "Reload",
-                    &(),
-                )
-                .await
-                .expect("Reload");
-            })
-        })
-        .join()
-        .expect("reload thread");
+        let () = call_no_args(
+            &rig.bus,
+            "org.mailpushd.Mailpushd",
+            "/org/mailpushd/Mailpushd",
+            "org.mailpushd.Mailpushd1",
+            "Reload",
+        )
+        .expect("Reload");
         daemon.wait_for_output(WAIT, "configuration reloaded");
     });
 }

@@ -671,6 +671,35 @@ pub fn send_notify(bus: &SessionBus, app_name: &str, summary: &str, body: &str) 
     .expect("notify client thread")
 }
 
+/// Calls `interface.method()` (no arguments) on `destination` at `path` from a fresh
+/// connection to `bus` (on a thread of its own: zbus::block_on panics inside a zbus
+/// runtime), and returns the reply's body, or the call's error.
+pub fn call_no_args<T>(
+    bus: &SessionBus,
+    destination: &'static str,
+    path: &'static str,
+    interface: &'static str,
+    method: &'static str,
+) -> zbus::Result<T>
+where
+    T: for<'d> serde::Deserialize<'d> + zbus::Type + Send + 'static,
+{
+    let address = bus.address.clone();
+    thread::spawn(move || {
+        zbus::block_on(async move {
+            let conn = zbus::connection::Builder::address(address.as_str())
+                .build()
+                .await?;
+            let reply = conn
+                .call_method(Some(destination), path, Some(interface), method, &())
+                .await?;
+            reply.body().deserialize::<T>()
+        })
+    })
+    .join()
+    .expect("D-Bus client thread")
+}
+
 /// The unique name that owns `name` on `bus`, if any (asked from a fresh connection).
 pub fn name_owner(bus: &SessionBus, name: &str) -> Option<String> {
     let address = bus.address.clone();
