@@ -20,6 +20,13 @@ use crate::support::{lock, run_command, wait_until, with_timeout};
 const LIMIT: Duration = Duration::from_secs(90);
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The scripted EXAMINE answer: `exists` messages, UIDVALIDITY 7, UIDNEXT `uid_next`.
+fn examined(exists: u64, uid_next: u32, tag: &str) -> String {
+    format!(
+        "* {exists} EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT {uid_next}] ok\r\n{tag} OK [READ-ONLY] done\r\n"
+    )
+}
+
 /// Answers one command: (verb in upper case, the whole line, tag) -> the reply, or `None`
 /// for the default.
 type Answer = dyn Fn(&str, &str, &str) -> Option<String> + Send + Sync;
@@ -133,9 +140,7 @@ fn serve(
         let verb = rest.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply = answer(&verb, &text, tag).unwrap_or_else(|| match verb.as_str() {
             "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 IDLE\r\n{tag} OK done\r\n"),
-            "EXAMINE" | "SELECT" => format!(
-                "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 1] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-            ),
+            "EXAMINE" | "SELECT" => examined(0, 1, tag),
             "SEARCH" => format!("* SEARCH\r\n{tag} OK done\r\n"),
             "IDLE" => "+ idling\r\n".to_owned(),
             "LOGOUT" => format!("* BYE\r\n{tag} OK bye\r\n"),
@@ -195,17 +200,11 @@ fn rss_kib(pid: u32) -> u64 {
 fn an_absurd_exists_costs_the_count_not_the_memory() {
     with_timeout(LIMIT, || {
         for at_examine in [false, true] {
-            let server = Scripted::start(move |verb, _, tag| {
-                match verb {
-                "EXAMINE" if at_examine => Some(format!(
-                    "* 4294967295 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 1] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-                )),
-                "EXAMINE" => Some(format!(
-                    "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-                )),
+            let server = Scripted::start(move |verb, _, tag| match verb {
+                "EXAMINE" if at_examine => Some(examined(4294967295, 1, tag)),
+                "EXAMINE" => Some(examined(3, 4, tag)),
                 "SEARCH" if !at_examine => Some(format!("* SEARCH 1 3\r\n{tag} OK done\r\n")),
                 _ => None,
-            }
             });
             let bus = SessionBus::start();
             let daemon = Daemon::start(&server.account(""), Some(&bus));
@@ -233,14 +232,10 @@ fn an_absurd_exists_costs_the_count_not_the_memory() {
 fn a_refused_search_costs_only_the_count() {
     with_timeout(LIMIT, || {
         for refusal in ["BAD not here", "NO [SERVERBUG] not today"] {
-            let server = Scripted::start(move |verb, _, tag| {
-                match verb {
-                "EXAMINE" => Some(format!(
-                    "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-                )),
+            let server = Scripted::start(move |verb, _, tag| match verb {
+                "EXAMINE" => Some(examined(3, 4, tag)),
                 "SEARCH" => Some(format!("{tag} {refusal}\r\n")),
                 _ => None,
-            }
             });
             let bus = SessionBus::start();
             let daemon = Daemon::start(&server.account(""), Some(&bus));
@@ -266,14 +261,10 @@ fn a_refused_search_costs_only_the_count() {
 #[test]
 fn a_search_answer_past_the_end_is_not_a_count() {
     with_timeout(LIMIT, || {
-        let server = Scripted::start(move |verb, _, tag| {
-            match verb {
-            "EXAMINE" => Some(format!(
-                "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-            )),
+        let server = Scripted::start(move |verb, _, tag| match verb {
+            "EXAMINE" => Some(examined(3, 4, tag)),
             "SEARCH" => Some(format!("* SEARCH 1 7 0\r\n{tag} OK done\r\n")),
             _ => None,
-        }
         });
         let bus = SessionBus::start();
         let daemon = Daemon::start(&server.account(""), Some(&bus));
@@ -473,14 +464,10 @@ fn status_of_a_hung_daemon_has_a_deadline() {
 #[test]
 fn a_frozen_bus_does_not_hold_up_shutdown() {
     with_timeout(LIMIT, || {
-        let server = Scripted::start(|verb, _, tag| {
-            match verb {
-            "EXAMINE" => Some(format!(
-                "* 3 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 4] ok\r\n{tag} OK [READ-ONLY] done\r\n"
-            )),
+        let server = Scripted::start(|verb, _, tag| match verb {
+            "EXAMINE" => Some(examined(3, 4, tag)),
             "SEARCH" => Some(format!("* SEARCH 1 2 3\r\n{tag} OK done\r\n")),
             _ => None,
-        }
         });
         let bus = SessionBus::start();
         let mut daemon = Daemon::start(&server.account(""), Some(&bus));
