@@ -165,12 +165,6 @@ impl StatusTable {
         self.update(key, f)
     }
 
-    pub fn remove(&self, key: &str) {
-        if self.rows().remove(key).is_some() {
-            self.changed();
-        }
-    }
-
     /// Removes every row whose key `keep` refuses: the mailboxes no longer watched.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let removed = {
@@ -409,8 +403,10 @@ mod tests {
         assert!(t.update("a", |r| r.phase = Phase::Idling));
         assert!(!t.update("a", |r| r.last_event =
             Some((SystemTime::now(), "x".into()))));
-        t.remove("a");
+        let g = t.generation();
+        t.retain(|key| key != "a");
         assert_eq!(t.dump(SystemTime::now()).len(), 0);
+        assert!(t.generation() > g, "a removed row is a change to publish");
     }
 
     #[test]
