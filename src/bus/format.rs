@@ -80,14 +80,7 @@ pub fn json(mailboxes: &[Mailbox]) -> String {
 
 /// The sum of the known unread counts; empty while none is known.
 pub fn total(mailboxes: &[Mailbox]) -> String {
-    let known: Vec<u32> = mailboxes.iter().filter_map(|m| m.unread).collect();
-    if known.is_empty() {
-        return String::new();
-    }
-    known
-        .into_iter()
-        .fold(0u32, u32::saturating_add)
-        .to_string()
+    super::total_unread(mailboxes).map_or_else(String::new, |n| n.to_string())
 }
 
 /// Mailboxes named in waybar's tooltip at most (then "and N more").
@@ -111,16 +104,13 @@ fn pango(s: &str) -> String {
 /// `format-icons`: "new" (mail announced since the user last looked), "unread", "read"
 /// or "unknown"; `class` also has "error" while a mailbox fails.
 pub fn waybar(mailboxes: &[Mailbox]) -> String {
-    let text = total(mailboxes);
+    let unread = super::total_unread(mailboxes);
     let new: u32 = mailboxes.iter().map(|m| m.new).fold(0, u32::saturating_add);
-    let primary = if text.is_empty() {
-        "unknown"
-    } else if new > 0 {
-        "new"
-    } else if text != "0" {
-        "unread"
-    } else {
-        "read"
+    let primary = match unread {
+        None => "unknown",
+        Some(_) if new > 0 => "new",
+        Some(0) => "read",
+        Some(_) => "unread",
     };
     let mut class = vec![primary];
     if mailboxes.iter().any(|m| m.state == "retrying") {
@@ -152,7 +142,7 @@ pub fn waybar(mailboxes: &[Mailbox]) -> String {
         tooltip.push(format!("and {} more", mailboxes.len() - TOOLTIP_LINES));
     }
     json!({
-        "text": text,
+        "text": total(mailboxes),
         "tooltip": if tooltip.is_empty() { "no mailboxes watched".to_owned() } else { tooltip.join("\n") },
         "class": class,
         "alt": primary,

@@ -57,6 +57,15 @@ pub struct Mailbox {
     pub last_error: Option<String>,
 }
 
+/// The sum of the known unread counts (capped at `u32::MAX`); `None` while none is known.
+/// The `Unread` property, `status --total` and waybar's text.
+pub fn total_unread(mailboxes: &[Mailbox]) -> Option<u32> {
+    mailboxes
+        .iter()
+        .filter_map(|m| m.unread)
+        .reduce(u32::saturating_add)
+}
+
 impl From<crate::status::MailboxView> for Mailbox {
     fn from(v: crate::status::MailboxView) -> Self {
         Mailbox {

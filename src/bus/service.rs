@@ -45,14 +45,6 @@ fn snapshot(status: &StatusTable) -> Vec<Mailbox> {
         .collect()
 }
 
-/// The sum of the known unread counts.
-fn total(mailboxes: &[Mailbox]) -> u32 {
-    mailboxes
-        .iter()
-        .filter_map(|m| m.unread)
-        .fold(0u32, u32::saturating_add)
-}
-
 #[zbus::interface(name = "org.mailpushd.Mailpushd1")]
 impl Service {
     /// One dict per watched mailbox: account, mailbox, unread (absent until known), new,
@@ -65,7 +57,7 @@ impl Service {
     /// The sum of the known unread counts of every watched mailbox.
     #[zbus(property)]
     fn unread(&self) -> u32 {
-        total(&self.snapshot())
+        super::total_unread(&self.snapshot()).unwrap_or(0)
     }
 
     /// mailpushd's version.
